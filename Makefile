@@ -1,0 +1,40 @@
+# pgbus: two commands set everything up on a fresh machine.
+#   make run    install what is missing, build, start a throwaway Postgres
+#               under ./var/ (unless PGBUS_DATABASE_URL is set), migrate, serve
+#   make test   the same installs and build, then every test
+# Also: make build, make lint, make bench, make clean.
+
+BUILD_DIR ?= build
+JOBS ?= 2
+export PATH := $(CURDIR)/.tools/bin:$(PATH)
+
+.PHONY: all deps build lint run test test-unit bench clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD_DIR)/build.ninja:
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: deps $(BUILD_DIR)/build.ninja
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+lint: deps
+	buf lint
+
+run: build
+	@bash scripts/run.sh $(BUILD_DIR)
+
+test: build lint
+	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900 -j $(JOBS)
+
+test-unit: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -L unit
+
+bench: build
+	@bash scripts/bench.sh $(BUILD_DIR)
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Installs what pgbus needs and is missing; quiet and quick when all is there.
+# Debian packages for the C++ side; buf and grpcurl, pinned, from the Go
+# module proxy into ./.tools/bin.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  cmake ninja-build g++ pkg-config
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
+  libabsl-dev libpqxx-dev libpq-dev libssl-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  postgresql-15 postgresql-contrib
+)
+BUF_VERSION=v1.47.2
+GRPCURL_VERSION=v1.9.3
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+tools="$PWD/.tools/bin"
+mkdir -p "$tools"
+go_install() {  # binary module version
+  local bin=$1 module=$2 version=$3
+  if [ ! -x "$tools/$bin" ] || [ "$(cat "$tools/.$bin.version" 2>/dev/null)" != "$version" ]; then
+    command -v go >/dev/null || { echo "deps: Go is needed to install $bin" >&2; exit 1; }
+    echo "deps: installing $bin $version" >&2
+    GOBIN="$tools" GOFLAGS=-mod=mod go install "$module@$version"
+    echo "$version" >"$tools/.$bin.version"
+  fi
+}
+go_install buf github.com/bufbuild/buf/cmd/buf "$BUF_VERSION"
+go_install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"

@@ -1,0 +1,92 @@
+// pgbus C++ client: a small layer over the generated stubs
+// (pgbus/v1/bus.grpc.pb.h, admin.grpc.pb.h), which stay available through
+// bus() and admin() for everything this layer does not wrap.
+//
+// Errors are absl::Status with the server's gRPC code and message.
+// Thread safety: Client is safe to share between threads; a Subscriber is
+// used by one thread at a time.
+#ifndef PGBUS_SDK_CPP_CLIENT_H_
+#define PGBUS_SDK_CPP_CLIENT_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pgbus/v1/admin.grpc.pb.h"
+#include "pgbus/v1/bus.grpc.pb.h"
+
+namespace pgbus {
+
+absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// A Subscribe stream read by a background thread into a queue.
+class Subscriber {
+ public:
+  ~Subscriber();  // Cancel()s and joins.
+  // The next message; nullopt when none arrived within `timeout`; the
+  // stream's final status once it has ended.
+  absl::StatusOr<std::optional<v1::ReceivedMessage>> Next(absl::Duration timeout);
+  // Ends the stream from the client side.
+  void Cancel();
+  // The status the server ended the stream with, once it has ended.
+  std::optional<absl::Status> Finished();
+
+ private:
+  friend class Client;
+  Subscriber(v1::BusService::Stub* stub, v1::SubscribeRequest request);
+  void ReadLoop(v1::BusService::Stub* stub, v1::SubscribeRequest request);
+
+  grpc::ClientContext context_;
+  absl::Mutex mu_;
+  std::deque<v1::ReceivedMessage> queue_ ABSL_GUARDED_BY(mu_);
+  std::optional<absl::Status> finished_ ABSL_GUARDED_BY(mu_);
+  std::thread reader_;
+};
+
+class Client {
+ public:
+  explicit Client(std::shared_ptr<grpc::Channel> channel);
+  // An insecure channel to `target` ("host:port").
+  static std::unique_ptr<Client> Connect(const std::string& target);
+
+  v1::BusService::Stub& bus() { return *bus_; }
+  v1::AdminService::Stub& admin() { return *admin_; }
+
+  absl::StatusOr<v1::Topic> CreateTopic(const std::string& name);
+  absl::StatusOr<v1::Subscription> CreateSubscription(const std::string& name,
+                                                      const std::string& topic,
+                                                      absl::Duration ack_deadline = absl::ZeroDuration());
+  // Publishes and returns the ids in order.
+  absl::StatusOr<std::vector<std::string>> Publish(const std::string& topic,
+                                                   std::vector<v1::PublishMessage> messages);
+  absl::StatusOr<std::string> Publish(const std::string& topic, const std::string& payload);
+  // One status per ack id.
+  absl::StatusOr<std::vector<v1::AckStatus>> Ack(const std::string& subscription,
+                                                 const std::vector<std::string>& ack_ids);
+  absl::StatusOr<std::vector<v1::AckStatus>> ModifyAckDeadline(
+      const std::string& subscription, const std::vector<std::string>& ack_ids,
+      absl::Duration deadline);
+  // The whole payload, fetched in ranges and checked against the message's
+  // SHA-256 (DATA_LOSS on a mismatch).
+  absl::StatusOr<std::string> RetrievePayload(const std::string& message_id);
+  std::unique_ptr<Subscriber> Subscribe(v1::SubscribeRequest request);
+  std::unique_ptr<Subscriber> Subscribe(const std::string& subscription);
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::BusService::Stub> bus_;
+  std::unique_ptr<v1::AdminService::Stub> admin_;
+};
+
+}  // namespace pgbus
+
+#endif  // PGBUS_SDK_CPP_CLIENT_H_

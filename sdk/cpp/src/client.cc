@@ -1,0 +1,198 @@
+#include "pgbus/client.h"
+
+#include <openssl/evp.h>
+
+#include <utility>
+
+namespace pgbus {
+namespace {
+
+void ToDuration(absl::Duration d, google::protobuf::Duration* out) {
+  int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
+  out->set_seconds(s);
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+}
+
+std::string Sha256(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<char*>(md), len);
+}
+
+}  // namespace
+
+absl::Status FromGrpcStatus(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+Subscriber::Subscriber(v1::BusService::Stub* stub, v1::SubscribeRequest request) {
+  reader_ = std::thread([this, stub, request = std::move(request)] { ReadLoop(stub, request); });
+}
+
+Subscriber::~Subscriber() {
+  Cancel();
+  if (reader_.joinable()) reader_.join();
+}
+
+void Subscriber::ReadLoop(v1::BusService::Stub* stub, v1::SubscribeRequest request) {
+  std::unique_ptr<grpc::ClientReader<v1::SubscribeResponse>> reader =
+      stub->Subscribe(&context_, request);
+  v1::SubscribeResponse response;
+  while (reader->Read(&response)) {
+    absl::MutexLock lock(&mu_);
+    for (auto& m : *response.mutable_messages()) queue_.push_back(std::move(m));
+  }
+  absl::Status st = FromGrpcStatus(reader->Finish());
+  absl::MutexLock lock(&mu_);
+  finished_ = st;
+}
+
+absl::StatusOr<std::optional<v1::ReceivedMessage>> Subscriber::Next(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !queue_.empty() || finished_.has_value();
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  if (!queue_.empty()) {
+    v1::ReceivedMessage m = std::move(queue_.front());
+    queue_.pop_front();
+    return std::optional<v1::ReceivedMessage>(std::move(m));
+  }
+  if (finished_) {
+    if (finished_->ok()) return absl::CancelledError("the stream ended");
+    return *finished_;
+  }
+  return std::optional<v1::ReceivedMessage>();
+}
+
+void Subscriber::Cancel() { context_.TryCancel(); }
+
+std::optional<absl::Status> Subscriber::Finished() {
+  absl::MutexLock lock(&mu_);
+  return finished_;
+}
+
+Client::Client(std::shared_ptr<grpc::Channel> channel)
+    : channel_(std::move(channel)),
+      bus_(v1::BusService::NewStub(channel_)),
+      admin_(v1::AdminService::NewStub(channel_)) {}
+
+std::unique_ptr<Client> Client::Connect(const std::string& target) {
+  return std::make_unique<Client>(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+}
+
+absl::StatusOr<v1::Topic> Client::CreateTopic(const std::string& name) {
+  grpc::ClientContext ctx;
+  v1::CreateTopicRequest req;
+  req.mutable_topic()->set_name(name);
+  v1::CreateTopicResponse resp;
+  if (auto st = FromGrpcStatus(admin_->CreateTopic(&ctx, req, &resp)); !st.ok()) return st;
+  return resp.topic();
+}
+
+absl::StatusOr<v1::Subscription> Client::CreateSubscription(const std::string& name,
+                                                            const std::string& topic,
+                                                            absl::Duration ack_deadline) {
+  grpc::ClientContext ctx;
+  v1::CreateSubscriptionRequest req;
+  req.mutable_subscription()->set_name(name);
+  req.mutable_subscription()->set_topic(topic);
+  if (ack_deadline > absl::ZeroDuration()) {
+    ToDuration(ack_deadline, req.mutable_subscription()->mutable_ack_deadline());
+  }
+  v1::CreateSubscriptionResponse resp;
+  if (auto st = FromGrpcStatus(admin_->CreateSubscription(&ctx, req, &resp)); !st.ok()) return st;
+  return resp.subscription();
+}
+
+absl::StatusOr<std::vector<std::string>> Client::Publish(const std::string& topic,
+                                                         std::vector<v1::PublishMessage> messages) {
+  grpc::ClientContext ctx;
+  v1::PublishRequest req;
+  req.set_topic(topic);
+  for (auto& m : messages) *req.add_messages() = std::move(m);
+  v1::PublishResponse resp;
+  if (auto st = FromGrpcStatus(bus_->Publish(&ctx, req, &resp)); !st.ok()) return st;
+  return std::vector<std::string>(resp.message_ids().begin(), resp.message_ids().end());
+}
+
+absl::StatusOr<std::string> Client::Publish(const std::string& topic, const std::string& payload) {
+  v1::PublishMessage m;
+  m.set_payload(payload);
+  std::vector<v1::PublishMessage> one;
+  one.push_back(std::move(m));
+  auto ids = Publish(topic, std::move(one));
+  if (!ids.ok()) return ids.status();
+  return ids->at(0);
+}
+
+namespace {
+template <typename Response>
+std::vector<v1::AckStatus> Statuses(const Response& resp) {
+  std::vector<v1::AckStatus> out;
+  for (const auto& r : resp.results()) out.push_back(r.status());
+  return out;
+}
+}  // namespace
+
+absl::StatusOr<std::vector<v1::AckStatus>> Client::Ack(const std::string& subscription,
+                                                       const std::vector<std::string>& ack_ids) {
+  grpc::ClientContext ctx;
+  v1::AckRequest req;
+  req.set_subscription(subscription);
+  for (const auto& id : ack_ids) req.add_ack_ids(id);
+  v1::AckResponse resp;
+  if (auto st = FromGrpcStatus(bus_->Ack(&ctx, req, &resp)); !st.ok()) return st;
+  return Statuses(resp);
+}
+
+absl::StatusOr<std::vector<v1::AckStatus>> Client::ModifyAckDeadline(
+    const std::string& subscription, const std::vector<std::string>& ack_ids,
+    absl::Duration deadline) {
+  grpc::ClientContext ctx;
+  v1::ModifyAckDeadlineRequest req;
+  req.set_subscription(subscription);
+  for (const auto& id : ack_ids) req.add_ack_ids(id);
+  ToDuration(deadline, req.mutable_ack_deadline());
+  v1::ModifyAckDeadlineResponse resp;
+  if (auto st = FromGrpcStatus(bus_->ModifyAckDeadline(&ctx, req, &resp)); !st.ok()) return st;
+  return Statuses(resp);
+}
+
+absl::StatusOr<std::string> Client::RetrievePayload(const std::string& message_id) {
+  std::string payload;
+  std::string expected_sha;
+  int64_t size = -1;
+  do {
+    grpc::ClientContext ctx;
+    v1::RetrieveRequest req;
+    req.set_message_id(message_id);
+    req.set_offset(static_cast<int64_t>(payload.size()));
+    v1::RetrieveResponse resp;
+    if (auto st = FromGrpcStatus(bus_->Retrieve(&ctx, req, &resp)); !st.ok()) return st;
+    size = resp.message().size();
+    expected_sha = resp.message().sha256();
+    if (resp.data().empty() && static_cast<int64_t>(payload.size()) < size) {
+      return absl::DataLossError("Retrieve returned no bytes before the payload's end");
+    }
+    payload += resp.data();
+  } while (static_cast<int64_t>(payload.size()) < size);
+  if (Sha256(payload) != expected_sha) {
+    return absl::DataLossError("payload does not match its SHA-256");
+  }
+  return payload;
+}
+
+std::unique_ptr<Subscriber> Client::Subscribe(v1::SubscribeRequest request) {
+  return std::unique_ptr<Subscriber>(new Subscriber(bus_.get(), std::move(request)));
+}
+
+std::unique_ptr<Subscriber> Client::Subscribe(const std::string& subscription) {
+  v1::SubscribeRequest req;
+  req.set_subscription(subscription);
+  return Subscribe(std::move(req));
+}
+
+}  // namespace pgbus

@@ -1,0 +1,123 @@
+#include "service/api/admin_service.h"
+
+#include "service/api/convert.h"
+#include "service/common/status_macros.h"
+
+namespace pgbus::api {
+
+// Each handler: decode, one bus:: call on the worker pool, encode.
+#define PGBUS_ADMIN_HANDLER(Name)                                                \
+  grpc::ServerUnaryReactor* AdminService::Name(                                  \
+      grpc::CallbackServerContext* ctx, const v1::Name##Request* req,            \
+      v1::Name##Response* resp) {                                                \
+    return RunOnPool(cc_, ctx, [this, tenant = cc_.TenantOf(ctx), req, resp]() { \
+      return Do##Name(*bus_, tenant, *req, resp);                                \
+    });                                                                          \
+  }
+
+namespace {
+
+absl::Status DoCreateTopic(bus::Bus& bus, const std::string& tenant,
+                           const v1::CreateTopicRequest& req, v1::CreateTopicResponse* resp) {
+  ASSIGN_OR_RETURN(store::TopicRecord topic, FromProto(req.topic()));
+  ASSIGN_OR_RETURN(store::TopicRecord created, bus.CreateTopic(tenant, std::move(topic)));
+  ToProto(created, resp->mutable_topic());
+  return absl::OkStatus();
+}
+
+absl::Status DoGetTopic(bus::Bus& bus, const std::string& tenant, const v1::GetTopicRequest& req,
+                        v1::GetTopicResponse* resp) {
+  ASSIGN_OR_RETURN(store::TopicRecord topic, bus.GetTopic(tenant, req.name()));
+  ToProto(topic, resp->mutable_topic());
+  return absl::OkStatus();
+}
+
+absl::Status DoListTopics(bus::Bus& bus, const std::string& tenant,
+                          const v1::ListTopicsRequest& req, v1::ListTopicsResponse* resp) {
+  ASSIGN_OR_RETURN(auto page, bus.ListTopics(tenant, bus::Page{req.page_token(), req.page_size()}));
+  for (const auto& t : page.first) ToProto(t, resp->add_topics());
+  resp->set_next_page_token(page.second);
+  return absl::OkStatus();
+}
+
+absl::Status DoDeleteTopic(bus::Bus& bus, const std::string& tenant,
+                           const v1::DeleteTopicRequest& req, v1::DeleteTopicResponse*) {
+  return bus.DeleteTopic(tenant, req.name());
+}
+
+absl::Status DoCreateSubscription(bus::Bus& bus, const std::string& tenant,
+                                  const v1::CreateSubscriptionRequest& req,
+                                  v1::CreateSubscriptionResponse* resp) {
+  ASSIGN_OR_RETURN(store::SubscriptionRecord sub, FromProto(req.subscription()));
+  ASSIGN_OR_RETURN(store::SubscriptionRecord created,
+                   bus.CreateSubscription(tenant, std::move(sub)));
+  ToProto(created, resp->mutable_subscription());
+  return absl::OkStatus();
+}
+
+absl::Status DoGetSubscription(bus::Bus& bus, const std::string& tenant,
+                               const v1::GetSubscriptionRequest& req,
+                               v1::GetSubscriptionResponse* resp) {
+  ASSIGN_OR_RETURN(store::SubscriptionRecord sub, bus.GetSubscription(tenant, req.name()));
+  ToProto(sub, resp->mutable_subscription());
+  return absl::OkStatus();
+}
+
+absl::Status DoListSubscriptions(bus::Bus& bus, const std::string& tenant,
+                                 const v1::ListSubscriptionsRequest& req,
+                                 v1::ListSubscriptionsResponse* resp) {
+  ASSIGN_OR_RETURN(auto page, bus.ListSubscriptions(tenant, req.topic(),
+                                                    bus::Page{req.page_token(), req.page_size()}));
+  for (const auto& s : page.first) ToProto(s, resp->add_subscriptions());
+  resp->set_next_page_token(page.second);
+  return absl::OkStatus();
+}
+
+absl::Status DoDeleteSubscription(bus::Bus& bus, const std::string& tenant,
+                                  const v1::DeleteSubscriptionRequest& req,
+                                  v1::DeleteSubscriptionResponse*) {
+  return bus.DeleteSubscription(tenant, req.name());
+}
+
+absl::Status DoSeek(bus::Bus& bus, const std::string& tenant, const v1::SeekRequest& req,
+                    v1::SeekResponse*) {
+  if (!req.has_time()) return absl::InvalidArgumentError("time: is required");
+  ASSIGN_OR_RETURN(absl::Time time, FromProto("time", req.time()));
+  return bus.Seek(tenant, req.subscription(), time);
+}
+
+absl::Status DoGetStats(bus::Bus& bus, const std::string& tenant, const v1::GetStatsRequest& req,
+                        v1::GetStatsResponse* resp) {
+  ASSIGN_OR_RETURN(auto stats, bus.GetStats(tenant, req.topic(), req.subscription()));
+  resp->set_messages(stats.first.messages);
+  resp->set_pending(stats.first.pending);
+  resp->set_in_flight(stats.first.in_flight);
+  resp->set_oldest_unacked_age_seconds(stats.first.oldest_unacked_age_seconds);
+  resp->set_active_streams(stats.second);
+  return absl::OkStatus();
+}
+
+absl::Status DoListMessages(bus::Bus& bus, const std::string& tenant,
+                            const v1::ListMessagesRequest& req, v1::ListMessagesResponse* resp) {
+  ASSIGN_OR_RETURN(auto page, bus.ListMessages(tenant, req.correlation_id(),
+                                               bus::Page{req.page_token(), req.page_size()}));
+  for (const auto& m : page.first) ToProto(m, resp->add_messages());
+  resp->set_next_page_token(page.second);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+PGBUS_ADMIN_HANDLER(CreateTopic)
+PGBUS_ADMIN_HANDLER(GetTopic)
+PGBUS_ADMIN_HANDLER(ListTopics)
+PGBUS_ADMIN_HANDLER(DeleteTopic)
+PGBUS_ADMIN_HANDLER(CreateSubscription)
+PGBUS_ADMIN_HANDLER(GetSubscription)
+PGBUS_ADMIN_HANDLER(ListSubscriptions)
+PGBUS_ADMIN_HANDLER(DeleteSubscription)
+PGBUS_ADMIN_HANDLER(Seek)
+PGBUS_ADMIN_HANDLER(GetStats)
+PGBUS_ADMIN_HANDLER(ListMessages)
+
+}  // namespace pgbus::api

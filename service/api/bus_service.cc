@@ -1,0 +1,279 @@
+#include "service/api/bus_service.h"
+
+#include <memory>
+#include <optional>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "service/api/convert.h"
+#include "service/bus/ack_id.h"
+#include "service/common/status_macros.h"
+
+namespace pgbus::api {
+namespace {
+
+template <typename Response>
+void FillResults(const std::vector<std::string>& ids, const bus::LeaseResults& ok,
+                 Response* resp) {
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto* r = resp->add_results();
+    r->set_ack_id(ids[i]);
+    r->set_status(ok[i] ? v1::ACK_STATUS_OK : v1::ACK_STATUS_EXPIRED);
+  }
+}
+
+class SubscribeReactor;
+
+// The dispatcher's handle on a reactor. The reactor deletes itself in
+// OnDone(); the guard outlives it (shared with the stream) and refuses to
+// forward once it is gone, so a batch claimed just as the client left
+// cannot touch freed memory.
+class SinkGuard : public bus::StreamSink {
+ public:
+  explicit SinkGuard(SubscribeReactor* reactor) : reactor_(reactor) {}
+  bool Send(std::vector<store::Delivery> batch) override;
+  void End(const absl::Status& status) override;
+  void Detach() {
+    absl::MutexLock lock(&mu_);
+    reactor_ = nullptr;
+  }
+
+ private:
+  absl::Mutex mu_;
+  SubscribeReactor* reactor_ ABSL_GUARDED_BY(mu_);
+};
+
+// One Subscribe stream: one write in flight, driven by OnWriteDone. Finish
+// is deferred while a write or the start-up is in flight, and happens once.
+class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResponse> {
+ public:
+  SubscribeReactor(bus::Bus* bus, const CallContext& cc, grpc::CallbackServerContext* ctx,
+                   const v1::SubscribeRequest* req)
+      : guard_(std::make_shared<SinkGuard>(this)) {
+    bus::SubscribeParams params;
+    params.subscription = req->subscription();
+    params.max_outstanding_messages = req->max_outstanding_messages();
+    params.max_outstanding_bytes = req->max_outstanding_bytes();
+    absl::Status bad;
+    if (req->has_ack_deadline()) {
+      auto d = FromProto("ack_deadline", req->ack_deadline());
+      if (d.ok()) {
+        params.ack_deadline = *d;
+      } else {
+        bad = d.status();
+      }
+    }
+    if (!bad.ok()) {
+      starting_ = false;
+      Finish(ToGrpcStatus(bad));
+      return;
+    }
+    std::string tenant = cc.TenantOf(ctx);
+    if (!cc.pool->Submit([this, bus, tenant, params] { Start(bus, tenant, params); })) {
+      starting_ = false;
+      Finish(Overloaded());
+    }
+  }
+
+  bool Send(std::vector<store::Delivery> batch) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return false;
+      writing_ = true;
+      response_.Clear();
+      for (auto& d : batch) {
+        auto* rm = response_.add_messages();
+        rm->set_ack_id(bus::EncodeAckId({d.message.id, d.attempt, d.lease}));
+        rm->set_delivery_attempt(d.attempt);
+        ToProto(d.message, rm->mutable_message());
+      }
+    }
+    StartWrite(&response_);  // outside mu_: OnWriteDone may take it
+    return true;
+  }
+
+  void End(const absl::Status& status) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (finished_) return;
+      finished_ = true;
+      if (writing_ || starting_) {
+        pending_finish_ = ToGrpcStatus(status);
+        return;
+      }
+    }
+    Finish(ToGrpcStatus(status));
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::optional<grpc::Status> finish;
+    std::shared_ptr<bus::Stream> stream;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (finished_) {
+        finish = std::move(pending_finish_);
+        pending_finish_.reset();
+      } else if (ok) {
+        stream = stream_;
+      }
+    }
+    if (finish) {
+      Finish(*finish);
+    } else if (!ok) {
+      End(absl::CancelledError("the client went away"));
+    } else if (stream) {
+      stream->OnSent();
+    }
+  }
+
+  void OnCancel() override { End(absl::CancelledError("cancelled by the client")); }
+
+  void OnDone() override {
+    guard_->Detach();
+    std::shared_ptr<bus::Stream> stream;
+    {
+      absl::MutexLock lock(&mu_);
+      stream = std::move(stream_);
+    }
+    if (stream) stream->Close();
+    delete this;
+  }
+
+ private:
+  void Start(bus::Bus* bus, const std::string& tenant, const bus::SubscribeParams& params) {
+    auto stream = bus->Subscribe(tenant, params, guard_);
+    std::optional<grpc::Status> finish;
+    bool close_stream = false;
+    {
+      absl::MutexLock lock(&mu_);
+      starting_ = false;
+      if (stream.ok()) {
+        stream_ = *stream;
+        close_stream = finished_;
+      } else if (!finished_) {
+        finished_ = true;
+        if (!writing_) {
+          finish = ToGrpcStatus(stream.status());
+        } else {
+          pending_finish_ = ToGrpcStatus(stream.status());
+        }
+      }
+      if (finished_ && !writing_ && pending_finish_) {
+        finish = std::move(pending_finish_);
+        pending_finish_.reset();
+      }
+    }
+    if (close_stream) (*stream)->Close();
+    if (finish) Finish(*finish);
+  }
+
+  std::shared_ptr<SinkGuard> guard_;
+  absl::Mutex mu_;
+  std::shared_ptr<bus::Stream> stream_ ABSL_GUARDED_BY(mu_);
+  bool starting_ ABSL_GUARDED_BY(mu_) = true;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  v1::SubscribeResponse response_;
+};
+
+bool SinkGuard::Send(std::vector<store::Delivery> batch) {
+  absl::MutexLock lock(&mu_);
+  return reactor_ != nullptr && reactor_->Send(std::move(batch));
+}
+
+void SinkGuard::End(const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  if (reactor_) reactor_->End(status);
+}
+
+// UploadPayload is part of the v1 contract; chunked payloads are not served
+// yet, so it answers UNIMPLEMENTED at once (and reads nothing).
+class UnimplementedUpload final : public grpc::ServerReadReactor<v1::UploadPayloadRequest> {
+ public:
+  UnimplementedUpload() {
+    Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                        "UploadPayload: payloads above the inline limit are not supported by "
+                        "this server yet; publish payloads up to the inline limit"));
+  }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* BusService::Publish(grpc::CallbackServerContext* ctx,
+                                              const v1::PublishRequest* req,
+                                              v1::PublishResponse* resp) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  std::vector<store::NewMessage> messages;
+  messages.reserve(req->messages_size());
+  for (int i = 0; i < req->messages_size(); ++i) {
+    auto m = FromProto(i, req->messages(i));
+    if (!m.ok()) {
+      reactor->Finish(ToGrpcStatus(m.status()));
+      return reactor;
+    }
+    messages.push_back(*std::move(m));
+  }
+  // Validation and hashing are CPU work, not I/O: done here; the commit
+  // happens on a committer thread, which finishes the call.
+  bus_->Publish(cc_.TenantOf(ctx), req->topic(), std::move(messages),
+                [reactor, resp](absl::StatusOr<std::vector<int64_t>> ids) {
+                  if (ids.ok()) {
+                    for (int64_t id : *ids) resp->add_message_ids(std::to_string(id));
+                  }
+                  reactor->Finish(ToGrpcStatus(ids.status()));
+                });
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::SubscribeResponse>* BusService::Subscribe(
+    grpc::CallbackServerContext* ctx, const v1::SubscribeRequest* req) {
+  return new SubscribeReactor(bus_, cc_, ctx, req);
+}
+
+grpc::ServerUnaryReactor* BusService::Ack(grpc::CallbackServerContext* ctx,
+                                          const v1::AckRequest* req, v1::AckResponse* resp) {
+  return RunOnPool(cc_, ctx, [this, tenant = cc_.TenantOf(ctx), req, resp]() -> absl::Status {
+    std::vector<std::string> ids(req->ack_ids().begin(), req->ack_ids().end());
+    ASSIGN_OR_RETURN(bus::LeaseResults ok, bus_->Ack(tenant, req->subscription(), ids));
+    FillResults(ids, ok, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* BusService::ModifyAckDeadline(grpc::CallbackServerContext* ctx,
+                                                        const v1::ModifyAckDeadlineRequest* req,
+                                                        v1::ModifyAckDeadlineResponse* resp) {
+  return RunOnPool(cc_, ctx, [this, tenant = cc_.TenantOf(ctx), req, resp]() -> absl::Status {
+    ASSIGN_OR_RETURN(absl::Duration deadline, FromProto("ack_deadline", req->ack_deadline()));
+    std::vector<std::string> ids(req->ack_ids().begin(), req->ack_ids().end());
+    ASSIGN_OR_RETURN(bus::LeaseResults ok,
+                     bus_->ModifyAckDeadline(tenant, req->subscription(), ids, deadline));
+    FillResults(ids, ok, resp);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerUnaryReactor* BusService::Retrieve(grpc::CallbackServerContext* ctx,
+                                               const v1::RetrieveRequest* req,
+                                               v1::RetrieveResponse* resp) {
+  return RunOnPool(cc_, ctx, [this, tenant = cc_.TenantOf(ctx), req, resp]() -> absl::Status {
+    ASSIGN_OR_RETURN(store::RetrieveResult r,
+                     bus_->Retrieve(tenant, req->message_id(), req->offset(), req->length()));
+    r.message.payload_by_reference = true;
+    ToProto(r.message, resp->mutable_message());
+    resp->set_data(std::move(r.data));
+    resp->set_offset(r.offset);
+    return absl::OkStatus();
+  });
+}
+
+grpc::ServerReadReactor<v1::UploadPayloadRequest>* BusService::UploadPayload(
+    grpc::CallbackServerContext*, v1::UploadPayloadResponse*) {
+  return new UnimplementedUpload();
+}
+
+}  // namespace pgbus::api

@@ -1,0 +1,304 @@
+#include "service/bus/bus.h"
+
+#include <openssl/evp.h>
+
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "service/bus/ack_id.h"
+#include "service/bus/validation.h"
+#include "service/common/status_macros.h"
+#include "service/obs/log.h"
+
+namespace pgbus::bus {
+namespace {
+
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+constexpr int64_t kDefaultMaxOutstandingMessages = 1000;
+constexpr int64_t kDefaultMaxOutstandingBytes = 100 << 20;
+constexpr int64_t kMaxRetrieveBytes = 2 << 20;
+
+absl::StatusOr<int> PageSize(const Page& page) {
+  if (page.size < 0 || page.size > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size: must be from 0 (default ", kDefaultPageSize, ") to ",
+                     kMaxPageSize, "; got ", page.size));
+  }
+  return page.size == 0 ? kDefaultPageSize : page.size;
+}
+
+// Name-keyed listings: the token is the last name of the previous page.
+absl::Status CheckNameToken(const std::string& token) {
+  if (token.empty()) return absl::OkStatus();
+  absl::Status st = ValidateName("page_token", token);
+  if (!st.ok()) {
+    return absl::InvalidArgumentError(
+        "page_token: not a token from a previous response; pass next_page_token unchanged");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Bus::Bus(store::Store* store, WorkerPool* pool, BusOptions options)
+    : store_(store), options_(options) {
+  dispatcher_ = std::make_unique<Dispatcher>(
+      store, pool, Dispatcher::Options{options.poll_interval, /*max_claim_batch=*/100});
+  publisher_ = std::make_unique<Publisher>(
+      store, options.publish_committers, options.publish_max_batch,
+      [this](const store::TopicKey& key) { dispatcher_->Wake({key}); });
+}
+
+Bus::~Bus() { Shutdown(); }
+
+void Bus::Shutdown() {
+  dispatcher_->Shutdown(absl::UnavailableError("server is shutting down; reconnect"));
+  publisher_->Stop();
+}
+
+std::string Bus::Sha256(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+  return std::string(reinterpret_cast<char*>(md), len);
+}
+
+absl::StatusOr<store::TopicRecord> Bus::CreateTopic(const std::string& tenant,
+                                                    store::TopicRecord topic) {
+  RETURN_IF_ERROR(ValidateTopic(topic));
+  auto created = store_->CreateTopic(tenant, topic);
+  if (created.status().code() == absl::StatusCode::kAlreadyExists) {
+    return absl::AlreadyExistsError(absl::StrCat("topic \"", topic.name, "\" already exists"));
+  }
+  if (created.ok()) obs::Info("topic_created", {{"tenant", tenant}, {"topic", topic.name}});
+  return created;
+}
+
+absl::StatusOr<store::TopicRecord> Bus::GetTopic(const std::string& tenant,
+                                                 const std::string& name) {
+  RETURN_IF_ERROR(ValidateName("name", name));
+  return store_->GetTopic(tenant, name);
+}
+
+absl::StatusOr<std::pair<std::vector<store::TopicRecord>, std::string>> Bus::ListTopics(
+    const std::string& tenant, const Page& page) {
+  ASSIGN_OR_RETURN(int size, PageSize(page));
+  RETURN_IF_ERROR(CheckNameToken(page.token));
+  ASSIGN_OR_RETURN(auto topics, store_->ListTopics(tenant, page.token, size + 1));
+  std::string next;
+  if (static_cast<int>(topics.size()) > size) {
+    topics.resize(size);
+    next = topics.back().name;
+  }
+  return std::make_pair(std::move(topics), next);
+}
+
+absl::Status Bus::DeleteTopic(const std::string& tenant, const std::string& name) {
+  RETURN_IF_ERROR(ValidateName("name", name));
+  RETURN_IF_ERROR(store_->DeleteTopic(tenant, name));
+  obs::Info("topic_deleted", {{"tenant", tenant}, {"topic", name}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<store::SubscriptionRecord> Bus::CreateSubscription(const std::string& tenant,
+                                                                  store::SubscriptionRecord sub) {
+  RETURN_IF_ERROR(ValidateSubscription(sub));
+  auto created = store_->CreateSubscription(tenant, sub);
+  if (created.status().code() == absl::StatusCode::kAlreadyExists) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("subscription \"", sub.name, "\" already exists"));
+  }
+  if (created.ok()) {
+    obs::Info("subscription_created",
+              {{"tenant", tenant}, {"subscription", sub.name}, {"topic", sub.topic}});
+  }
+  return created;
+}
+
+absl::StatusOr<store::SubscriptionRecord> Bus::GetSubscription(const std::string& tenant,
+                                                               const std::string& name) {
+  RETURN_IF_ERROR(ValidateName("name", name));
+  return store_->GetSubscription(tenant, name);
+}
+
+absl::StatusOr<std::pair<std::vector<store::SubscriptionRecord>, std::string>>
+Bus::ListSubscriptions(const std::string& tenant, const std::string& topic, const Page& page) {
+  ASSIGN_OR_RETURN(int size, PageSize(page));
+  RETURN_IF_ERROR(CheckNameToken(page.token));
+  if (!topic.empty()) RETURN_IF_ERROR(ValidateName("topic", topic));
+  ASSIGN_OR_RETURN(auto subs, store_->ListSubscriptions(tenant, topic, page.token, size + 1));
+  std::string next;
+  if (static_cast<int>(subs.size()) > size) {
+    subs.resize(size);
+    next = subs.back().name;
+  }
+  return std::make_pair(std::move(subs), next);
+}
+
+absl::Status Bus::DeleteSubscription(const std::string& tenant, const std::string& name) {
+  RETURN_IF_ERROR(ValidateName("name", name));
+  RETURN_IF_ERROR(store_->DeleteSubscription(tenant, name));
+  obs::Info("subscription_deleted", {{"tenant", tenant}, {"subscription", name}});
+  return absl::OkStatus();
+}
+
+void Bus::Publish(const std::string& tenant, const std::string& topic,
+                  std::vector<store::NewMessage> messages, Publisher::Done done) {
+  absl::Status st = ValidateName("topic", topic);
+  if (st.ok() && messages.empty()) {
+    st = absl::InvalidArgumentError("messages: at least one message is required");
+  }
+  if (st.ok() && messages.size() > static_cast<size_t>(kMaxMessagesPerPublish)) {
+    st = absl::InvalidArgumentError(absl::StrCat("messages: at most ", kMaxMessagesPerPublish,
+                                                 " per call; got ", messages.size()));
+  }
+  for (size_t i = 0; st.ok() && i < messages.size(); ++i) {
+    store::NewMessage& m = messages[i];
+    st = ValidateMessage(static_cast<int>(i), m, options_.inline_payload_limit);
+    if (!st.ok()) break;
+    std::string digest = Sha256(m.payload);
+    if (!m.sha256.empty() && m.sha256 != digest) {
+      st = absl::DataLossError(absl::StrCat(
+          "messages[", i, "].sha256 does not match the payload received (", m.payload.size(),
+          " bytes): the payload was corrupted in transit or the checksum is wrong; nothing "
+          "was stored"));
+      break;
+    }
+    m.sha256 = std::move(digest);
+  }
+  if (!st.ok()) {
+    done(st);
+    return;
+  }
+  publisher_->Publish(store::PublishItem{tenant, topic, std::move(messages)}, std::move(done));
+}
+
+absl::StatusOr<std::shared_ptr<Stream>> Bus::Subscribe(const std::string& tenant,
+                                                       const SubscribeParams& params,
+                                                       std::shared_ptr<StreamSink> sink) {
+  RETURN_IF_ERROR(ValidateName("subscription", params.subscription));
+  if (params.max_outstanding_messages < 0) {
+    return absl::InvalidArgumentError(
+        "max_outstanding_messages: must not be negative (0: the default, 1000)");
+  }
+  if (params.max_outstanding_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "max_outstanding_bytes: must not be negative (0: the default, 100 MiB)");
+  }
+  if (params.ack_deadline &&
+      (*params.ack_deadline < absl::Seconds(1) || *params.ack_deadline > absl::Minutes(10))) {
+    return absl::InvalidArgumentError("ack_deadline: must be from 1s to 10m when set");
+  }
+  ASSIGN_OR_RETURN(store::SubscriptionRecord sub,
+                   store_->GetSubscription(tenant, params.subscription));
+  StreamOptions options;
+  options.tenant = tenant;
+  options.subscription = sub.name;
+  options.topic = sub.topic;
+  options.max_outstanding_messages = params.max_outstanding_messages
+                                         ? params.max_outstanding_messages
+                                         : kDefaultMaxOutstandingMessages;
+  options.max_outstanding_bytes =
+      params.max_outstanding_bytes ? params.max_outstanding_bytes : kDefaultMaxOutstandingBytes;
+  options.ack_deadline = params.ack_deadline.value_or(sub.ack_deadline);
+  return dispatcher_->Open(std::move(options), std::move(sink));
+}
+
+absl::StatusOr<std::vector<store::LeaseKey>> Bus::DecodeAckIds(
+    const std::vector<std::string>& ids) {
+  if (ids.empty()) return absl::InvalidArgumentError("ack_ids: at least one is required");
+  if (ids.size() > static_cast<size_t>(kMaxAckIds)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ack_ids: at most ", kMaxAckIds, " per call; got ", ids.size()));
+  }
+  std::vector<store::LeaseKey> keys;
+  keys.reserve(ids.size());
+  for (const auto& id : ids) {
+    ASSIGN_OR_RETURN(store::LeaseKey key, DecodeAckId(id));
+    keys.push_back(key);
+  }
+  return keys;
+}
+
+absl::StatusOr<LeaseResults> Bus::Ack(const std::string& tenant, const std::string& subscription,
+                                      const std::vector<std::string>& ack_ids) {
+  RETURN_IF_ERROR(ValidateName("subscription", subscription));
+  ASSIGN_OR_RETURN(std::vector<store::LeaseKey> keys, DecodeAckIds(ack_ids));
+  ASSIGN_OR_RETURN(LeaseResults ok, store_->Ack(tenant, subscription, keys));
+  dispatcher_->LeasesChanged(keys, ok, std::nullopt);
+  return ok;
+}
+
+absl::StatusOr<LeaseResults> Bus::ModifyAckDeadline(const std::string& tenant,
+                                                    const std::string& subscription,
+                                                    const std::vector<std::string>& ack_ids,
+                                                    absl::Duration deadline) {
+  RETURN_IF_ERROR(ValidateName("subscription", subscription));
+  if (deadline < absl::ZeroDuration() || deadline > absl::Minutes(10)) {
+    return absl::InvalidArgumentError(
+        "ack_deadline: must be from 0 (nack) to 10m");
+  }
+  ASSIGN_OR_RETURN(std::vector<store::LeaseKey> keys, DecodeAckIds(ack_ids));
+  absl::Time now = absl::Now();
+  ASSIGN_OR_RETURN(LeaseResults ok, store_->ModifyAckDeadline(tenant, subscription, keys, deadline));
+  std::optional<absl::Time> expiry;
+  if (deadline > absl::ZeroDuration()) expiry = now + deadline;
+  dispatcher_->LeasesChanged(keys, ok, expiry);
+  return ok;
+}
+
+absl::StatusOr<store::RetrieveResult> Bus::Retrieve(const std::string& tenant,
+                                                    const std::string& message_id,
+                                                    int64_t offset, int64_t length) {
+  ASSIGN_OR_RETURN(int64_t id, DecodeMessageId(message_id));
+  if (offset < 0) return absl::InvalidArgumentError("offset: must not be negative");
+  if (length < 0) return absl::InvalidArgumentError("length: must not be negative (0: to the end)");
+  int64_t n = (length == 0 || length > kMaxRetrieveBytes) ? kMaxRetrieveBytes : length;
+  return store_->Retrieve(tenant, id, offset, n);
+}
+
+absl::Status Bus::Seek(const std::string& tenant, const std::string& subscription,
+                       absl::Time time) {
+  RETURN_IF_ERROR(ValidateName("subscription", subscription));
+  RETURN_IF_ERROR(store_->Seek(tenant, subscription, time));
+  ASSIGN_OR_RETURN(store::SubscriptionRecord sub, store_->GetSubscription(tenant, subscription));
+  dispatcher_->Wake({store::TopicKey{tenant, sub.topic}});
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<store::StatsRecord, int64_t>> Bus::GetStats(
+    const std::string& tenant, const std::string& topic, const std::string& subscription) {
+  if (topic.empty() == subscription.empty()) {
+    return absl::InvalidArgumentError("set exactly one of topic and subscription");
+  }
+  RETURN_IF_ERROR(ValidateName(topic.empty() ? "subscription" : "topic",
+                               topic.empty() ? subscription : topic));
+  ASSIGN_OR_RETURN(store::StatsRecord stats, store_->GetStats(tenant, topic, subscription));
+  int64_t streams = subscription.empty() ? 0 : dispatcher_->ActiveStreams(tenant, subscription);
+  return std::make_pair(stats, streams);
+}
+
+absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> Bus::ListMessages(
+    const std::string& tenant, const std::string& correlation_id, const Page& page) {
+  if (correlation_id.empty() || correlation_id.size() > kMaxKeyLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("correlation_id: must be 1 to ", kMaxKeyLength, " bytes"));
+  }
+  ASSIGN_OR_RETURN(int size, PageSize(page));
+  int64_t after = 0;
+  if (!page.token.empty() && (!absl::SimpleAtoi(page.token, &after) || after < 0)) {
+    return absl::InvalidArgumentError(
+        "page_token: not a token from a previous response; pass next_page_token unchanged");
+  }
+  ASSIGN_OR_RETURN(auto messages, store_->ListMessages(tenant, correlation_id, after, size + 1));
+  std::string next;
+  if (static_cast<int>(messages.size()) > size) {
+    messages.resize(size);
+    next = std::to_string(messages.back().id);
+  }
+  return std::make_pair(std::move(messages), next);
+}
+
+}  // namespace pgbus::bus

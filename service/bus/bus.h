@@ -1,0 +1,126 @@
+// The pgbus domain: topics, subscriptions, publishing, leases. api/ calls
+// it; it calls the store. No gRPC types and no SQL here.
+//
+// Blocking methods (everything but Publish and Subscribe) do database work
+// on the calling thread: call them from the worker pool, never from a gRPC
+// thread. Errors are INVALID_ARGUMENT for a bad request (naming the field),
+// NOT_FOUND, ALREADY_EXISTS, DATA_LOSS for a checksum mismatch,
+// UNIMPLEMENTED for parts of the v1 contract this server does not serve
+// yet, and the store's codes (UNAVAILABLE, ABORTED, ...).
+//
+// Thread safety: every method may be called from any thread.
+#ifndef PGBUS_SERVICE_BUS_BUS_H_
+#define PGBUS_SERVICE_BUS_BUS_H_
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "service/bus/dispatcher.h"
+#include "service/bus/publisher.h"
+#include "service/store/store.h"
+
+namespace pgbus::bus {
+
+struct BusOptions {
+  int64_t inline_payload_limit = 256 * 1024;
+  int publish_committers = 2;
+  int publish_max_batch = 1000;
+  absl::Duration poll_interval = absl::Milliseconds(500);
+};
+
+struct Page {
+  std::string token;  // opaque; empty: the first page
+  int size = 0;       // 0: default
+};
+
+struct SubscribeParams {
+  std::string subscription;
+  int64_t max_outstanding_messages = 0;  // 0: default
+  int64_t max_outstanding_bytes = 0;     // 0: default
+  std::optional<absl::Duration> ack_deadline;
+};
+
+// One Ack/ModifyAckDeadline outcome per ack id, in request order.
+using LeaseResults = std::vector<bool>;
+
+class Bus {
+ public:
+  Bus(store::Store* store, WorkerPool* pool, BusOptions options);
+  ~Bus();
+
+  absl::StatusOr<store::TopicRecord> CreateTopic(const std::string& tenant,
+                                                 store::TopicRecord topic);
+  absl::StatusOr<store::TopicRecord> GetTopic(const std::string& tenant, const std::string& name);
+  absl::StatusOr<std::pair<std::vector<store::TopicRecord>, std::string>> ListTopics(
+      const std::string& tenant, const Page& page);
+  absl::Status DeleteTopic(const std::string& tenant, const std::string& name);
+
+  absl::StatusOr<store::SubscriptionRecord> CreateSubscription(const std::string& tenant,
+                                                               store::SubscriptionRecord sub);
+  absl::StatusOr<store::SubscriptionRecord> GetSubscription(const std::string& tenant,
+                                                            const std::string& name);
+  absl::StatusOr<std::pair<std::vector<store::SubscriptionRecord>, std::string>>
+  ListSubscriptions(const std::string& tenant, const std::string& topic, const Page& page);
+  absl::Status DeleteSubscription(const std::string& tenant, const std::string& name);
+
+  // Validates, checksums and queues for group commit. `done` runs once, on
+  // a committer thread (or inline for a rejected request), with the ids.
+  // Client checksums that do not match the payload fail with DATA_LOSS.
+  void Publish(const std::string& tenant, const std::string& topic,
+               std::vector<store::NewMessage> messages, Publisher::Done done);
+
+  // Opens a stream on the subscription (blocking: checks it exists).
+  absl::StatusOr<std::shared_ptr<Stream>> Subscribe(const std::string& tenant,
+                                                    const SubscribeParams& params,
+                                                    std::shared_ptr<StreamSink> sink);
+
+  absl::StatusOr<LeaseResults> Ack(const std::string& tenant, const std::string& subscription,
+                                   const std::vector<std::string>& ack_ids);
+  // `deadline` zero: nack.
+  absl::StatusOr<LeaseResults> ModifyAckDeadline(const std::string& tenant,
+                                                 const std::string& subscription,
+                                                 const std::vector<std::string>& ack_ids,
+                                                 absl::Duration deadline);
+
+  // OUT_OF_RANGE for an offset past the end; INVALID_ARGUMENT for negative
+  // offsets or lengths.
+  absl::StatusOr<store::RetrieveResult> Retrieve(const std::string& tenant,
+                                                 const std::string& message_id, int64_t offset,
+                                                 int64_t length);
+
+  absl::Status Seek(const std::string& tenant, const std::string& subscription, absl::Time time);
+  // Exactly one of topic / subscription.
+  absl::StatusOr<std::pair<store::StatsRecord, int64_t>> GetStats(const std::string& tenant,
+                                                                   const std::string& topic,
+                                                                   const std::string& subscription);
+  absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> ListMessages(
+      const std::string& tenant, const std::string& correlation_id, const Page& page);
+
+  // Publishes committed to these topics, on this or another replica
+  // (empty: any topic).
+  void Wake(const std::vector<store::TopicKey>& topics) { dispatcher_->Wake(topics); }
+
+  // Ends streams with UNAVAILABLE and commits queued publishes.
+  void Shutdown();
+
+  // SHA-256 of `data` (32 raw bytes).
+  static std::string Sha256(const std::string& data);
+
+  const Publisher& publisher() const { return *publisher_; }
+
+ private:
+  absl::StatusOr<std::vector<store::LeaseKey>> DecodeAckIds(const std::vector<std::string>& ids);
+
+  store::Store* const store_;
+  const BusOptions options_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+  std::unique_ptr<Publisher> publisher_;
+};
+
+}  // namespace pgbus::bus
+
+#endif  // PGBUS_SERVICE_BUS_BUS_H_

@@ -1,0 +1,274 @@
+#include "service/bus/dispatcher.h"
+
+#include <openssl/rand.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "service/obs/log.h"
+
+namespace pgbus::bus {
+namespace {
+
+// A random positive 63-bit token: leases of streams on every replica must
+// not collide.
+int64_t NewLeaseToken() {
+  uint64_t v = 0;
+  while (v == 0) {
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(&v), sizeof v) != 1) {
+      v = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now()));
+    }
+    v &= 0x7fffffffffffffffULL;
+  }
+  return static_cast<int64_t>(v);
+}
+
+}  // namespace
+
+Stream::Stream(Dispatcher* dispatcher, StreamOptions options, int64_t lease,
+               std::shared_ptr<StreamSink> sink)
+    : dispatcher_(dispatcher), options_(std::move(options)), lease_(lease), sink_(std::move(sink)) {}
+
+void Stream::PruneExpired(absl::Time now) {
+  for (auto it = outstanding_.begin(); it != outstanding_.end();) {
+    if (it->second.expiry <= now) {
+      outstanding_bytes_ -= it->second.bytes;
+      it = outstanding_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Stream::Kick() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kClosed) return;
+    if (state_ != State::kIdle) {
+      kicked_ = true;
+      return;
+    }
+    PruneExpired(absl::Now());
+    if (static_cast<int64_t>(outstanding_.size()) >= options_.max_outstanding_messages ||
+        outstanding_bytes_ >= options_.max_outstanding_bytes) {
+      return;  // no credit: acks or lease expiry (seen at the next poll) kick again
+    }
+    state_ = State::kClaiming;
+    kicked_ = false;
+  }
+  std::shared_ptr<Stream> self = shared_from_this();
+  if (!dispatcher_->pool_->Submit([self] { self->ClaimOnce(); })) {
+    // Overloaded: try again at the next poll.
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kClaiming) state_ = State::kIdle;
+  }
+}
+
+void Stream::ClaimOnce() {
+  int64_t credit_messages, credit_bytes;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kClosed) return;
+    credit_messages = options_.max_outstanding_messages - static_cast<int64_t>(outstanding_.size());
+    credit_bytes = options_.max_outstanding_bytes - outstanding_bytes_;
+  }
+  int limit = static_cast<int>(std::min<int64_t>(credit_messages,
+                                                 dispatcher_->options_.max_claim_batch));
+  auto claimed = dispatcher_->store_->Claim(options_.tenant, options_.subscription, lease_,
+                                            std::max(limit, 1), std::max<int64_t>(credit_bytes, 1),
+                                            options_.ack_deadline);
+  std::shared_ptr<StreamSink> sink;
+  bool again = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kClosed) return;  // leases run out and are redelivered
+    if (!claimed.ok()) {
+      state_ = State::kIdle;
+      if (claimed.status().code() == absl::StatusCode::kNotFound) {
+        state_ = State::kClosed;
+        sink = sink_;
+      } else {
+        obs::Warn("claim_failed", {{"subscription", options_.subscription},
+                                   {"error", claimed.status().ToString()}});
+      }
+    } else if (claimed->empty()) {
+      state_ = State::kIdle;
+      again = kicked_;  // a publish may have landed after our snapshot
+    } else {
+      for (const auto& d : *claimed) {
+        outstanding_[{d.message.id, d.attempt}] = Outstanding{d.message.size, d.lease_expiry};
+        outstanding_bytes_ += d.message.size;
+      }
+      state_ = State::kSending;
+      sink = sink_;
+    }
+  }
+  if (!claimed.ok()) {
+    if (sink) sink->End(claimed.status());
+    return;
+  }
+  if (again) {
+    Kick();
+    return;
+  }
+  if (claimed->empty()) return;
+  if (!sink->Send(*std::move(claimed))) Close();
+}
+
+void Stream::OnSent() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ != State::kSending) return;
+    state_ = State::kIdle;
+  }
+  Kick();  // more may be waiting: claim until empty or out of credit
+}
+
+void Stream::Close() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kClosed && sink_ == nullptr) return;
+    state_ = State::kClosed;
+    sink_ = nullptr;
+  }
+  dispatcher_->Remove(this);
+}
+
+void Stream::LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::vector<bool>& ok,
+                           std::optional<absl::Time> new_expiry) {
+  bool freed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (keys[i].lease != lease_) continue;
+      auto it = outstanding_.find({keys[i].message_id, keys[i].attempt});
+      if (it == outstanding_.end()) continue;
+      if (ok[i] && new_expiry) {
+        it->second.expiry = *new_expiry;
+        continue;
+      }
+      // Acked, nacked, or no longer ours: either way it frees credit.
+      outstanding_bytes_ -= it->second.bytes;
+      outstanding_.erase(it);
+      freed = true;
+    }
+  }
+  if (freed) Kick();
+}
+
+Dispatcher::Dispatcher(store::Store* store, WorkerPool* pool, Options options)
+    : store_(store), pool_(pool), options_(options) {
+  poller_ = std::thread([this] { PollLoop(); });
+}
+
+Dispatcher::~Dispatcher() {
+  Shutdown(absl::UnavailableError("server is shutting down; reconnect"));
+  if (poller_.joinable()) poller_.join();
+}
+
+absl::StatusOr<std::shared_ptr<Stream>> Dispatcher::Open(StreamOptions options,
+                                                         std::shared_ptr<StreamSink> sink) {
+  std::shared_ptr<Stream> stream;
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) {
+      return absl::UnavailableError("server is shutting down; reconnect to another replica");
+    }
+    int64_t lease;
+    do {
+      lease = NewLeaseToken();
+    } while (by_lease_.count(lease));
+    stream = std::make_shared<Stream>(this, std::move(options), lease, std::move(sink));
+    by_lease_[lease] = stream;
+  }
+  stream->Kick();
+  return stream;
+}
+
+void Dispatcher::Remove(Stream* stream) {
+  absl::MutexLock lock(&mu_);
+  by_lease_.erase(stream->lease());
+}
+
+std::vector<std::shared_ptr<Stream>> Dispatcher::Snapshot(
+    const std::vector<store::TopicKey>* topics) {
+  std::vector<std::shared_ptr<Stream>> out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [lease, weak] : by_lease_) {
+    std::shared_ptr<Stream> s = weak.lock();
+    if (!s) continue;
+    if (topics && !topics->empty()) {
+      bool match = false;
+      for (const auto& t : *topics) {
+        if (t.tenant == s->options().tenant && t.topic == s->options().topic) {
+          match = true;
+          break;
+        }
+      }
+      if (!match) continue;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+void Dispatcher::Wake(const std::vector<store::TopicKey>& topics) {
+  for (const auto& s : Snapshot(&topics)) s->Kick();
+}
+
+void Dispatcher::LeasesChanged(const std::vector<store::LeaseKey>& keys,
+                               const std::vector<bool>& ok,
+                               std::optional<absl::Time> new_expiry) {
+  std::set<int64_t> leases;
+  for (const auto& k : keys) leases.insert(k.lease);
+  std::vector<std::shared_ptr<Stream>> streams;
+  {
+    absl::MutexLock lock(&mu_);
+    for (int64_t lease : leases) {
+      auto it = by_lease_.find(lease);
+      if (it == by_lease_.end()) continue;
+      if (auto s = it->second.lock()) streams.push_back(std::move(s));
+    }
+  }
+  for (const auto& s : streams) s->LeasesChanged(keys, ok, new_expiry);
+}
+
+int64_t Dispatcher::ActiveStreams(const std::string& tenant, const std::string& subscription) {
+  int64_t n = 0;
+  for (const auto& s : Snapshot(nullptr)) {
+    if (s->options().tenant == tenant && s->options().subscription == subscription) ++n;
+  }
+  return n;
+}
+
+void Dispatcher::Shutdown(const absl::Status& status) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return;
+    shutting_down_ = true;
+  }
+  for (const auto& s : Snapshot(nullptr)) {
+    std::shared_ptr<StreamSink> sink;
+    {
+      absl::MutexLock lock(&s->mu_);
+      sink = s->sink_;
+      s->state_ = Stream::State::kClosed;
+    }
+    if (sink) sink->End(status);
+  }
+}
+
+void Dispatcher::PollLoop() {
+  for (;;) {
+    {
+      absl::MutexLock lock(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutting_down_; };
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop), options_.poll_interval)) return;
+    }
+    // Fallback for publishes whose NOTIFY we missed, delayed messages that
+    // came due, and leases that ran out.
+    for (const auto& s : Snapshot(nullptr)) s->Kick();
+  }
+}
+
+}  // namespace pgbus::bus

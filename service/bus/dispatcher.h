@@ -1,0 +1,134 @@
+// Feeds Subscribe streams. Each stream claims batches of its subscription's
+// deliveries (FOR UPDATE SKIP LOCKED, so streams on every replica compete
+// safely) on the worker pool, sends one batch at a time, and claims again
+// when the batch is written, when a publish to its topic commits (on this
+// replica directly, on others through NOTIFY), when acks return credit, and
+// on a slow poll as the fallback. It never has more than its flow-control
+// limits leased and unacked.
+//
+// Thread safety: every method may be called from any thread.
+#ifndef PGBUS_SERVICE_BUS_DISPATCHER_H_
+#define PGBUS_SERVICE_BUS_DISPATCHER_H_
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "service/common/worker_pool.h"
+#include "service/store/store.h"
+
+namespace pgbus::bus {
+
+// Where a stream's messages go: the api layer's reactor.
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  // Starts sending `batch`; at most one send is in flight, and the sink
+  // calls Stream::OnSent() when it completes. False when the stream has
+  // already ended (the batch is dropped; its leases run out).
+  virtual bool Send(std::vector<store::Delivery> batch) = 0;
+  // Ends the stream with `status` (once; later calls do nothing).
+  virtual void End(const absl::Status& status) = 0;
+};
+
+struct StreamOptions {
+  std::string tenant;
+  std::string subscription;
+  std::string topic;
+  int64_t max_outstanding_messages = 1000;
+  int64_t max_outstanding_bytes = 100 << 20;
+  absl::Duration ack_deadline = absl::Seconds(30);
+};
+
+class Dispatcher;
+
+class Stream : public std::enable_shared_from_this<Stream> {
+ public:
+  Stream(Dispatcher* dispatcher, StreamOptions options, int64_t lease,
+         std::shared_ptr<StreamSink> sink);
+
+  // The sink finished sending the last batch.
+  void OnSent();
+  // The stream is over (client gone or ended): no more claims or sends.
+  void Close();
+  int64_t lease() const { return lease_; }
+  const StreamOptions& options() const { return options_; }
+
+ private:
+  friend class Dispatcher;
+  enum class State { kIdle, kClaiming, kSending, kClosed };
+
+  // Claims if idle and there is credit; otherwise remembers to look again.
+  void Kick();
+  void ClaimOnce();
+  // Drops leases that ran out; they are no longer this stream's.
+  void PruneExpired(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Acked, nacked or extended leases (same replica).
+  void LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::vector<bool>& ok,
+                     std::optional<absl::Time> new_expiry);
+
+  struct Outstanding {
+    int64_t bytes;
+    absl::Time expiry;
+  };
+
+  Dispatcher* const dispatcher_;
+  const StreamOptions options_;
+  const int64_t lease_;
+  absl::Mutex mu_;
+  std::shared_ptr<StreamSink> sink_ ABSL_GUARDED_BY(mu_);
+  State state_ ABSL_GUARDED_BY(mu_) = State::kIdle;
+  bool kicked_ ABSL_GUARDED_BY(mu_) = false;  // woken while busy: look again
+  // (message id, attempt) -> lease details
+  std::map<std::pair<int64_t, int32_t>, Outstanding> outstanding_ ABSL_GUARDED_BY(mu_);
+  int64_t outstanding_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+class Dispatcher {
+ public:
+  struct Options {
+    absl::Duration poll_interval = absl::Milliseconds(500);
+    int max_claim_batch = 100;
+  };
+  Dispatcher(store::Store* store, WorkerPool* pool, Options options);
+  ~Dispatcher();  // Shutdown()s.
+
+  // Registers a stream and starts feeding it. UNAVAILABLE when shutting down.
+  absl::StatusOr<std::shared_ptr<Stream>> Open(StreamOptions options,
+                                               std::shared_ptr<StreamSink> sink);
+  // Publishes committed to these topics (empty: any topic may have changed).
+  void Wake(const std::vector<store::TopicKey>& topics);
+  // Leases settled by Ack / ModifyAckDeadline on this replica; returns
+  // credit to the streams that hold them. `new_expiry` unset: lease ended.
+  void LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::vector<bool>& ok,
+                     std::optional<absl::Time> new_expiry);
+  // Streams open on this replica for the subscription.
+  int64_t ActiveStreams(const std::string& tenant, const std::string& subscription);
+  // Ends every stream with `status` and refuses new ones.
+  void Shutdown(const absl::Status& status);
+
+ private:
+  friend class Stream;
+  void Remove(Stream* stream);
+  void PollLoop();
+  std::vector<std::shared_ptr<Stream>> Snapshot(const std::vector<store::TopicKey>* topics);
+
+  store::Store* const store_;
+  WorkerPool* const pool_;
+  const Options options_;
+  absl::Mutex mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  std::map<int64_t, std::weak_ptr<Stream>> by_lease_ ABSL_GUARDED_BY(mu_);
+  std::thread poller_;
+};
+
+}  // namespace pgbus::bus
+
+#endif  // PGBUS_SERVICE_BUS_DISPATCHER_H_

@@ -1,0 +1,76 @@
+#include "service/bus/publisher.h"
+
+#include <set>
+#include <utility>
+
+namespace pgbus::bus {
+
+Publisher::Publisher(store::Store* store, int committers, int max_batch_messages,
+                     Committed on_committed)
+    : store_(store),
+      max_batch_messages_(max_batch_messages),
+      on_committed_(std::move(on_committed)) {
+  for (int i = 0; i < committers; ++i) threads_.emplace_back([this] { Run(); });
+}
+
+Publisher::~Publisher() { Stop(); }
+
+void Publisher::Publish(store::PublishItem item, Done done) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!stopping_) {
+      queue_.push_back(Pending{std::move(item), std::move(done)});
+      return;
+    }
+  }
+  done(absl::UnavailableError("server is shutting down; retry on another replica"));
+}
+
+void Publisher::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+}
+
+void Publisher::Run() {
+  for (;;) {
+    std::vector<Pending> batch;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || !queue_.empty();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // stopping, drained
+      // Take everything that queued while the last commit ran, up to the
+      // batch limit (always at least one call).
+      int messages = 0;
+      while (!queue_.empty()) {
+        int n = static_cast<int>(queue_.front().item.messages.size());
+        if (!batch.empty() && messages + n > max_batch_messages_) break;
+        messages += n;
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    std::vector<const store::PublishItem*> items;
+    items.reserve(batch.size());
+    for (const Pending& p : batch) items.push_back(&p.item);
+    auto results = store_->PublishBatch(items);
+    transactions_.fetch_add(1);
+    requests_.fetch_add(static_cast<int64_t>(batch.size()));
+    std::set<store::TopicKey> committed;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (results[i].ok()) committed.insert({batch[i].item.tenant, batch[i].item.topic});
+      batch[i].done(std::move(results[i]));
+    }
+    for (const auto& key : committed) on_committed_(key);
+  }
+}
+
+}  // namespace pgbus::bus

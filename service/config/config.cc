@@ -1,0 +1,240 @@
+#include "service/config/config.h"
+
+#include <fstream>
+#include <functional>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+extern char** environ;
+
+namespace pgbus::config {
+namespace {
+
+struct Setting {
+  const char* name;  // flag and file key; env is PGBUS_ + upper(name)
+  const char* help;
+  bool secret;       // refused as a flag: `ps` would show it
+  std::function<absl::Status(Config&, const std::string&)> set;
+  std::function<std::string(const Config&)> show;
+};
+
+std::function<absl::Status(Config&, const std::string&)> Int(
+    int Config::*field, int64_t min, int64_t max, const char* name) {
+  return [=](Config& c, const std::string& v) -> absl::Status {
+    int64_t n;
+    if (!absl::SimpleAtoi(v, &n) || n < min || n > max) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "setting ", name, "=\"", v, "\": expected an integer from ", min,
+          " to ", max));
+    }
+    c.*field = static_cast<int>(n);
+    return absl::OkStatus();
+  };
+}
+
+std::function<absl::Status(Config&, const std::string&)> Str(
+    std::string Config::*field, bool allow_empty, const char* name) {
+  return [=](Config& c, const std::string& v) -> absl::Status {
+    if (!allow_empty && v.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("setting ", name, " must not be empty"));
+    }
+    c.*field = v;
+    return absl::OkStatus();
+  };
+}
+
+const std::vector<Setting>& Settings() {
+  static const auto* settings = new std::vector<Setting>{
+      {"listen", "host:port to serve gRPC on (port 0: any free port)", false,
+       Str(&Config::listen, false, "listen"),
+       [](const Config& c) { return c.listen; }},
+      {"database_url", "libpq connection string of pgbusd's role", true,
+       Str(&Config::database_url, false, "database_url"),
+       [](const Config&) { return std::string("(unset)"); }},
+      {"default_tenant", "tenant of requests until API keys exist", false,
+       Str(&Config::default_tenant, false, "default_tenant"),
+       [](const Config& c) { return c.default_tenant; }},
+      {"workers", "threads and Postgres connections for database work", false,
+       Int(&Config::workers, 1, 256, "workers"),
+       [](const Config& c) { return std::to_string(c.workers); }},
+      {"max_queued_tasks", "queued database tasks before UNAVAILABLE", false,
+       Int(&Config::max_queued_tasks, 1, 1000000, "max_queued_tasks"),
+       [](const Config& c) { return std::to_string(c.max_queued_tasks); }},
+      {"publish_committers", "threads committing coalesced publishes", false,
+       Int(&Config::publish_committers, 1, 64, "publish_committers"),
+       [](const Config& c) { return std::to_string(c.publish_committers); }},
+      {"publish_max_batch", "most messages in one group commit", false,
+       Int(&Config::publish_max_batch, 1, 100000, "publish_max_batch"),
+       [](const Config& c) { return std::to_string(c.publish_max_batch); }},
+      {"inline_payload_limit", "largest payload carried inline (bytes)", false,
+       [](Config& c, const std::string& v) -> absl::Status {
+         int64_t n;
+         if (!absl::SimpleAtoi(v, &n) || n < 1024 || n > 3 * 1024 * 1024) {
+           return absl::InvalidArgumentError(absl::StrCat(
+               "setting inline_payload_limit=\"", v,
+               "\": expected bytes from 1024 to 3145728 (the gRPC message "
+               "limit is 4 MiB)"));
+         }
+         c.inline_payload_limit = n;
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return std::to_string(c.inline_payload_limit); }},
+      {"poll_interval_ms", "fallback poll for new messages (ms)", false,
+       Int(&Config::poll_interval_ms, 10, 60000, "poll_interval_ms"),
+       [](const Config& c) { return std::to_string(c.poll_interval_ms); }},
+      {"statement_timeout_ms", "statement_timeout of every statement (ms)",
+       false, Int(&Config::statement_timeout_ms, 100, 3600000, "statement_timeout_ms"),
+       [](const Config& c) { return std::to_string(c.statement_timeout_ms); }},
+      {"shutdown_grace_ms", "time to finish calls after SIGTERM (ms)", false,
+       Int(&Config::shutdown_grace_ms, 0, 600000, "shutdown_grace_ms"),
+       [](const Config& c) { return std::to_string(c.shutdown_grace_ms); }},
+      {"port_file", "write the bound port to this file once serving", false,
+       Str(&Config::port_file, true, "port_file"),
+       [](const Config& c) { return c.port_file; }},
+  };
+  return *settings;
+}
+
+const Setting* Find(absl::string_view name) {
+  for (const auto& s : Settings()) {
+    if (name == s.name) return &s;
+  }
+  return nullptr;
+}
+
+std::string EnvName(const char* name) {
+  return "PGBUS_" + absl::AsciiStrToUpper(name);
+}
+
+std::string FlagName(absl::string_view name) {
+  std::string flag(name);
+  for (char& ch : flag) {
+    if (ch == '_') ch = '-';
+  }
+  return flag;
+}
+
+// Reads `key = value` lines; '#' starts a comment.
+absl::StatusOr<std::map<std::string, std::string>> ReadFile(
+    const std::string& path) {
+  std::ifstream in(path);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("setting config=\"", path, "\": cannot read that file"));
+  }
+  std::map<std::string, std::string> out;
+  std::string line;
+  int line_no = 0;
+  while (std::getline(in, line)) {
+    ++line_no;
+    absl::string_view l = absl::StripAsciiWhitespace(line);
+    if (l.empty() || l[0] == '#') continue;
+    std::pair<std::string, std::string> kv = absl::StrSplit(l, absl::MaxSplits('=', 1));
+    std::string key(absl::StripAsciiWhitespace(kv.first));
+    if (!Find(key) || l.find('=') == absl::string_view::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ":", line_no, ": expected `setting = value` with a known setting"));
+    }
+    out[key] = std::string(absl::StripAsciiWhitespace(kv.second));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<Config> Load(const std::vector<std::string>& args,
+                            const std::map<std::string, std::string>& env) {
+  // Flags first, so that --config is known before the file is read.
+  std::map<std::string, std::string> flags;
+  std::string config_file;
+  if (auto it = env.find("PGBUS_CONFIG"); it != env.end()) config_file = it->second;
+  for (size_t i = 0; i < args.size(); ++i) {
+    absl::string_view arg = args[i];
+    if (!absl::ConsumePrefix(&arg, "--")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unexpected argument \"", arg, "\"; see --help"));
+    }
+    std::string name, value;
+    if (size_t eq = arg.find('='); eq != absl::string_view::npos) {
+      name = std::string(arg.substr(0, eq));
+      value = std::string(arg.substr(eq + 1));
+    } else {
+      name = std::string(arg);
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      }
+      value = args[++i];
+    }
+    for (char& ch : name) {
+      if (ch == '-') ch = '_';
+    }
+    if (name == "config") {
+      config_file = value;
+      continue;
+    }
+    const Setting* s = Find(name);
+    if (!s) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag --", FlagName(name), "; see --help"));
+    }
+    if (s->secret) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", FlagName(name), " is a secret and is not taken as a flag (ps would show it): set ",
+          EnvName(s->name), " or put it in the --config file"));
+    }
+    flags[name] = value;
+  }
+
+  std::map<std::string, std::string> file;
+  if (!config_file.empty()) {
+    auto read = ReadFile(config_file);
+    if (!read.ok()) return read.status();
+    file = *std::move(read);
+  }
+
+  Config config;
+  for (const auto& s : Settings()) {
+    const std::string* value = nullptr;
+    if (auto it = flags.find(s.name); it != flags.end()) {
+      value = &it->second;
+    } else if (auto it = env.find(EnvName(s.name)); it != env.end()) {
+      value = &it->second;
+    } else if (auto it = file.find(s.name); it != file.end()) {
+      value = &it->second;
+    }
+    if (value) {
+      if (absl::Status st = s.set(config, *value); !st.ok()) return st;
+    }
+  }
+  return config;
+}
+
+std::map<std::string, std::string> ProcessEnvironment() {
+  std::map<std::string, std::string> env;
+  for (char** e = environ; e && *e; ++e) {
+    absl::string_view kv(*e);
+    size_t eq = kv.find('=');
+    if (eq == absl::string_view::npos) continue;
+    env.emplace(std::string(kv.substr(0, eq)), std::string(kv.substr(eq + 1)));
+  }
+  return env;
+}
+
+std::string Usage() {
+  Config defaults;
+  std::string out;
+  for (const auto& s : Settings()) {
+    absl::StrAppend(&out, "  ", s.secret ? "" : absl::StrCat("--", FlagName(s.name), " "),
+                    "(", EnvName(s.name), ")  ", s.help, "  [", s.show(defaults), "]\n");
+  }
+  absl::StrAppend(&out, "  --config FILE (PGBUS_CONFIG)  key = value file of the settings above\n");
+  return out;
+}
+
+}  // namespace pgbus::config

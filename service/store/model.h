@@ -1,0 +1,120 @@
+// The records pgbus stores. Plain values, no behaviour; shared by bus/ (the
+// domain) and the store implementations.
+#ifndef PGBUS_SERVICE_STORE_MODEL_H_
+#define PGBUS_SERVICE_STORE_MODEL_H_
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace pgbus::store {
+
+using Attributes = std::map<std::string, std::string>;
+
+struct TopicRecord {
+  std::string name;
+  absl::Duration retention = absl::Hours(24 * 7);
+  int64_t max_message_bytes = 0;                 // 0: the server's limit
+  absl::Duration message_ttl = absl::ZeroDuration();  // zero: retention
+  absl::Duration dedup_window = absl::Hours(24);
+  absl::Time create_time;                        // output only
+};
+
+struct SubscriptionRecord {
+  std::string name;
+  std::string topic;
+  std::string filter;
+  absl::Duration ack_deadline = absl::Seconds(30);
+  int32_t max_delivery_attempts = 0;
+  std::string dead_letter_topic;
+  absl::Duration min_backoff = absl::ZeroDuration();
+  absl::Duration max_backoff = absl::Seconds(60);
+  absl::Time create_time;  // output only
+};
+
+// A message to store. `sha256` is the server-computed digest (32 bytes).
+struct NewMessage {
+  std::string payload;
+  Attributes attributes;
+  int32_t priority = 0;
+  std::string correlation_id;
+  std::string ordering_key;
+  std::string idempotency_key;
+  std::optional<absl::Duration> ttl;
+  std::optional<absl::Time> deliver_at;
+  std::string sha256;
+};
+
+// A stored message. `payload` is set only where the read asked for it.
+struct MessageRecord {
+  int64_t id = 0;
+  std::string topic;
+  std::string payload;
+  bool payload_by_reference = false;
+  int64_t size = 0;
+  std::string sha256;
+  Attributes attributes;
+  int32_t priority = 0;
+  std::string correlation_id;
+  std::string ordering_key;
+  std::string idempotency_key;
+  absl::Time publish_time;
+  std::optional<absl::Time> expire_time;
+  std::optional<absl::Time> deliver_time;
+};
+
+// Identifies one delivery attempt of a message to one stream.
+struct LeaseKey {
+  int64_t message_id = 0;
+  int32_t attempt = 0;
+  int64_t lease = 0;  // the stream's lease token
+  bool operator==(const LeaseKey& o) const {
+    return message_id == o.message_id && attempt == o.attempt && lease == o.lease;
+  }
+};
+
+// A message leased to a stream.
+struct Delivery {
+  MessageRecord message;
+  int32_t attempt = 0;
+  int64_t lease = 0;  // the stream lease token it was claimed with
+  absl::Time lease_expiry;
+};
+
+// One Publish call's worth of messages, for one tenant and topic.
+struct PublishItem {
+  std::string tenant;
+  std::string topic;
+  std::vector<NewMessage> messages;
+};
+
+struct RetrieveResult {
+  MessageRecord message;  // metadata; payload empty
+  std::string data;       // the requested range
+  int64_t offset = 0;
+};
+
+struct StatsRecord {
+  int64_t messages = 0;
+  int64_t pending = 0;
+  int64_t in_flight = 0;
+  double oldest_unacked_age_seconds = 0;
+};
+
+// A (tenant, topic) whose subscribers have new messages.
+struct TopicKey {
+  std::string tenant;
+  std::string topic;
+  bool operator<(const TopicKey& o) const {
+    return tenant != o.tenant ? tenant < o.tenant : topic < o.topic;
+  }
+  bool operator==(const TopicKey& o) const { return tenant == o.tenant && topic == o.topic; }
+};
+
+}  // namespace pgbus::store
+
+#endif  // PGBUS_SERVICE_STORE_MODEL_H_

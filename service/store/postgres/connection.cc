@@ -1,0 +1,297 @@
+#include "service/store/postgres/connection.h"
+
+#include <endian.h>
+
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "service/common/status_macros.h"
+#include "service/store/postgres/sql.h"
+
+namespace pgbus::store::postgres {
+namespace {
+
+constexpr Oid kTextOid = 25;
+// Microseconds from the Unix epoch to Postgres's epoch, 2000-01-01.
+constexpr int64_t kPgEpochUnixMicros = 946684800LL * 1000000;
+
+// First line of a server message: the DETAIL/CONTEXT lines below it can
+// quote row values.
+std::string FirstLine(absl::string_view message) {
+  std::string line(message.substr(0, message.find('\n')));
+  if (absl::StartsWith(line, "ERROR:  ")) line = line.substr(8);
+  return line;
+}
+
+}  // namespace
+
+CapturingPolicy::handle CapturingPolicy::do_startconnect(handle orig) {
+  raw_ = pqxx::connect_direct::do_startconnect(orig);
+  return raw_;
+}
+CapturingPolicy::handle CapturingPolicy::do_completeconnect(handle orig) {
+  raw_ = pqxx::connect_direct::do_completeconnect(orig);
+  return raw_;
+}
+CapturingPolicy::handle CapturingPolicy::do_dropconnect(handle orig) noexcept {
+  raw_ = pqxx::connect_direct::do_dropconnect(orig);
+  return raw_;
+}
+CapturingPolicy::handle CapturingPolicy::do_disconnect(handle orig) noexcept {
+  raw_ = pqxx::connect_direct::do_disconnect(orig);
+  return raw_;
+}
+
+Connection::Connection(const std::string& opts)
+    : pqxx::connection_base(policy_), options_(opts), policy_(options_) {
+  init();
+}
+
+Connection::~Connection() noexcept { close(); }
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& dsn,
+                                                             int statement_timeout_ms) {
+  std::unique_ptr<Connection> conn;
+  try {
+    conn.reset(new Connection(dsn));
+    pqxx::nontransaction setup(*conn);
+    setup.exec(absl::StrCat("SET statement_timeout = ", statement_timeout_ms));
+    setup.exec("SET idle_in_transaction_session_timeout = '60s'");
+    setup.exec("SET application_name = 'pgbusd'");
+    conn->prepare("pgbus_set_tenant", sql::kSetTenant);
+  } catch (const pqxx::broken_connection& e) {
+    // libpq's text can name the host and user; keep the reason only.
+    return absl::UnavailableError(
+        absl::StrCat("cannot connect to Postgres: ", FirstLine(e.what())));
+  } catch (const std::exception& e) {
+    return StatusFromException(e, nullptr);
+  }
+  return conn;
+}
+
+absl::Status Connection::PrepareRaw(const char* name, const char* sql,
+                                    const std::vector<Oid>& types) {
+  if (raw_prepared_.count(name)) return absl::OkStatus();
+  Result res(PQprepare(raw(), name, sql, static_cast<int>(types.size()), types.data()),
+             &PQclear);
+  if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
+    const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
+    if (PQstatus(raw()) != CONNECTION_OK) broken = true;
+    return StatusFromSqlState(state ? state : "",
+                              PQresultErrorMessage(res.get()));
+  }
+  raw_prepared_.insert(name);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Result> ExecRaw(Connection& conn, const char* name,
+                               const std::vector<Param>& params) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  values.reserve(params.size());
+  for (const Param& p : params) {
+    values.push_back(p.data);
+    lengths.push_back(p.length);
+    formats.push_back(p.format);
+  }
+  Result res(PQexecPrepared(conn.raw(), name, static_cast<int>(params.size()), values.data(),
+                            lengths.data(), formats.data(), /*resultFormat=*/1),
+             &PQclear);
+  ExecStatusType st = PQresultStatus(res.get());
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
+  if (PQstatus(conn.raw()) != CONNECTION_OK) {
+    conn.broken = true;
+    return absl::UnavailableError("lost the connection to Postgres");
+  }
+  const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
+  const char* msg = PQresultErrorField(res.get(), PG_DIAG_MESSAGE_PRIMARY);
+  return StatusFromSqlState(state ? state : "", msg ? msg : PQresultErrorMessage(res.get()));
+}
+
+int64_t BinaryRow::Int8(int col) const {
+  uint64_t v;
+  std::memcpy(&v, PQgetvalue(r_, row_, col), 8);
+  return static_cast<int64_t>(be64toh(v));
+}
+
+int32_t BinaryRow::Int4(int col) const {
+  uint32_t v;
+  std::memcpy(&v, PQgetvalue(r_, row_, col), 4);
+  return static_cast<int32_t>(be32toh(v));
+}
+
+bool BinaryRow::Bool(int col) const { return PQgetvalue(r_, row_, col)[0] != 0; }
+
+double BinaryRow::Float8(int col) const {
+  uint64_t v;
+  std::memcpy(&v, PQgetvalue(r_, row_, col), 8);
+  v = be64toh(v);
+  double d;
+  std::memcpy(&d, &v, 8);
+  return d;
+}
+
+std::string BinaryRow::Bytes(int col) const {
+  return std::string(PQgetvalue(r_, row_, col), PQgetlength(r_, row_, col));
+}
+
+absl::Time BinaryRow::Timestamp(int col) const {
+  return absl::FromUnixMicros(Int8(col) + kPgEpochUnixMicros);
+}
+
+std::vector<std::string> BinaryRow::TextArray(int col) const {
+  // ndim, has-null flag, element type, then per dimension (size, lower
+  // bound), then per element (length or -1, bytes).
+  const char* p = PQgetvalue(r_, row_, col);
+  auto read4 = [&p]() {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    p += 4;
+    return static_cast<int32_t>(be32toh(v));
+  };
+  std::vector<std::string> out;
+  int32_t ndim = read4();
+  read4();  // has nulls
+  read4();  // element oid
+  if (ndim == 0) return out;
+  int32_t n = read4();
+  read4();  // lower bound
+  out.reserve(n);
+  for (int32_t i = 0; i < n; ++i) {
+    int32_t len = read4();
+    if (len < 0) {
+      out.emplace_back();
+      continue;
+    }
+    out.emplace_back(p, len);
+    p += len;
+  }
+  return out;
+}
+
+std::string EncodeInt8(int64_t v) {
+  uint64_t be = htobe64(static_cast<uint64_t>(v));
+  return std::string(reinterpret_cast<const char*>(&be), 8);
+}
+
+std::string EncodeInt4(int32_t v) {
+  uint32_t be = htobe32(static_cast<uint32_t>(v));
+  return std::string(reinterpret_cast<const char*>(&be), 4);
+}
+
+std::string EncodeTextArray(const std::vector<std::string>& items) {
+  std::string out;
+  auto put4 = [&out](int32_t v) { out += EncodeInt4(v); };
+  put4(items.empty() ? 0 : 1);
+  put4(0);
+  put4(static_cast<int32_t>(kTextOid));
+  if (items.empty()) return out;
+  put4(static_cast<int32_t>(items.size()));
+  put4(1);
+  for (const auto& s : items) {
+    put4(static_cast<int32_t>(s.size()));
+    out += s;
+  }
+  return out;
+}
+
+absl::Status StatusFromSqlState(const std::string& sqlstate, const std::string& message) {
+  std::string text = absl::StrCat(FirstLine(message), " (SQLSTATE ", sqlstate, ")");
+  if (sqlstate == "23505") return absl::AlreadyExistsError(text);
+  if (sqlstate == "23503") return absl::FailedPreconditionError(text);
+  if (sqlstate == "40001" || sqlstate == "40P01") return absl::AbortedError(text);
+  if (sqlstate == "57014") return absl::DeadlineExceededError(text);
+  if (absl::StartsWith(sqlstate, "08") || sqlstate == "57P01" || sqlstate == "57P02" ||
+      sqlstate == "57P03" || sqlstate == "53300") {
+    return absl::UnavailableError(text);
+  }
+  if (sqlstate == "54000") return absl::ResourceExhaustedError(text);
+  if (absl::StartsWith(sqlstate, "22")) return absl::InvalidArgumentError(text);
+  return absl::InternalError(text);
+}
+
+absl::Status StatusFromException(const std::exception& e, Connection* conn) {
+  if (dynamic_cast<const pqxx::broken_connection*>(&e) != nullptr) {
+    if (conn) conn->broken = true;
+    return absl::UnavailableError("lost the connection to Postgres");
+  }
+  if (dynamic_cast<const pqxx::in_doubt_error*>(&e) != nullptr) {
+    if (conn) conn->broken = true;
+    return absl::UnavailableError(
+        "lost the connection to Postgres during commit; the outcome is unknown");
+  }
+  if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
+    absl::Status st = StatusFromSqlState(sql->sqlstate(), sql->what());
+    if (conn && st.code() == absl::StatusCode::kUnavailable) conn->broken = true;
+    return st;
+  }
+  if (conn) conn->broken = true;  // unknown state: do not reuse the session
+  return absl::InternalError(absl::StrCat("database error: ", FirstLine(e.what())));
+}
+
+ConnectionPool::ConnectionPool(std::string dsn, int size, int statement_timeout_ms)
+    : dsn_(std::move(dsn)), size_(size), statement_timeout_ms_(statement_timeout_ms) {}
+
+ConnectionPool::~ConnectionPool() = default;
+
+ConnectionPool::Lease::~Lease() {
+  if (pool_ && conn_) pool_->Release(std::move(conn_));
+}
+
+absl::StatusOr<ConnectionPool::Lease> ConnectionPool::Acquire(absl::Duration wait) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto available = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !idle_.empty() || open_ < size_;
+    };
+    if (!mu_.AwaitWithTimeout(absl::Condition(&available), wait)) {
+      return absl::UnavailableError("all database connections are busy");
+    }
+    if (!idle_.empty()) {
+      std::unique_ptr<Connection> conn = std::move(idle_.back());
+      idle_.pop_back();
+      return Lease(this, std::move(conn));
+    }
+    ++open_;  // reserve a slot; connect without holding the lock
+  }
+  auto conn = Connection::Open(dsn_, statement_timeout_ms_);
+  if (!conn.ok()) {
+    absl::MutexLock lock(&mu_);
+    --open_;
+    return conn.status();
+  }
+  return Lease(this, *std::move(conn));
+}
+
+void ConnectionPool::Release(std::unique_ptr<Connection> conn) {
+  absl::MutexLock lock(&mu_);
+  if (conn->broken || !conn->is_open()) {
+    --open_;
+    return;  // closed by its destructor
+  }
+  idle_.push_back(std::move(conn));
+}
+
+absl::Status InTenantTransaction(
+    ConnectionPool& pool, const std::string& tenant,
+    const std::function<absl::Status(pqxx::work&, Connection&)>& fn) {
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool.Acquire());
+  try {
+    pqxx::work txn(*conn);
+    txn.exec_prepared("pgbus_set_tenant", tenant);
+    absl::Status st = fn(txn, *conn);
+    if (!st.ok()) {
+      txn.abort();
+      return st;
+    }
+    txn.commit();
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    return StatusFromException(e, &*conn);
+  }
+}
+
+}  // namespace pgbus::store::postgres

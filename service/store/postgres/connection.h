@@ -1,0 +1,169 @@
+// Postgres connections for the store: a libpqxx connection that also hands
+// out libpq's handle, a bounded pool of them, the tenant transaction, and
+// the mapping of Postgres errors to absl::Status.
+//
+// Why libpq beside libpqxx: libpqxx 6.4 returns every result as text, so a
+// bytea comes back hex-encoded (twice the bytes, then decoded). Statements
+// that carry payload bytes (publish, claim, retrieve) therefore go through
+// libpq's PQexecPrepared with binary parameters and binary results, on the
+// same connection and inside the same transaction as the libpqxx work.
+// libpqxx's own extension point, a connection policy, sees the PGconn.
+//
+// libpqxx exceptions stop in this directory: everything here returns Status.
+#ifndef PGBUS_SERVICE_STORE_POSTGRES_CONNECTION_H_
+#define PGBUS_SERVICE_STORE_POSTGRES_CONNECTION_H_
+
+#include <libpq-fe.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace pgbus::store::postgres {
+
+// Remembers the PGconn that libpqxx's connect_direct opens.
+class CapturingPolicy : public pqxx::connect_direct {
+ public:
+  explicit CapturingPolicy(const std::string& opts) : pqxx::connect_direct(opts) {}
+  handle do_startconnect(handle orig) override;
+  handle do_completeconnect(handle orig) override;
+  handle do_dropconnect(handle orig) noexcept override;
+  handle do_disconnect(handle orig) noexcept override;
+  PGconn* raw() const { return raw_; }
+
+ private:
+  PGconn* raw_ = nullptr;
+};
+
+// One Postgres session. Not thread-safe: one thread at a time (the pool
+// hands it to one caller).
+class Connection : public pqxx::connection_base {
+ public:
+  // Connects and applies the session settings every pgbusd session has.
+  static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& dsn,
+                                                          int statement_timeout_ms);
+  ~Connection() noexcept;
+
+  PGconn* raw() const { return policy_.raw(); }
+
+  // Prepares `sql` under `name` for libpq use, once per session.
+  // `types` are parameter type OIDs (0: let the server infer).
+  absl::Status PrepareRaw(const char* name, const char* sql, const std::vector<Oid>& types);
+
+  // Set when an error showed the session is unusable; the pool drops it.
+  bool broken = false;
+
+ private:
+  explicit Connection(const std::string& opts);
+  std::string options_;  // must precede policy_
+  CapturingPolicy policy_;
+  std::set<std::string> raw_prepared_;
+};
+
+// A libpq result that clears itself.
+using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
+
+// One parameter of a raw statement: text (format 0) or binary (format 1).
+struct Param {
+  static Param Null() { return Param{nullptr, 0, 0}; }
+  static Param Text(const std::string& s) { return Param{s.data(), static_cast<int>(s.size()), 0}; }
+  static Param Binary(const std::string& s) {
+    return Param{s.data(), static_cast<int>(s.size()), 1};
+  }
+  const char* data;
+  int length;
+  int format;
+};
+
+// Runs a statement prepared with PrepareRaw, asking for binary results.
+absl::StatusOr<Result> ExecRaw(Connection& conn, const char* name,
+                               const std::vector<Param>& params);
+
+// Reads columns of a binary-format result row.
+class BinaryRow {
+ public:
+  BinaryRow(const PGresult* result, int row) : r_(result), row_(row) {}
+  bool IsNull(int col) const { return PQgetisnull(r_, row_, col); }
+  int64_t Int8(int col) const;
+  int32_t Int4(int col) const;
+  bool Bool(int col) const;
+  double Float8(int col) const;
+  std::string Bytes(int col) const;  // bytea and text
+  absl::Time Timestamp(int col) const;
+  std::vector<std::string> TextArray(int col) const;  // one-dimensional text[]
+
+ private:
+  const PGresult* r_;
+  int row_;
+};
+
+// Encodes a one-dimensional text[] in Postgres's binary array format.
+std::string EncodeTextArray(const std::vector<std::string>& items);
+// Encodes int8 as a binary parameter.
+std::string EncodeInt8(int64_t v);
+std::string EncodeInt4(int32_t v);
+
+// Maps a SQLSTATE and message to a Status (see store.h for the codes).
+absl::Status StatusFromSqlState(const std::string& sqlstate, const std::string& message);
+// Maps a libpqxx (or std) exception; marks `conn` broken when it must go.
+absl::Status StatusFromException(const std::exception& e, Connection* conn);
+
+// A fixed-size set of connections; Acquire() waits for a free one.
+// Thread safety: safe from any thread.
+class ConnectionPool {
+ public:
+  ConnectionPool(std::string dsn, int size, int statement_timeout_ms);
+  ~ConnectionPool();
+
+  // Returns the connection to the pool (or drops it when broken).
+  class Lease {
+   public:
+    Lease(ConnectionPool* pool, std::unique_ptr<Connection> conn)
+        : pool_(pool), conn_(std::move(conn)) {}
+    Lease(Lease&&) = default;
+    Lease& operator=(Lease&&) = default;
+    ~Lease();
+    Connection& operator*() const { return *conn_; }
+    Connection* operator->() const { return conn_.get(); }
+
+   private:
+    ConnectionPool* pool_;
+    std::unique_ptr<Connection> conn_;
+  };
+
+  // UNAVAILABLE when Postgres cannot be reached or no connection frees up
+  // within `wait`.
+  absl::StatusOr<Lease> Acquire(absl::Duration wait = absl::Seconds(10));
+
+ private:
+  void Release(std::unique_ptr<Connection> conn);
+
+  const std::string dsn_;
+  const int size_;
+  const int statement_timeout_ms_;
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<Connection>> idle_ ABSL_GUARDED_BY(mu_);
+  int open_ ABSL_GUARDED_BY(mu_) = 0;  // idle + leased
+};
+
+// Runs `fn` in a transaction whose pgbus.tenant_id is `tenant` (set with
+// set_config(..., true): local to the transaction, so a pooled connection
+// never carries it to the next request). Commits when `fn` returns OK and
+// rolls back otherwise; exceptions become a Status.
+absl::Status InTenantTransaction(ConnectionPool& pool, const std::string& tenant,
+                                 const std::function<absl::Status(pqxx::work&, Connection&)>& fn);
+
+}  // namespace pgbus::store::postgres
+
+#endif  // PGBUS_SERVICE_STORE_POSTGRES_CONNECTION_H_

@@ -1,0 +1,562 @@
+#include "service/store/postgres/pg_store.h"
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "service/common/status_macros.h"
+#include "service/obs/log.h"
+#include "service/store/postgres/migrator.h"
+#include "service/store/postgres/sql.h"
+
+namespace pgbus::store::postgres {
+namespace {
+
+constexpr Oid kInt4 = 23, kInt8 = 20, kText = 25, kBytea = 17, kTextArray = 1009;
+// NOTIFY payloads are capped near 8000 bytes; past this, announce "all".
+constexpr size_t kMaxNotifyPayload = 7000;
+
+int64_t ToMs(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
+
+TopicRecord ReadTopic(const pqxx::row& r) {
+  TopicRecord t;
+  t.name = r[0].as<std::string>();
+  t.retention = absl::Milliseconds(r[1].as<int64_t>());
+  t.max_message_bytes = r[2].as<int64_t>();
+  t.message_ttl = absl::Milliseconds(r[3].as<int64_t>());
+  t.dedup_window = absl::Milliseconds(r[4].as<int64_t>());
+  t.create_time = absl::FromUnixMicros(r[5].as<int64_t>());
+  return t;
+}
+
+SubscriptionRecord ReadSubscription(const pqxx::row& r) {
+  SubscriptionRecord s;
+  s.name = r[0].as<std::string>();
+  s.topic = r[1].as<std::string>();
+  s.filter = r[2].as<std::string>();
+  s.ack_deadline = absl::Milliseconds(r[3].as<int64_t>());
+  s.max_delivery_attempts = r[4].as<int32_t>();
+  s.dead_letter_topic = r[5].as<std::string>();
+  s.min_backoff = absl::Milliseconds(r[6].as<int64_t>());
+  s.max_backoff = absl::Milliseconds(r[7].as<int64_t>());
+  s.create_time = absl::FromUnixMicros(r[8].as<int64_t>());
+  return s;
+}
+
+// Columns 0..12 of PGBUS_MESSAGE_COLUMNS, binary format.
+MessageRecord ReadMessage(const BinaryRow& row) {
+  MessageRecord m;
+  m.id = row.Int8(0);
+  m.topic = row.Bytes(1);
+  m.priority = row.Int4(2);
+  m.size = row.Int8(3);
+  m.sha256 = row.Bytes(4);
+  m.publish_time = row.Timestamp(5);
+  if (!row.IsNull(6)) m.expire_time = row.Timestamp(6);
+  if (!row.IsNull(7)) m.deliver_time = row.Timestamp(7);
+  if (!row.IsNull(8)) m.correlation_id = row.Bytes(8);
+  if (!row.IsNull(9)) m.ordering_key = row.Bytes(9);
+  if (!row.IsNull(10)) m.idempotency_key = row.Bytes(10);
+  std::vector<std::string> keys = row.TextArray(11);
+  std::vector<std::string> values = row.TextArray(12);
+  for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+    m.attributes.emplace(std::move(keys[i]), std::move(values[i]));
+  }
+  return m;
+}
+
+// The lease columns of many keys as Postgres array literals (numbers only).
+struct LeaseArrays {
+  explicit LeaseArrays(const std::vector<LeaseKey>& keys) {
+    std::vector<std::string> ids, attempts, leases;
+    for (const auto& k : keys) {
+      ids.push_back(std::to_string(k.message_id));
+      attempts.push_back(std::to_string(k.attempt));
+      leases.push_back(std::to_string(k.lease));
+    }
+    message_ids = absl::StrCat("{", absl::StrJoin(ids, ","), "}");
+    attempt_list = absl::StrCat("{", absl::StrJoin(attempts, ","), "}");
+    lease_list = absl::StrCat("{", absl::StrJoin(leases, ","), "}");
+  }
+  std::string message_ids, attempt_list, lease_list;
+};
+
+std::string NullableText(const std::string& s) { return s; }
+
+}  // namespace
+
+PgStore::PgStore(const PgStoreOptions& options)
+    : options_(options),
+      pool_(options.dsn, options.pool_size, options.statement_timeout_ms) {}
+
+PgStore::~PgStore() { StopListening(); }
+
+absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgStoreOptions& options) {
+  std::unique_ptr<PgStore> store(new PgStore(options));
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, store->pool_.Acquire());
+  int version = 0;
+  try {
+    pqxx::nontransaction q(*conn);
+    pqxx::result r = q.exec(
+        "SELECT coalesce(max(version), 0) FROM pgbus.schema_migrations");
+    version = r[0][0].as<int>();
+  } catch (const pqxx::undefined_table&) {
+    return absl::FailedPreconditionError(
+        "the pgbus schema is missing: run `pgbusd migrate` with the owner role first");
+  } catch (const std::exception& e) {
+    return StatusFromException(e, &*conn);
+  }
+  if (version < LatestVersion()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the database schema is at version ", version, ", this pgbusd needs ",
+        LatestVersion(), ": run `pgbusd migrate` first"));
+  }
+  return store;
+}
+
+absl::Status PgStore::EnsureTenant(const std::string& tenant) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    txn.exec_params(sql::kEnsureTenant, tenant);
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<TopicRecord> PgStore::CreateTopic(const std::string& tenant,
+                                                 const TopicRecord& topic) {
+  TopicRecord out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    pqxx::result r = txn.exec_params(sql::kCreateTopic, topic.name, ToMs(topic.retention),
+                                     topic.max_message_bytes, ToMs(topic.message_ttl),
+                                     ToMs(topic.dedup_window));
+    out = ReadTopic(r[0]);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<TopicRecord> PgStore::GetTopic(const std::string& tenant,
+                                              const std::string& name) {
+  TopicRecord out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    pqxx::result r = txn.exec_params(sql::kGetTopic, name);
+    if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", name, "\" not found"));
+    out = ReadTopic(r[0]);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<TopicRecord>> PgStore::ListTopics(const std::string& tenant,
+                                                             const std::string& after,
+                                                             int limit) {
+  std::vector<TopicRecord> out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    for (const auto& row : txn.exec_params(sql::kListTopics, after, limit)) {
+      out.push_back(ReadTopic(row));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PgStore::DeleteTopic(const std::string& tenant, const std::string& name) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    if (txn.exec_params(sql::kDeleteTopic, name).empty()) {
+      return absl::NotFoundError(absl::StrCat("topic \"", name, "\" not found"));
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<SubscriptionRecord> PgStore::CreateSubscription(const std::string& tenant,
+                                                               const SubscriptionRecord& sub) {
+  SubscriptionRecord out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    pqxx::result r = txn.exec_params(
+        sql::kCreateSubscription, sub.name, sub.topic, sub.filter, ToMs(sub.ack_deadline),
+        sub.max_delivery_attempts, sub.dead_letter_topic, ToMs(sub.min_backoff),
+        ToMs(sub.max_backoff));
+    if (r.empty()) {
+      return absl::NotFoundError(absl::StrCat("topic \"", sub.topic, "\" not found"));
+    }
+    out = ReadSubscription(r[0]);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<SubscriptionRecord> PgStore::GetSubscription(const std::string& tenant,
+                                                            const std::string& name) {
+  SubscriptionRecord out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    pqxx::result r = txn.exec_params(sql::kGetSubscription, name);
+    if (r.empty()) {
+      return absl::NotFoundError(absl::StrCat("subscription \"", name, "\" not found"));
+    }
+    out = ReadSubscription(r[0]);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<SubscriptionRecord>> PgStore::ListSubscriptions(
+    const std::string& tenant, const std::string& topic, const std::string& after, int limit) {
+  std::vector<SubscriptionRecord> out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    for (const auto& row : txn.exec_params(sql::kListSubscriptions, topic, after, limit)) {
+      out.push_back(ReadSubscription(row));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PgStore::DeleteSubscription(const std::string& tenant, const std::string& name) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    if (txn.exec_params(sql::kDeleteSubscription, name).empty()) {
+      return absl::NotFoundError(absl::StrCat("subscription \"", name, "\" not found"));
+    }
+    return absl::OkStatus();
+  });
+}
+
+std::vector<absl::StatusOr<std::vector<int64_t>>> PgStore::PublishBatch(
+    const std::vector<const PublishItem*>& items) {
+  std::vector<absl::StatusOr<std::vector<int64_t>>> results;
+  absl::Status st = PublishTransaction(items, &results);
+  if (st.ok()) return results;
+  if (items.size() == 1) return {st};
+  // One item may have broken the shared transaction (a statement timeout,
+  // say): give each its own so the others are not failed with it.
+  results.clear();
+  for (const PublishItem* item : items) {
+    std::vector<absl::StatusOr<std::vector<int64_t>>> one;
+    absl::Status item_st = PublishTransaction({item}, &one);
+    results.push_back(item_st.ok() ? std::move(one[0]) : item_st);
+  }
+  return results;
+}
+
+absl::Status PgStore::PublishTransaction(
+    const std::vector<const PublishItem*>& items,
+    std::vector<absl::StatusOr<std::vector<int64_t>>>* results) {
+  results->clear();
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  try {
+    RETURN_IF_ERROR(conn->PrepareRaw(
+        sql::kInsertMessageName, sql::kInsertMessage,
+        {kText, kInt8, kInt8, kInt4, kText, kText, kText, kTextArray, kTextArray, kInt8, kBytea,
+         kBytea}));
+    pqxx::work txn(*conn);
+    std::string current_tenant;
+    std::set<TopicKey> touched;
+    for (const PublishItem* item : items) {
+      // set_config(..., true) may change the tenant within one transaction:
+      // each item's rows are checked against its own tenant by RLS.
+      if (item->tenant != current_tenant) {
+        txn.exec_prepared("pgbus_set_tenant", item->tenant);
+        current_tenant = item->tenant;
+      }
+      std::vector<int64_t> ids;
+      ids.reserve(item->messages.size());
+      bool topic_missing = false;
+      for (const NewMessage& m : item->messages) {
+        std::string ttl = m.ttl ? EncodeInt8(ToMs(*m.ttl)) : std::string();
+        std::string deliver_at = m.deliver_at ? EncodeInt8(absl::ToUnixMicros(*m.deliver_at))
+                                              : std::string();
+        std::string priority = EncodeInt4(m.priority);
+        std::vector<std::string> keys, values;
+        for (const auto& [k, v] : m.attributes) {
+          keys.push_back(k);
+          values.push_back(v);
+        }
+        std::string key_array = EncodeTextArray(keys), value_array = EncodeTextArray(values);
+        std::string size = EncodeInt8(static_cast<int64_t>(m.payload.size()));
+        auto opt_text = [](const std::string& s) {
+          return s.empty() ? Param::Null() : Param::Text(s);
+        };
+        ASSIGN_OR_RETURN(
+            Result res,
+            ExecRaw(*conn, sql::kInsertMessageName,
+                    {Param::Text(item->topic), m.ttl ? Param::Binary(ttl) : Param::Null(),
+                     m.deliver_at ? Param::Binary(deliver_at) : Param::Null(),
+                     Param::Binary(priority), opt_text(m.correlation_id),
+                     opt_text(m.ordering_key), opt_text(m.idempotency_key),
+                     Param::Binary(key_array), Param::Binary(value_array), Param::Binary(size),
+                     Param::Binary(m.sha256), Param::Binary(m.payload)}));
+        if (PQntuples(res.get()) == 0) {
+          topic_missing = true;
+          break;
+        }
+        ids.push_back(BinaryRow(res.get(), 0).Int8(0));
+      }
+      if (topic_missing) {
+        // Nothing of this item may stay: undo its earlier messages.
+        if (!ids.empty()) return absl::AbortedError("topic deleted during publish");
+        results->push_back(
+            absl::NotFoundError(absl::StrCat("topic \"", item->topic, "\" not found")));
+        continue;
+      }
+      touched.insert(TopicKey{item->tenant, item->topic});
+      results->push_back(std::move(ids));
+    }
+    if (!touched.empty()) {
+      // One notification per transaction, however many messages: NOTIFY
+      // serialises commits cluster-wide (PreCommit_Notify).
+      std::string payload;
+      for (const TopicKey& k : touched) {
+        absl::StrAppend(&payload, k.tenant, "\t", k.topic, "\n");
+      }
+      if (payload.size() > kMaxNotifyPayload) payload.clear();  // "everything"
+      txn.exec_params(sql::kNotifyPublish, payload);
+    }
+    txn.commit();
+  } catch (const std::exception& e) {
+    return StatusFromException(e, &*conn);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
+                                                     const std::string& subscription,
+                                                     int64_t lease, int max_messages,
+                                                     int64_t max_bytes,
+                                                     absl::Duration ack_deadline) {
+  std::vector<Delivery> out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection& conn) {
+    pqxx::result candidates = txn.exec_params(sql::kClaimCandidates, subscription, max_messages);
+    if (candidates.empty()) {
+      if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
+        return absl::NotFoundError(
+            absl::StrCat("subscription \"", subscription, "\" not found"));
+      }
+      return absl::OkStatus();
+    }
+    // Keep the prefix that fits the byte budget (at least one message).
+    std::vector<std::string> ids;
+    int64_t bytes = 0;
+    for (const auto& row : candidates) {
+      int64_t size = row[1].as<int64_t>();
+      if (!ids.empty() && bytes + size > max_bytes) break;
+      bytes += size;
+      ids.push_back(row[0].as<std::string>());
+    }
+    RETURN_IF_ERROR(conn.PrepareRaw(sql::kClaimLeaseName, sql::kClaimLease,
+                                    {kText, kText, kInt8, kInt8}));
+    std::string id_list = absl::StrCat("{", absl::StrJoin(ids, ","), "}");
+    std::string lease_bin = EncodeInt8(lease);
+    std::string deadline_bin = EncodeInt8(ToMs(ack_deadline));
+    ASSIGN_OR_RETURN(Result res,
+                     ExecRaw(conn, sql::kClaimLeaseName,
+                             {Param::Text(subscription), Param::Text(id_list),
+                              Param::Binary(lease_bin), Param::Binary(deadline_bin)}));
+    int n = PQntuples(res.get());
+    out.reserve(n);
+    for (int i = 0; i < n; ++i) {
+      BinaryRow row(res.get(), i);
+      Delivery d;
+      d.message = ReadMessage(row);
+      d.message.payload = row.Bytes(13);
+      d.attempt = row.Int4(14);
+      d.lease = lease;
+      d.lease_expiry = row.Timestamp(15);
+      out.push_back(std::move(d));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(const char* statement,
+                                                         const std::string& tenant,
+                                                         const std::string& subscription,
+                                                         const std::vector<LeaseKey>& keys,
+                                                         const int64_t* deadline_ms) {
+  std::vector<bool> ok(keys.size(), false);
+  LeaseArrays arrays(keys);
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    pqxx::result r =
+        deadline_ms ? txn.exec_params(statement, subscription, arrays.message_ids,
+                                      arrays.attempt_list, arrays.lease_list, *deadline_ms)
+                    : txn.exec_params(statement, subscription, arrays.message_ids,
+                                      arrays.attempt_list, arrays.lease_list);
+    if (r.empty() && txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
+      return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
+    }
+    for (const auto& row : r) {
+      LeaseKey hit{row[0].as<int64_t>(), row[1].as<int32_t>(), row[2].as<int64_t>()};
+      for (size_t i = 0; i < keys.size(); ++i) {
+        if (keys[i] == hit) ok[i] = true;
+      }
+    }
+    return absl::OkStatus();
+  }));
+  return ok;
+}
+
+absl::StatusOr<std::vector<bool>> PgStore::Ack(const std::string& tenant,
+                                               const std::string& subscription,
+                                               const std::vector<LeaseKey>& keys) {
+  return ApplyToLeases(sql::kAck, tenant, subscription, keys, nullptr);
+}
+
+absl::StatusOr<std::vector<bool>> PgStore::ModifyAckDeadline(const std::string& tenant,
+                                                             const std::string& subscription,
+                                                             const std::vector<LeaseKey>& keys,
+                                                             absl::Duration deadline) {
+  if (deadline <= absl::ZeroDuration()) {
+    return ApplyToLeases(sql::kNack, tenant, subscription, keys, nullptr);
+  }
+  int64_t ms = ToMs(deadline);
+  return ApplyToLeases(sql::kExtendLease, tenant, subscription, keys, &ms);
+}
+
+absl::StatusOr<RetrieveResult> PgStore::Retrieve(const std::string& tenant, int64_t id,
+                                                 int64_t offset, int64_t length) {
+  RetrieveResult out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work&, Connection& conn) {
+    RETURN_IF_ERROR(conn.PrepareRaw(sql::kRetrieveName, sql::kRetrieve, {kInt8, kInt4, kInt4}));
+    std::string id_bin = EncodeInt8(id);
+    // Inline payloads are far below 2 GiB; clamp so the int4 casts hold.
+    std::string off_bin = EncodeInt4(static_cast<int32_t>(std::min<int64_t>(offset, INT32_MAX)));
+    std::string len_bin = EncodeInt4(static_cast<int32_t>(std::min<int64_t>(length, INT32_MAX)));
+    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kRetrieveName,
+                                         {Param::Binary(id_bin), Param::Binary(off_bin),
+                                          Param::Binary(len_bin)}));
+    if (PQntuples(res.get()) == 0) {
+      return absl::NotFoundError(absl::StrCat("message ", id, " not found (or expired)"));
+    }
+    BinaryRow row(res.get(), 0);
+    out.message = ReadMessage(row);
+    if (offset > out.message.size) {
+      return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the payload's end (",
+                                                out.message.size, " bytes)"));
+    }
+    out.data = row.IsNull(13) ? std::string() : row.Bytes(13);
+    out.offset = offset;
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PgStore::Seek(const std::string& tenant, const std::string& subscription,
+                           absl::Time time) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
+      return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
+    }
+    txn.exec_params(sql::kSeek, subscription, absl::ToUnixMicros(time));
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<StatsRecord> PgStore::GetStats(const std::string& tenant,
+                                              const std::string& topic,
+                                              const std::string& subscription) {
+  StatsRecord out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    if (!subscription.empty()) {
+      pqxx::result r = txn.exec_params(sql::kSubscriptionStats, subscription);
+      if (r.empty()) {
+        return absl::NotFoundError(
+            absl::StrCat("subscription \"", subscription, "\" not found"));
+      }
+      out.messages = r[0][0].as<int64_t>();
+      out.pending = r[0][1].as<int64_t>();
+      out.in_flight = r[0][2].as<int64_t>();
+      out.oldest_unacked_age_seconds = r[0][3].as<double>();
+      return absl::OkStatus();
+    }
+    if (txn.exec_params(sql::kGetTopic, topic).empty()) {
+      return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
+    }
+    out.messages = txn.exec_params(sql::kTopicStats, topic)[0][0].as<int64_t>();
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<MessageRecord>> PgStore::ListMessages(
+    const std::string& tenant, const std::string& correlation_id, int64_t after_id,
+    int limit) {
+  std::vector<MessageRecord> out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work&, Connection& conn) {
+    RETURN_IF_ERROR(conn.PrepareRaw(sql::kListMessagesName, sql::kListMessages,
+                                    {kText, kInt8, kInt4}));
+    std::string after_bin = EncodeInt8(after_id), limit_bin = EncodeInt4(limit);
+    ASSIGN_OR_RETURN(Result res,
+                     ExecRaw(conn, sql::kListMessagesName,
+                             {Param::Text(correlation_id), Param::Binary(after_bin),
+                              Param::Binary(limit_bin)}));
+    for (int i = 0; i < PQntuples(res.get()); ++i) {
+      MessageRecord m = ReadMessage(BinaryRow(res.get(), i));
+      m.payload_by_reference = true;
+      out.push_back(std::move(m));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+namespace {
+
+class PublishReceiver : public pqxx::notification_receiver {
+ public:
+  PublishReceiver(pqxx::connection_base& conn,
+                  std::function<void(const std::vector<TopicKey>&)> on_publish)
+      : pqxx::notification_receiver(conn, sql::kPublishChannel),
+        on_publish_(std::move(on_publish)) {}
+
+  void operator()(const std::string& payload, int /*backend_pid*/) override {
+    std::vector<TopicKey> keys;
+    for (absl::string_view line : absl::StrSplit(payload, '\n', absl::SkipEmpty())) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits('\t', 1));
+      keys.push_back(TopicKey{std::move(kv.first), std::move(kv.second)});
+    }
+    on_publish_(keys);  // empty: wake everything
+  }
+
+ private:
+  std::function<void(const std::vector<TopicKey>&)> on_publish_;
+};
+
+}  // namespace
+
+absl::Status PgStore::StartListening(
+    std::function<void(const std::vector<TopicKey>&)> on_publish) {
+  if (listening_.exchange(true)) return absl::FailedPreconditionError("already listening");
+  listener_ = std::thread([this, on_publish = std::move(on_publish)] { ListenLoop(on_publish); });
+  return absl::OkStatus();
+}
+
+void PgStore::StopListening() {
+  listening_ = false;
+  if (listener_.joinable()) listener_.join();
+}
+
+void PgStore::ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish) {
+  bool first = true;
+  while (listening_) {
+    try {
+      pqxx::connection conn(options_.dsn);
+      PublishReceiver receiver(conn, on_publish);
+      conn.get_notifs();  // issues the LISTEN
+      if (!first) {
+        obs::Info("listen_reconnected");
+        on_publish({});  // publishes may have been missed while away
+      }
+      first = false;
+      while (listening_) conn.await_notification(0, 200000);
+    } catch (const std::exception& e) {
+      obs::Warn("listen_failed", {{"error", StatusFromException(e, nullptr).ToString()}});
+      first = false;
+      for (int i = 0; i < 10 && listening_; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  }
+}
+
+}  // namespace pgbus::store::postgres

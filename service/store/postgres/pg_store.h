@@ -1,0 +1,96 @@
+// The Postgres implementation of store::Store. See store.h for the contract
+// and connection.h for how statements reach Postgres.
+//
+// Thread safety: safe from any thread; each call takes a pooled connection.
+#ifndef PGBUS_SERVICE_STORE_POSTGRES_PG_STORE_H_
+#define PGBUS_SERVICE_STORE_POSTGRES_PG_STORE_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "service/store/postgres/connection.h"
+#include "service/store/store.h"
+
+namespace pgbus::store::postgres {
+
+struct PgStoreOptions {
+  std::string dsn;
+  int pool_size = 10;
+  int statement_timeout_ms = 30000;
+};
+
+class PgStore : public Store {
+ public:
+  // Connects once to check the database is reachable and migrated.
+  // UNAVAILABLE when Postgres cannot be reached; FAILED_PRECONDITION when
+  // the schema is missing or older than this binary.
+  static absl::StatusOr<std::unique_ptr<PgStore>> Open(const PgStoreOptions& options);
+  ~PgStore() override;
+
+  absl::Status EnsureTenant(const std::string& tenant) override;
+  absl::StatusOr<TopicRecord> CreateTopic(const std::string& tenant,
+                                          const TopicRecord& topic) override;
+  absl::StatusOr<TopicRecord> GetTopic(const std::string& tenant,
+                                       const std::string& name) override;
+  absl::StatusOr<std::vector<TopicRecord>> ListTopics(const std::string& tenant,
+                                                      const std::string& after,
+                                                      int limit) override;
+  absl::Status DeleteTopic(const std::string& tenant, const std::string& name) override;
+  absl::StatusOr<SubscriptionRecord> CreateSubscription(const std::string& tenant,
+                                                        const SubscriptionRecord& sub) override;
+  absl::StatusOr<SubscriptionRecord> GetSubscription(const std::string& tenant,
+                                                     const std::string& name) override;
+  absl::StatusOr<std::vector<SubscriptionRecord>> ListSubscriptions(
+      const std::string& tenant, const std::string& topic, const std::string& after,
+      int limit) override;
+  absl::Status DeleteSubscription(const std::string& tenant, const std::string& name) override;
+  std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
+      const std::vector<const PublishItem*>& items) override;
+  absl::StatusOr<std::vector<Delivery>> Claim(const std::string& tenant,
+                                              const std::string& subscription, int64_t lease,
+                                              int max_messages, int64_t max_bytes,
+                                              absl::Duration ack_deadline) override;
+  absl::StatusOr<std::vector<bool>> Ack(const std::string& tenant,
+                                        const std::string& subscription,
+                                        const std::vector<LeaseKey>& keys) override;
+  absl::StatusOr<std::vector<bool>> ModifyAckDeadline(const std::string& tenant,
+                                                      const std::string& subscription,
+                                                      const std::vector<LeaseKey>& keys,
+                                                      absl::Duration deadline) override;
+  absl::StatusOr<RetrieveResult> Retrieve(const std::string& tenant, int64_t id,
+                                          int64_t offset, int64_t length) override;
+  absl::Status Seek(const std::string& tenant, const std::string& subscription,
+                    absl::Time time) override;
+  absl::StatusOr<StatsRecord> GetStats(const std::string& tenant, const std::string& topic,
+                                       const std::string& subscription) override;
+  absl::StatusOr<std::vector<MessageRecord>> ListMessages(const std::string& tenant,
+                                                          const std::string& correlation_id,
+                                                          int64_t after_id, int limit) override;
+  absl::Status StartListening(
+      std::function<void(const std::vector<TopicKey>&)> on_publish) override;
+  void StopListening() override;
+
+ private:
+  explicit PgStore(const PgStoreOptions& options);
+  // Publishes every item in one transaction; per-item NOT_FOUND for a
+  // missing topic. A non-OK return means the transaction failed as a whole.
+  absl::Status PublishTransaction(const std::vector<const PublishItem*>& items,
+                                  std::vector<absl::StatusOr<std::vector<int64_t>>>* results);
+  absl::StatusOr<std::vector<bool>> ApplyToLeases(const char* sql,
+                                                  const std::string& tenant,
+                                                  const std::string& subscription,
+                                                  const std::vector<LeaseKey>& keys,
+                                                  const int64_t* deadline_ms);
+  void ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish);
+
+  const PgStoreOptions options_;
+  ConnectionPool pool_;
+  std::atomic<bool> listening_{false};
+  std::thread listener_;
+};
+
+}  // namespace pgbus::store::postgres
+
+#endif  // PGBUS_SERVICE_STORE_POSTGRES_PG_STORE_H_

@@ -1,0 +1,209 @@
+// Every statement the Postgres store runs: named, parameterised constants,
+// never assembled from values at run time. The tenant always comes from the
+// transaction-local setting pgbus.tenant_id, which row-level security also
+// enforces; naming it here as well lets the planner use the tenant_id-led
+// indexes directly.
+#ifndef PGBUS_SERVICE_STORE_POSTGRES_SQL_H_
+#define PGBUS_SERVICE_STORE_POSTGRES_SQL_H_
+
+namespace pgbus::store::postgres::sql {
+
+#define PGBUS_TENANT "(SELECT current_setting('pgbus.tenant_id', true))"
+#define PGBUS_MS(p) "(" p "::bigint * interval '1 millisecond')"
+#define PGBUS_TO_MS(e) "(extract(epoch from " e ") * 1000)::bigint"
+
+inline constexpr char kSetTenant[] = "SELECT set_config('pgbus.tenant_id', $1, true)";
+
+inline constexpr char kEnsureTenant[] =
+    "INSERT INTO pgbus.tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING";
+
+#define PGBUS_TOPIC_COLUMNS                                                    \
+  "name, " PGBUS_TO_MS("retention") ", max_message_bytes, "                   \
+  "coalesce(" PGBUS_TO_MS("message_ttl") ", 0), " PGBUS_TO_MS("dedup_window") \
+  ", (extract(epoch from created_at) * 1000000)::bigint"
+
+// $1 name, $2 retention ms, $3 max bytes, $4 ttl ms (0: none), $5 dedup ms
+inline constexpr char kCreateTopic[] =
+    "INSERT INTO pgbus.topics (tenant_id, name, retention, max_message_bytes, message_ttl, "
+    "dedup_window) VALUES (" PGBUS_TENANT ", $1, " PGBUS_MS("$2") ", $3, "
+    "CASE WHEN $4::bigint = 0 THEN NULL ELSE " PGBUS_MS("$4") " END, " PGBUS_MS("$5") ") "
+    "RETURNING " PGBUS_TOPIC_COLUMNS;
+
+inline constexpr char kGetTopic[] =
+    "SELECT " PGBUS_TOPIC_COLUMNS " FROM pgbus.topics WHERE tenant_id = " PGBUS_TENANT
+    " AND name = $1";
+
+inline constexpr char kListTopics[] =
+    "SELECT " PGBUS_TOPIC_COLUMNS " FROM pgbus.topics WHERE tenant_id = " PGBUS_TENANT
+    " AND name > $1 ORDER BY name LIMIT $2";
+
+inline constexpr char kDeleteTopic[] =
+    "DELETE FROM pgbus.topics WHERE tenant_id = " PGBUS_TENANT " AND name = $1 RETURNING name";
+
+#define PGBUS_SUBSCRIPTION_COLUMNS                                                  \
+  "name, topic, filter, " PGBUS_TO_MS("ack_deadline") ", max_delivery_attempts, "  \
+  "dead_letter_topic, " PGBUS_TO_MS("min_backoff") ", " PGBUS_TO_MS("max_backoff") \
+  ", (extract(epoch from created_at) * 1000000)::bigint"
+
+// $1 name, $2 topic, $3 filter, $4 ack deadline ms, $5 max attempts,
+// $6 dead-letter topic, $7 min backoff ms, $8 max backoff ms.
+// No row when the topic does not exist.
+inline constexpr char kCreateSubscription[] =
+    "INSERT INTO pgbus.subscriptions (tenant_id, name, topic, filter, ack_deadline, "
+    "max_delivery_attempts, dead_letter_topic, min_backoff, max_backoff) "
+    "SELECT t.tenant_id, $1, t.name, $3, " PGBUS_MS("$4") ", $5, $6, " PGBUS_MS("$7") ", "
+    PGBUS_MS("$8") " FROM pgbus.topics t WHERE t.tenant_id = " PGBUS_TENANT " AND t.name = $2 "
+    "RETURNING " PGBUS_SUBSCRIPTION_COLUMNS;
+
+inline constexpr char kGetSubscription[] =
+    "SELECT " PGBUS_SUBSCRIPTION_COLUMNS " FROM pgbus.subscriptions WHERE tenant_id = "
+    PGBUS_TENANT " AND name = $1";
+
+// $1 topic ('' = all), $2 after, $3 limit
+inline constexpr char kListSubscriptions[] =
+    "SELECT " PGBUS_SUBSCRIPTION_COLUMNS " FROM pgbus.subscriptions WHERE tenant_id = "
+    PGBUS_TENANT " AND ($1 = '' OR topic = $1) AND name > $2 ORDER BY name LIMIT $3";
+
+inline constexpr char kDeleteSubscription[] =
+    "DELETE FROM pgbus.subscriptions WHERE tenant_id = " PGBUS_TENANT
+    " AND name = $1 RETURNING name";
+
+// Stores one message and fans it out to every subscription of its topic.
+// $1 topic, $2 ttl ms (NULL: the topic's), $3 deliver_at (µs since the Unix
+// epoch, NULL: now), $4 priority, $5 correlation id, $6 ordering key,
+// $7 idempotency key, $8 attribute keys, $9 attribute values, $10 size,
+// $11 sha256, $12 payload. No row when the topic does not exist.
+inline constexpr char kInsertMessageName[] = "pgbus_insert_message";
+inline constexpr char kInsertMessage[] =
+    "WITH t AS ("
+    "  SELECT tenant_id, name, retention, coalesce(message_ttl, retention) AS ttl"
+    "  FROM pgbus.topics WHERE tenant_id = " PGBUS_TENANT " AND name = $1), "
+    "m AS ("
+    "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, deliver_at, priority,"
+    "    correlation_id, ordering_key, idempotency_key, attributes, size, sha256, payload)"
+    "  SELECT t.tenant_id, t.name,"
+    "    now() + least(coalesce(" PGBUS_MS("$2") ", t.ttl), t.retention),"
+    "    'epoch'::timestamptz + $3::bigint * interval '1 microsecond',"
+    "    $4, $5, $6, $7, jsonb_object($8::text[], $9::text[]), $10, $11, $12"
+    "  FROM t RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
+    "    expires_at), "
+    "d AS ("
+    "  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
+    "    visible_at, expires_at)"
+    "  SELECT m.tenant_id, s.name, m.id, m.priority, m.size,"
+    "    greatest(coalesce(m.deliver_at, m.published_at), m.published_at), m.expires_at"
+    "  FROM m JOIN pgbus.subscriptions s ON s.tenant_id = m.tenant_id AND s.topic = m.topic) "
+    "SELECT id FROM m";
+
+inline constexpr char kNotifyPublish[] = "SELECT pg_notify('pgbus_publish', $1)";
+inline constexpr char kPublishChannel[] = "pgbus_publish";
+
+inline constexpr char kSubscriptionExists[] =
+    "SELECT 1 FROM pgbus.subscriptions WHERE tenant_id = " PGBUS_TENANT " AND name = $1";
+
+// $1 subscription, $2 limit. Locks the candidates; other claimers skip them.
+inline constexpr char kClaimCandidates[] =
+    "SELECT message_id, size FROM pgbus.deliveries"
+    " WHERE tenant_id = " PGBUS_TENANT " AND subscription = $1 AND visible_at <= now()"
+    " AND (expires_at IS NULL OR expires_at > now())"
+    " ORDER BY priority DESC, message_id LIMIT $2 FOR UPDATE SKIP LOCKED";
+
+// Columns 0..12 of every message read; see PgStore's ReadMessage().
+#define PGBUS_MESSAGE_COLUMNS                                                  \
+  "m.id, m.topic, m.priority, m.size, m.sha256, m.published_at, m.expires_at, " \
+  "m.deliver_at, m.correlation_id, m.ordering_key, m.idempotency_key, "         \
+  "ARRAY(SELECT key FROM jsonb_each_text(m.attributes)), "                     \
+  "ARRAY(SELECT value FROM jsonb_each_text(m.attributes))"
+
+// $1 subscription, $2 message ids (int8[] literal), $3 lease, $4 deadline ms.
+// Columns: message 0..12, payload 13, attempt 14, lease expiry 15.
+inline constexpr char kClaimLeaseName[] = "pgbus_claim_lease";
+inline constexpr char kClaimLease[] =
+    "WITH c AS ("
+    "  UPDATE pgbus.deliveries d SET attempts = d.attempts + 1, lease = $3,"
+    "    visible_at = now() + " PGBUS_MS("$4")
+    "  WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
+    "    AND d.message_id = ANY($2::bigint[])"
+    "  RETURNING d.message_id, d.attempts, d.visible_at) "
+    "SELECT " PGBUS_MESSAGE_COLUMNS ", m.payload, c.attempts, c.visible_at"
+    " FROM c JOIN pgbus.messages m ON m.tenant_id = " PGBUS_TENANT " AND m.id = c.message_id"
+    " ORDER BY m.priority DESC, m.id";
+
+// $1 subscription, $2 message ids, $3 attempts, $4 leases (array literals).
+// A delivery whose lease ran out but that no stream has claimed again is
+// still acked: the work was done, and nobody else holds it.
+inline constexpr char kAck[] =
+    "DELETE FROM pgbus.deliveries d"
+    " USING unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease)"
+    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
+    " AND d.message_id = k.message_id AND d.attempts = k.attempts AND d.lease = k.lease"
+    " RETURNING d.message_id, d.attempts, d.lease";
+
+// As kAck, $5 the new deadline in ms (> 0).
+inline constexpr char kExtendLease[] =
+    "UPDATE pgbus.deliveries d SET visible_at = now() + " PGBUS_MS("$5")
+    " FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease)"
+    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
+    " AND d.message_id = k.message_id AND d.attempts = k.attempts AND d.lease = k.lease"
+    " RETURNING d.message_id, d.attempts, d.lease";
+
+// As kAck: ends the lease; visible again after min_backoff doubled per
+// earlier attempt, at most max_backoff.
+inline constexpr char kNack[] =
+    "UPDATE pgbus.deliveries d SET lease = NULL, visible_at = now() +"
+    " least(s.max_backoff, s.min_backoff * power(2, least(greatest(d.attempts - 1, 0), 30)))"
+    " FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease),"
+    " pgbus.subscriptions s"
+    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
+    " AND s.tenant_id = d.tenant_id AND s.name = d.subscription"
+    " AND d.message_id = k.message_id AND d.attempts = k.attempts AND d.lease = k.lease"
+    " RETURNING d.message_id, d.attempts, k.lease";
+
+// $1 id, $2 offset, $3 length. Columns: message 0..12, data 13.
+inline constexpr char kRetrieveName[] = "pgbus_retrieve";
+inline constexpr char kRetrieve[] =
+    "SELECT " PGBUS_MESSAGE_COLUMNS ", substring(m.payload FROM $2::int + 1 FOR $3::int)"
+    " FROM pgbus.messages m WHERE m.tenant_id = " PGBUS_TENANT " AND m.id = $1"
+    " AND (m.expires_at IS NULL OR m.expires_at > now())";
+
+// $1 correlation id, $2 after id, $3 limit. Columns: message 0..12.
+inline constexpr char kListMessagesName[] = "pgbus_list_messages";
+inline constexpr char kListMessages[] =
+    "SELECT " PGBUS_MESSAGE_COLUMNS " FROM pgbus.messages m"
+    " WHERE m.tenant_id = " PGBUS_TENANT " AND m.correlation_id = $1 AND m.id > $2"
+    " AND (m.expires_at IS NULL OR m.expires_at > now()) ORDER BY m.id LIMIT $3";
+
+// $1 subscription, $2 time (µs since the Unix epoch).
+inline constexpr char kSeek[] =
+    "INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
+    "  visible_at, expires_at)"
+    " SELECT m.tenant_id, s.name, m.id, m.priority, m.size, now(), m.expires_at"
+    " FROM pgbus.subscriptions s JOIN pgbus.messages m"
+    "  ON m.tenant_id = s.tenant_id AND m.topic = s.topic"
+    " WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
+    "  AND m.published_at >= 'epoch'::timestamptz + $2::bigint * interval '1 microsecond'"
+    "  AND (m.expires_at IS NULL OR m.expires_at > now())"
+    " ON CONFLICT (tenant_id, subscription, message_id)"
+    " DO UPDATE SET visible_at = now(), lease = NULL";
+
+inline constexpr char kTopicStats[] =
+    "SELECT count(*) FROM pgbus.messages WHERE tenant_id = " PGBUS_TENANT
+    " AND topic = $1 AND (expires_at IS NULL OR expires_at > now())";
+
+inline constexpr char kSubscriptionStats[] =
+    "SELECT"
+    " (SELECT count(*) FROM pgbus.messages m WHERE m.tenant_id = s.tenant_id"
+    "   AND m.topic = s.topic AND (m.expires_at IS NULL OR m.expires_at > now())),"
+    " count(d.message_id) FILTER (WHERE d.visible_at <= now()),"
+    " count(d.message_id) FILTER (WHERE d.visible_at > now() AND d.lease IS NOT NULL),"
+    " coalesce(extract(epoch from now() - min(m.published_at)), 0)::float8"
+    " FROM pgbus.subscriptions s"
+    " LEFT JOIN pgbus.deliveries d ON d.tenant_id = s.tenant_id AND d.subscription = s.name"
+    "  AND (d.expires_at IS NULL OR d.expires_at > now())"
+    " LEFT JOIN pgbus.messages m ON m.tenant_id = d.tenant_id AND m.id = d.message_id"
+    " WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
+    " GROUP BY s.tenant_id, s.topic";
+
+}  // namespace pgbus::store::postgres::sql
+
+#endif  // PGBUS_SERVICE_STORE_POSTGRES_SQL_H_

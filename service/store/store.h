@@ -1,0 +1,127 @@
+// The storage contract of pgbus. bus/ programs against this interface;
+// store/postgres/ implements it. Every call is scoped to one tenant: an
+// implementation must make rows of other tenants invisible (Postgres does it
+// with row-level security).
+//
+// Errors, common to every method: UNAVAILABLE when the database cannot be
+// reached (retry the call), ABORTED on a serialization failure or deadlock
+// (retry the transaction), DEADLINE_EXCEEDED when a statement timed out,
+// INTERNAL for anything else. Method comments list the other codes.
+//
+// Thread safety: implementations are safe to call from many threads.
+#ifndef PGBUS_SERVICE_STORE_STORE_H_
+#define PGBUS_SERVICE_STORE_STORE_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "service/store/model.h"
+
+namespace pgbus::store {
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Creates the tenant if it does not exist.
+  virtual absl::Status EnsureTenant(const std::string& tenant) = 0;
+
+  // ALREADY_EXISTS when a topic of that name exists.
+  virtual absl::StatusOr<TopicRecord> CreateTopic(const std::string& tenant,
+                                                  const TopicRecord& topic) = 0;
+  // NOT_FOUND when there is no such topic.
+  virtual absl::StatusOr<TopicRecord> GetTopic(const std::string& tenant,
+                                               const std::string& name) = 0;
+  // At most `limit` topics with names after `after`, in name order.
+  virtual absl::StatusOr<std::vector<TopicRecord>> ListTopics(
+      const std::string& tenant, const std::string& after, int limit) = 0;
+  // Deletes the topic, its messages and its subscriptions. NOT_FOUND when
+  // there is no such topic.
+  virtual absl::Status DeleteTopic(const std::string& tenant, const std::string& name) = 0;
+
+  // NOT_FOUND when the topic does not exist; ALREADY_EXISTS when the
+  // subscription name is taken.
+  virtual absl::StatusOr<SubscriptionRecord> CreateSubscription(
+      const std::string& tenant, const SubscriptionRecord& sub) = 0;
+  // NOT_FOUND when there is no such subscription.
+  virtual absl::StatusOr<SubscriptionRecord> GetSubscription(const std::string& tenant,
+                                                             const std::string& name) = 0;
+  // In name order; `topic` empty: of every topic.
+  virtual absl::StatusOr<std::vector<SubscriptionRecord>> ListSubscriptions(
+      const std::string& tenant, const std::string& topic, const std::string& after,
+      int limit) = 0;
+  // NOT_FOUND when there is no such subscription.
+  virtual absl::Status DeleteSubscription(const std::string& tenant,
+                                          const std::string& name) = 0;
+
+  // Stores the messages of every item durably, in as few transactions as it
+  // can (group commit), and announces the topics to listeners of every
+  // replica. Returns one result per item, in order: the message ids, or
+  // NOT_FOUND when the item's topic does not exist (that item stores
+  // nothing; the others are unaffected).
+  virtual std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
+      const std::vector<const PublishItem*>& items) = 0;
+
+  // Leases to `lease` up to `max_messages` deliverable messages of the
+  // subscription (visible, not expired), highest priority first then publish
+  // order, stopping before `max_bytes` of payload is exceeded (but always at
+  // least one message). Each is leased until now + ack_deadline.
+  // NOT_FOUND when the subscription does not exist.
+  virtual absl::StatusOr<std::vector<Delivery>> Claim(const std::string& tenant,
+                                                      const std::string& subscription,
+                                                      int64_t lease, int max_messages,
+                                                      int64_t max_bytes,
+                                                      absl::Duration ack_deadline) = 0;
+
+  // Removes the leased deliveries from the subscription. Per key: true when
+  // the lease was still held, false when it had expired, been nacked or
+  // acked already.
+  virtual absl::StatusOr<std::vector<bool>> Ack(const std::string& tenant,
+                                                const std::string& subscription,
+                                                const std::vector<LeaseKey>& keys) = 0;
+
+  // Sets the leases to expire `deadline` from now; a zero deadline ends the
+  // lease and makes the message visible again after the subscription's
+  // backoff. Per key as Ack.
+  virtual absl::StatusOr<std::vector<bool>> ModifyAckDeadline(
+      const std::string& tenant, const std::string& subscription,
+      const std::vector<LeaseKey>& keys, absl::Duration deadline) = 0;
+
+  // The message's metadata and payload bytes [offset, offset + length).
+  // NOT_FOUND for an unknown or expired message; OUT_OF_RANGE when offset is
+  // past the payload's end.
+  virtual absl::StatusOr<RetrieveResult> Retrieve(const std::string& tenant, int64_t id,
+                                                  int64_t offset, int64_t length) = 0;
+
+  // Makes every retained message of the subscription's topic published at or
+  // after `time` deliverable again. NOT_FOUND for an unknown subscription.
+  virtual absl::Status Seek(const std::string& tenant, const std::string& subscription,
+                            absl::Time time) = 0;
+
+  // Counters of a topic or (when `subscription` is set) a subscription.
+  // NOT_FOUND when it does not exist.
+  virtual absl::StatusOr<StatsRecord> GetStats(const std::string& tenant,
+                                               const std::string& topic,
+                                               const std::string& subscription) = 0;
+
+  // Unexpired messages with the correlation id and an id above `after_id`,
+  // in publish order, metadata only.
+  virtual absl::StatusOr<std::vector<MessageRecord>> ListMessages(
+      const std::string& tenant, const std::string& correlation_id, int64_t after_id,
+      int limit) = 0;
+
+  // Calls `on_publish` (on a thread of the store's) with the topics that
+  // received messages on any replica. An empty vector means "anything may
+  // have changed" (after a reconnect, or a notification too large to name
+  // every topic). Runs until StopListening().
+  virtual absl::Status StartListening(
+      std::function<void(const std::vector<TopicKey>&)> on_publish) = 0;
+  virtual void StopListening() = 0;
+};
+
+}  // namespace pgbus::store
+
+#endif  // PGBUS_SERVICE_STORE_STORE_H_
