@@ -224,7 +224,21 @@ absl::Status StatusFromException(const std::exception& e, Connection* conn) {
         "lost the connection to Postgres during commit; the outcome is unknown");
   }
   if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
-    absl::Status st = StatusFromSqlState(sql->sqlstate(), sql->what());
+    // libpqxx 6.4 drops the SQLSTATE in some of its exception constructors;
+    // its exception class still tells the condition.
+    std::string state = sql->sqlstate();
+    if (state.empty()) {
+      if (dynamic_cast<const pqxx::unique_violation*>(&e)) state = "23505";
+      else if (dynamic_cast<const pqxx::foreign_key_violation*>(&e)) state = "23503";
+      else if (dynamic_cast<const pqxx::serialization_failure*>(&e)) state = "40001";
+      else if (dynamic_cast<const pqxx::deadlock_detected*>(&e)) state = "40P01";
+      else if (dynamic_cast<const pqxx::data_exception*>(&e)) state = "22000";
+      else if (dynamic_cast<const pqxx::insufficient_privilege*>(&e)) state = "42501";
+      else if (absl::StrContains(sql->what(), "canceling statement due to statement timeout")) {
+        state = "57014";
+      }
+    }
+    absl::Status st = StatusFromSqlState(state, sql->what());
     if (conn && st.code() == absl::StatusCode::kUnavailable) conn->broken = true;
     return st;
   }

@@ -1,6 +1,7 @@
 #include "service/store/postgres/pg_store.h"
 
 #include <chrono>
+#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -82,8 +83,6 @@ struct LeaseArrays {
   }
   std::string message_ids, attempt_list, lease_list;
 };
-
-std::string NullableText(const std::string& s) { return s; }
 
 }  // namespace
 

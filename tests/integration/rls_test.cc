@@ -1,0 +1,130 @@
+// Isolation is enforced by Postgres itself: connected as pgbusd's role,
+// SQL that forgets (or forges) the tenant still sees only the tenant set in
+// the transaction, and nothing when none is set.
+#include <gtest/gtest.h>
+
+#include <pqxx/pqxx>
+
+#include "tests/support/harness.h"
+
+namespace pgbus {
+namespace {
+
+using testing::Pgbusd;
+
+const char* const kTables[] = {"tenants", "topics", "subscriptions", "messages", "deliveries"};
+
+class RlsTest : public ::testing::Test {
+ protected:
+  // Tenant B's data, put there through the API.
+  RlsTest() : b_() {
+    auto client = b_.Connect();
+    EXPECT_TRUE(client->CreateTopic("secret").ok());
+    EXPECT_TRUE(client->CreateSubscription("secret-sub", "secret").ok());
+    EXPECT_TRUE(client->Publish("secret", "b's payload").ok());
+  }
+  int64_t Count(pqxx::work& txn, const std::string& table) {
+    return txn.exec("SELECT count(*) FROM pgbus." + table)[0][0].as<int64_t>();
+  }
+  Pgbusd b_;
+};
+
+TEST_F(RlsTest, AppRoleOwnsNothingAndCannotBypass) {
+  pqxx::connection conn(testing::AppDsn());
+  pqxx::work txn(conn);
+  pqxx::row role = txn.exec1(
+      "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user");
+  EXPECT_FALSE(role[0].as<bool>());
+  EXPECT_FALSE(role[1].as<bool>());
+  EXPECT_EQ(txn.exec1("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                      "c.relnamespace WHERE n.nspname = 'pgbus' AND "
+                      "pg_get_userbyid(c.relowner) = current_user")[0]
+                .as<int>(),
+            0);
+  for (const char* table : kTables) {
+    pqxx::row rls = txn.exec_params1(
+        "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass",
+        std::string("pgbus.") + table);
+    EXPECT_TRUE(rls[0].as<bool>()) << table << ": RLS not enabled";
+    EXPECT_TRUE(rls[1].as<bool>()) << table << ": RLS not forced";
+  }
+}
+
+TEST_F(RlsTest, NoTenantSetSeesNothing) {
+  pqxx::connection conn(testing::AppDsn());
+  pqxx::work txn(conn);
+  for (const char* table : kTables) EXPECT_EQ(Count(txn, table), 0) << table;
+}
+
+TEST_F(RlsTest, AnotherTenantCannotReadWriteOrDeleteTheRows) {
+  pqxx::connection conn(testing::AppDsn());
+  {
+    pqxx::work txn(conn);
+    txn.exec("SELECT set_config('pgbus.tenant_id', 'tenant-a', true)");
+    for (const char* table : kTables) {
+      EXPECT_EQ(Count(txn, table), 0) << table;
+      // Even naming B's tenant explicitly matches nothing.
+      EXPECT_EQ(txn.exec_params("SELECT 1 FROM pgbus." + std::string(table) +
+                                    " WHERE tenant_id = $1",
+                                b_.tenant())
+                    .size(),
+                0u)
+          << table;
+      EXPECT_EQ(txn.exec_params("UPDATE pgbus." + std::string(table) +
+                                    " SET tenant_id = tenant_id WHERE tenant_id = $1",
+                                b_.tenant())
+                    .affected_rows(),
+                0u)
+          << table;
+      EXPECT_EQ(txn.exec_params("DELETE FROM pgbus." + std::string(table) + " WHERE tenant_id = $1",
+                                b_.tenant())
+                    .affected_rows(),
+                0u)
+          << table;
+    }
+    txn.commit();
+  }
+  // Writing a row into B's tenant is refused by the policy's WITH CHECK.
+  pqxx::work txn(conn);
+  txn.exec("SELECT set_config('pgbus.tenant_id', 'tenant-a', true)");
+  try {
+    txn.exec_params("INSERT INTO pgbus.tenants (tenant_id) VALUES ($1)", b_.tenant() + "-x");
+    FAIL() << "inserted a row for another tenant";
+  } catch (const pqxx::insufficient_privilege& e) {  // SQLSTATE 42501
+    EXPECT_NE(std::string(e.what()).find("row-level security"), std::string::npos) << e.what();
+  }
+  // And B still has everything.
+  EXPECT_EQ(testing::CountAsOwner(b_.tenant(), "SELECT 1 FROM pgbus.messages"), 1);
+  EXPECT_EQ(testing::CountAsOwner(b_.tenant(), "SELECT 1 FROM pgbus.deliveries"), 1);
+}
+
+TEST_F(RlsTest, TenantSettingDoesNotOutliveTheTransaction) {
+  pqxx::connection conn(testing::AppDsn());
+  {
+    pqxx::work txn(conn);
+    txn.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", b_.tenant());
+    EXPECT_EQ(Count(txn, "messages"), 1);
+    txn.commit();
+  }
+  pqxx::work next(conn);  // the same pooled session, the next request
+  EXPECT_EQ(Count(next, "messages"), 0);
+}
+
+TEST_F(RlsTest, ATenantSeesOnlyItsOwnThroughTheApi) {
+  Pgbusd a;
+  auto client = a.Connect();
+  EXPECT_EQ(client->Publish("secret", "x").status().code(), absl::StatusCode::kNotFound);
+  auto sub = client->Subscribe("secret-sub");
+  EXPECT_EQ(sub->Next(absl::Seconds(10)).status().code(), absl::StatusCode::kNotFound);
+  // B's message id is 'in hand' but not A's to read.
+  pqxx::connection conn(testing::OwnerDsn());
+  pqxx::work txn(conn);
+  txn.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", b_.tenant());
+  std::string id = txn.exec1("SELECT id FROM pgbus.messages")[0].as<std::string>();
+  EXPECT_EQ(client->RetrievePayload(id).status().code(), absl::StatusCode::kNotFound);
+  // Topics are per tenant: A may use the same name.
+  EXPECT_TRUE(client->CreateTopic("secret").ok());
+}
+
+}  // namespace
+}  // namespace pgbus

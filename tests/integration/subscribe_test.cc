@@ -1,0 +1,292 @@
+// Subscribe / Ack / ModifyAckDeadline / Retrieve through a real pgbusd.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "absl/time/clock.h"
+#include "tests/support/harness.h"
+
+namespace pgbus {
+namespace {
+
+using testing::Pgbusd;
+using testing::Receive;
+using testing::SubscriptionStats;
+
+v1::PublishMessage Msg(const std::string& payload, int priority = 0) {
+  v1::PublishMessage m;
+  m.set_payload(payload);
+  m.set_priority(priority);
+  return m;
+}
+
+std::vector<std::string> Payloads(const std::vector<v1::ReceivedMessage>& got) {
+  std::vector<std::string> out;
+  for (const auto& m : got) out.push_back(m.message().payload());
+  return out;
+}
+
+std::vector<std::string> AckIds(const std::vector<v1::ReceivedMessage>& got) {
+  std::vector<std::string> out;
+  for (const auto& m : got) out.push_back(m.ack_id());
+  return out;
+}
+
+class SubscribeTest : public ::testing::Test {
+ protected:
+  // A fast poll keeps lease-expiry tests short; wake-up tests use their own
+  // server with a slow one.
+  SubscribeTest() : server_({"--poll-interval-ms", "100"}), client_(server_.Connect()) {
+    EXPECT_TRUE(client_->CreateTopic("t").ok());
+  }
+  Pgbusd server_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(SubscribeTest, DeliversHighestPriorityFirstThenPublishOrder) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  ASSERT_TRUE(client_->Publish("t", {Msg("a", 0), Msg("b", 5), Msg("c", 0), Msg("d", 5),
+                                     Msg("e", 10), Msg("f", -1)})
+                  .ok());
+  ASSERT_TRUE(client_->Publish("t", {Msg("g", 5)}).ok());
+  auto sub = client_->Subscribe("s");
+  auto got = Receive(*sub, 7, absl::Seconds(10));
+  EXPECT_EQ(Payloads(got), (std::vector<std::string>{"e", "b", "d", "g", "a", "c", "f"}));
+  for (const auto& m : got) {
+    EXPECT_EQ(m.delivery_attempt(), 1);
+    EXPECT_EQ(m.message().topic(), "t");
+    EXPECT_EQ(m.message().size(), 1);
+    EXPECT_EQ(m.message().sha256().size(), 32u);
+    EXPECT_FALSE(m.message().payload_by_reference());
+  }
+}
+
+TEST_F(SubscribeTest, OnlyMessagesPublishedAfterTheSubscriptionExist) {
+  ASSERT_TRUE(client_->Publish("t", "before").ok());
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  ASSERT_TRUE(client_->Publish("t", "after").ok());
+  auto sub = client_->Subscribe("s");
+  auto got = Receive(*sub, 2, absl::Seconds(2));
+  EXPECT_EQ(Payloads(got), (std::vector<std::string>{"after"}));
+}
+
+TEST_F(SubscribeTest, AckRemovesTheMessageForGood) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(1)).ok());
+  ASSERT_TRUE(client_->Publish("t", {Msg("one"), Msg("two")}).ok());
+  auto sub = client_->Subscribe("s");
+  auto got = Receive(*sub, 2, absl::Seconds(10));
+  ASSERT_EQ(got.size(), 2u);
+  auto acked = client_->Ack("s", AckIds(got));
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ(*acked, (std::vector<v1::AckStatus>{v1::ACK_STATUS_OK, v1::ACK_STATUS_OK}));
+  // Past the 1 s deadline nothing comes back, and the stats agree.
+  EXPECT_TRUE(Receive(*sub, 1, absl::Seconds(2)).empty());
+  auto stats = SubscriptionStats(*client_, "s");
+  EXPECT_EQ(stats.pending(), 0);
+  EXPECT_EQ(stats.in_flight(), 0);
+  EXPECT_EQ(stats.messages(), 2);  // still retained in the topic
+  // A second ack of the same id is answered, per id, as expired.
+  auto again = client_->Ack("s", {got[0].ack_id()});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ((*again)[0], v1::ACK_STATUS_EXPIRED);
+}
+
+TEST_F(SubscribeTest, RedeliversWhenTheAckDeadlinePasses) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(1)).ok());
+  ASSERT_TRUE(client_->Publish("t", "work").ok());
+  auto sub = client_->Subscribe("s");
+  auto first = Receive(*sub, 1, absl::Seconds(10));
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].delivery_attempt(), 1);
+  auto second = Receive(*sub, 1, absl::Seconds(10));  // not acked: comes again
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ(second[0].message().id(), first[0].message().id());
+  EXPECT_EQ(second[0].delivery_attempt(), 2);
+  EXPECT_NE(second[0].ack_id(), first[0].ack_id());
+  // The first lease is gone: its ack id no longer counts; the new one does.
+  auto acked = client_->Ack("s", {first[0].ack_id(), second[0].ack_id()});
+  ASSERT_TRUE(acked.ok());
+  EXPECT_EQ(*acked, (std::vector<v1::AckStatus>{v1::ACK_STATUS_EXPIRED, v1::ACK_STATUS_OK}));
+}
+
+TEST_F(SubscribeTest, ExtendedLeaseIsNotRedelivered) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(1)).ok());
+  ASSERT_TRUE(client_->Publish("t", "slow work").ok());
+  auto sub = client_->Subscribe("s");
+  auto got = Receive(*sub, 1, absl::Seconds(10));
+  ASSERT_EQ(got.size(), 1u);
+  auto extended = client_->ModifyAckDeadline("s", {got[0].ack_id()}, absl::Seconds(30));
+  ASSERT_TRUE(extended.ok());
+  EXPECT_EQ((*extended)[0], v1::ACK_STATUS_OK);
+  EXPECT_TRUE(Receive(*sub, 1, absl::Seconds(2)).empty()) << "redelivered despite extension";
+  EXPECT_EQ(SubscriptionStats(*client_, "s").in_flight(), 1);
+}
+
+TEST_F(SubscribeTest, NackRedeliversWithoutWaitingForTheDeadline) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(600)).ok());
+  ASSERT_TRUE(client_->Publish("t", "retry me").ok());
+  auto sub = client_->Subscribe("s");
+  auto got = Receive(*sub, 1, absl::Seconds(10));
+  ASSERT_EQ(got.size(), 1u);
+  auto nacked = client_->ModifyAckDeadline("s", {got[0].ack_id()}, absl::ZeroDuration());
+  ASSERT_TRUE(nacked.ok());
+  EXPECT_EQ((*nacked)[0], v1::ACK_STATUS_OK);
+  auto again = Receive(*sub, 1, absl::Seconds(10));
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].delivery_attempt(), 2);
+  // A nacked lease cannot be acked any more.
+  EXPECT_EQ((*client_->Ack("s", {got[0].ack_id()}))[0], v1::ACK_STATUS_EXPIRED);
+}
+
+TEST_F(SubscribeTest, NeverMoreOutstandingThanTheStreamAllows) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  ASSERT_TRUE(client_->Publish("t", {Msg("1"), Msg("2"), Msg("3"), Msg("4"), Msg("5")}).ok());
+  v1::SubscribeRequest req;
+  req.set_subscription("s");
+  req.set_max_outstanding_messages(2);
+  auto sub = client_->Subscribe(req);
+  auto got = Receive(*sub, 5, absl::Seconds(2));
+  ASSERT_EQ(got.size(), 2u) << "flow control let more than 2 through";
+  ASSERT_TRUE(client_->Ack("s", {got[0].ack_id()}).ok());
+  auto more = Receive(*sub, 5, absl::Seconds(2));
+  EXPECT_EQ(more.size(), 1u) << "one ack frees exactly one slot";
+}
+
+TEST_F(SubscribeTest, ByteLimitStillLetsOneMessageThrough) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  ASSERT_TRUE(client_->Publish("t", {Msg(std::string(1000, 'a')), Msg(std::string(1000, 'b'))})
+                  .ok());
+  v1::SubscribeRequest req;
+  req.set_subscription("s");
+  req.set_max_outstanding_bytes(10);
+  auto sub = client_->Subscribe(req);
+  auto got = Receive(*sub, 2, absl::Seconds(2));
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(client_->Ack("s", {got[0].ack_id()}).ok());
+  EXPECT_EQ(Receive(*sub, 1, absl::Seconds(5)).size(), 1u);
+}
+
+TEST_F(SubscribeTest, StreamsOfOneSubscriptionShareTheWork) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  auto a = client_->Subscribe("s");
+  auto b = client_->Subscribe("s");
+  std::vector<v1::PublishMessage> batch;
+  for (int i = 0; i < 40; ++i) batch.push_back(Msg(std::to_string(i)));
+  ASSERT_TRUE(client_->Publish("t", batch).ok());
+  std::multiset<std::string> seen;
+  absl::Time deadline = absl::Now() + absl::Seconds(15);
+  while (seen.size() < 40 && absl::Now() < deadline) {
+    for (Subscriber* s : {a.get(), b.get()}) {
+      auto got = Receive(*s, 40, absl::Milliseconds(100));
+      for (const auto& m : got) seen.insert(m.message().payload());
+      if (!got.empty()) {
+        ASSERT_TRUE(client_->Ack("s", AckIds(got)).ok());
+      }
+    }
+  }
+  ASSERT_EQ(seen.size(), 40u);
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), 40u) << "a duplicate";
+}
+
+TEST_F(SubscribeTest, EverySubscriptionGetsEveryMessage) {
+  ASSERT_TRUE(client_->CreateSubscription("s1", "t").ok());
+  ASSERT_TRUE(client_->CreateSubscription("s2", "t").ok());
+  ASSERT_TRUE(client_->Publish("t", {Msg("x"), Msg("y")}).ok());
+  auto s1 = client_->Subscribe("s1");
+  auto s2 = client_->Subscribe("s2");
+  EXPECT_EQ(Payloads(Receive(*s1, 2, absl::Seconds(10))), (std::vector<std::string>{"x", "y"}));
+  EXPECT_EQ(Payloads(Receive(*s2, 2, absl::Seconds(10))), (std::vector<std::string>{"x", "y"}));
+}
+
+TEST_F(SubscribeTest, ExpiredMessagesAreNeverDeliveredOrRetrieved) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  v1::PublishMessage brief = Msg("brief");
+  brief.mutable_ttl()->set_seconds(1);
+  auto ids = client_->Publish("t", {brief, Msg("lasting")});
+  ASSERT_TRUE(ids.ok());
+  absl::SleepFor(absl::Milliseconds(1500));
+  auto sub = client_->Subscribe("s");
+  EXPECT_EQ(Payloads(Receive(*sub, 2, absl::Seconds(2))), (std::vector<std::string>{"lasting"}));
+  EXPECT_EQ(client_->RetrievePayload((*ids)[0]).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SubscribeTest, DelayedMessagesWaitForDeliverAt) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  v1::PublishMessage later = Msg("later");
+  later.mutable_deliver_at()->set_seconds(absl::ToUnixSeconds(absl::Now() + absl::Seconds(3)));
+  ASSERT_TRUE(client_->Publish("t", {later, Msg("now")}).ok());
+  auto sub = client_->Subscribe("s");
+  EXPECT_EQ(Payloads(Receive(*sub, 2, absl::Seconds(1))), (std::vector<std::string>{"now"}));
+  EXPECT_EQ(Payloads(Receive(*sub, 1, absl::Seconds(10))), (std::vector<std::string>{"later"}));
+}
+
+TEST_F(SubscribeTest, BadRequestsAreAnsweredClearly) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  v1::SubscribeRequest negative;
+  negative.set_subscription("s");
+  negative.set_max_outstanding_messages(-1);
+  auto sub = client_->Subscribe(negative);
+  auto r = sub->Next(absl::Seconds(10));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("max_outstanding_messages"), absl::string_view::npos);
+
+  auto missing = client_->Subscribe("no-such-subscription");
+  EXPECT_EQ(missing->Next(absl::Seconds(10)).status().code(), absl::StatusCode::kNotFound);
+
+  EXPECT_EQ(client_->Ack("s", {"not-an-ack-id"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->Ack("s", {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client_->Ack("nope", {"1-1-ff"}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->ModifyAckDeadline("s", {"1-1-ff"}, absl::Minutes(11)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SubscribeTest, DeletingTheSubscriptionEndsItsStreams) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  auto sub = client_->Subscribe("s");
+  absl::SleepFor(absl::Milliseconds(300));
+  grpc::ClientContext ctx;
+  v1::DeleteSubscriptionRequest req;
+  req.set_name("s");
+  v1::DeleteSubscriptionResponse resp;
+  ASSERT_TRUE(client_->admin().DeleteSubscription(&ctx, req, &resp).ok());
+  EXPECT_EQ(sub->Next(absl::Seconds(10)).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SubscribeTest, RetrieveReturnsTheBytesAndAnyRange) {
+  std::string payload;
+  for (int i = 0; i < 3000; ++i) payload.push_back(static_cast<char>((i * 7) % 256));
+  auto id = client_->Publish("t", payload);
+  ASSERT_TRUE(id.ok());
+  auto whole = client_->RetrievePayload(*id);  // also checks the SHA-256
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(*whole, payload);
+
+  auto range = [&](int64_t offset, int64_t length) {
+    grpc::ClientContext ctx;
+    v1::RetrieveRequest req;
+    req.set_message_id(*id);
+    req.set_offset(offset);
+    req.set_length(length);
+    v1::RetrieveResponse resp;
+    grpc::Status st = client_->bus().Retrieve(&ctx, req, &resp);
+    return std::make_pair(st, resp);
+  };
+  auto [st, resp] = range(1000, 200);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(resp.data(), payload.substr(1000, 200));
+  EXPECT_EQ(resp.offset(), 1000);
+  EXPECT_EQ(resp.message().size(), 3000);
+  EXPECT_TRUE(resp.message().payload().empty());
+  EXPECT_EQ(range(2900, 500).second.data(), payload.substr(2900));  // clipped at the end
+  EXPECT_TRUE(range(3000, 0).second.data().empty());
+  EXPECT_EQ(range(3001, 0).first.error_code(), grpc::StatusCode::OUT_OF_RANGE);
+  EXPECT_EQ(range(-1, 0).first.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  EXPECT_EQ(client_->RetrievePayload("999999999").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client_->RetrievePayload("abc").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace pgbus

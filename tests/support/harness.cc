@@ -1,0 +1,157 @@
+#include "tests/support/harness.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include <pqxx/pqxx>
+
+extern char** environ;
+
+namespace pgbus::testing {
+namespace {
+
+// An idle sync client answers a stopping server's GOAWAY PING only on its
+// backup poll (every 5 s by default), which would make every restart in the
+// tests take 5 s. Set before gRPC initialises.
+const bool kFastBackupPoll = [] {
+  setenv("GRPC_CLIENT_CHANNEL_BACKUP_POLL_INTERVAL_MS", "100", /*overwrite=*/0);
+  return true;
+}();
+
+std::string PgDir() {
+  const char* dir = std::getenv("PGBUS_TEST_PG_DIR");
+  if (!dir) throw std::runtime_error("PGBUS_TEST_PG_DIR is not set: run the tests through ctest");
+  return dir;
+}
+
+std::string Dsn(const char* user) {
+  return absl::StrCat("host=", PgDir(), "/run dbname=pgbus user=", user);
+}
+
+}  // namespace
+
+std::string OwnerDsn() { return Dsn("pgbus_owner"); }
+std::string AppDsn() { return Dsn("pgbus_app"); }
+std::string SuperuserDsn() { return Dsn("postgres"); }
+
+std::string UniqueName(const std::string& prefix) {
+  static std::mt19937_64 rng(std::random_device{}());
+  return absl::StrCat(prefix, "-", absl::Hex(rng() & 0xffffffffffff));
+}
+
+Pgbusd::Pgbusd(std::vector<std::string> flags, std::string tenant, std::string dsn)
+    : tenant_(tenant.empty() ? UniqueName("tenant") : std::move(tenant)) {
+  std::string dir = absl::StrCat(::testing::TempDir(), "/", UniqueName("pgbusd"));
+  std::string mk = absl::StrCat("mkdir -p ", dir);
+  if (std::system(mk.c_str()) != 0) throw std::runtime_error("mkdir failed");
+  std::string port_file = dir + "/port";
+  log_path_ = dir + "/pgbusd.log";
+
+  std::vector<std::string> args = {PGBUS_PGBUSD_PATH, "serve", "--listen", "127.0.0.1:0",
+                                   "--port-file", port_file, "--default-tenant", tenant_};
+  args.insert(args.end(), flags.begin(), flags.end());
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    if (std::string(*e).rfind("PGBUS_", 0) != 0) env.emplace_back(*e);
+  }
+  env.push_back("PGBUS_DATABASE_URL=" + (dsn.empty() ? AppDsn() : dsn));
+
+  pid_ = fork();
+  if (pid_ == 0) {
+    FILE* log = std::fopen(log_path_.c_str(), "w");
+    if (log) {
+      dup2(fileno(log), 1);
+      dup2(fileno(log), 2);
+    }
+    std::vector<char*> argv, envp;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 300; ++i) {  // up to 30 s
+    std::ifstream in(port_file);
+    int port = 0;
+    if (in >> port && port > 0) {
+      target_ = absl::StrCat("127.0.0.1:", port);
+      return;
+    }
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      throw std::runtime_error("pgbusd exited at start-up:\n" + Log());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  throw std::runtime_error("pgbusd did not start serving:\n" + Log());
+}
+
+Pgbusd::~Pgbusd() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+int Pgbusd::Terminate() {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string Pgbusd::Log() const {
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<v1::ReceivedMessage> Receive(Subscriber& sub, size_t n, absl::Duration timeout) {
+  std::vector<v1::ReceivedMessage> out;
+  absl::Time deadline = absl::Now() + timeout;
+  while (out.size() < n) {
+    absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) break;
+    auto next = sub.Next(left);
+    if (!next.ok() || !next->has_value()) break;
+    out.push_back(**std::move(next));
+  }
+  return out;
+}
+
+v1::GetStatsResponse SubscriptionStats(Client& client, const std::string& subscription) {
+  grpc::ClientContext ctx;
+  v1::GetStatsRequest req;
+  req.set_subscription(subscription);
+  v1::GetStatsResponse resp;
+  grpc::Status st = client.admin().GetStats(&ctx, req, &resp);
+  if (!st.ok()) throw std::runtime_error("GetStats: " + st.error_message());
+  return resp;
+}
+
+int64_t CountAsOwner(const std::string& tenant, const std::string& sql) {
+  pqxx::connection conn(OwnerDsn());
+  pqxx::work txn(conn);
+  txn.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", tenant);
+  return txn.exec(absl::StrCat("SELECT count(*) FROM (", sql, ") q"))[0][0].as<int64_t>();
+}
+
+}  // namespace pgbus::testing

@@ -1,0 +1,62 @@
+// Test support: the throwaway Postgres started by the CTest fixture, and
+// real pgbusd processes on loopback ports.
+#ifndef PGBUS_TESTS_SUPPORT_HARNESS_H_
+#define PGBUS_TESTS_SUPPORT_HARNESS_H_
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pgbus/client.h"
+
+namespace pgbus::testing {
+
+// Connection strings of the fixture's cluster (PGBUS_TEST_PG_DIR).
+std::string OwnerDsn();
+std::string AppDsn();
+std::string SuperuserDsn();
+
+// A unique name ("prefix-<random>") so tests never collide.
+std::string UniqueName(const std::string& prefix);
+
+// A pgbusd process serving on 127.0.0.1:<free port>.
+class Pgbusd {
+ public:
+  // Starts pgbusd with its own tenant (unless `tenant` is given) and waits
+  // until it serves. `flags` are extra command-line settings.
+  // `dsn`: the database to serve (default: the fixture's, as pgbus_app).
+  explicit Pgbusd(std::vector<std::string> flags = {}, std::string tenant = "",
+                  std::string dsn = "");
+  ~Pgbusd();  // SIGKILL if still running
+
+  const std::string& target() const { return target_; }
+  const std::string& tenant() const { return tenant_; }
+  std::unique_ptr<Client> Connect() const { return Client::Connect(target_); }
+  // SIGTERM, then waits; returns the exit status (-1 on a signal death).
+  int Terminate();
+  // The process's log so far.
+  std::string Log() const;
+  bool running() const { return pid_ > 0; }
+
+ private:
+  pid_t pid_ = -1;
+  std::string tenant_;
+  std::string target_;
+  std::string log_path_;
+};
+
+// Receives until `n` messages arrived or `timeout` passed.
+std::vector<v1::ReceivedMessage> Receive(Subscriber& sub, size_t n, absl::Duration timeout);
+
+// GetStats of a subscription; throws on an error.
+v1::GetStatsResponse SubscriptionStats(Client& client, const std::string& subscription);
+
+// Owner-role count of rows a query returns for `tenant` (RLS applies to the
+// owner too: FORCE ROW LEVEL SECURITY), for checks that nothing was stored.
+int64_t CountAsOwner(const std::string& tenant, const std::string& sql);
+
+}  // namespace pgbus::testing
+
+#endif  // PGBUS_TESTS_SUPPORT_HARNESS_H_

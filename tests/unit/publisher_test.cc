@@ -1,0 +1,154 @@
+// Group commit's batching logic against a recording store. (That the
+// batches really share Postgres transactions is checked against Postgres in
+// publish_test: ConcurrentPublishesShareTransactions.)
+#include "service/bus/publisher.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+
+namespace pgbus::bus {
+namespace {
+
+// Stores nothing: records batch sizes and hands out ids. The first batch
+// blocks until released, so that calls pile up behind it.
+class RecordingStore : public store::Store {
+ public:
+  absl::Notification release_first;
+  absl::Mutex mu;
+  std::vector<size_t> batch_sizes ABSL_GUARDED_BY(mu);
+  std::atomic<int64_t> next_id{1};
+
+  std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
+      const std::vector<const store::PublishItem*>& items) override {
+    bool first;
+    {
+      absl::MutexLock lock(&mu);
+      first = batch_sizes.empty();
+      batch_sizes.push_back(items.size());
+    }
+    if (first) release_first.WaitForNotification();
+    std::vector<absl::StatusOr<std::vector<int64_t>>> out;
+    for (const auto* item : items) {
+      if (item->topic == "missing") {
+        out.push_back(absl::NotFoundError("topic not found"));
+        continue;
+      }
+      std::vector<int64_t> ids;
+      for (size_t i = 0; i < item->messages.size(); ++i) ids.push_back(next_id++);
+      out.push_back(ids);
+    }
+    return out;
+  }
+
+#define UNUSED_METHOD(ret, name, ...) \
+  ret name(__VA_ARGS__) override { return absl::UnimplementedError(#name); }
+  UNUSED_METHOD(absl::Status, EnsureTenant, const std::string&)
+  UNUSED_METHOD(absl::StatusOr<store::TopicRecord>, CreateTopic, const std::string&,
+                const store::TopicRecord&)
+  UNUSED_METHOD(absl::StatusOr<store::TopicRecord>, GetTopic, const std::string&,
+                const std::string&)
+  UNUSED_METHOD(absl::StatusOr<std::vector<store::TopicRecord>>, ListTopics, const std::string&,
+                const std::string&, int)
+  UNUSED_METHOD(absl::Status, DeleteTopic, const std::string&, const std::string&)
+  UNUSED_METHOD(absl::StatusOr<store::SubscriptionRecord>, CreateSubscription,
+                const std::string&, const store::SubscriptionRecord&)
+  UNUSED_METHOD(absl::StatusOr<store::SubscriptionRecord>, GetSubscription, const std::string&,
+                const std::string&)
+  UNUSED_METHOD(absl::StatusOr<std::vector<store::SubscriptionRecord>>, ListSubscriptions,
+                const std::string&, const std::string&, const std::string&, int)
+  UNUSED_METHOD(absl::Status, DeleteSubscription, const std::string&, const std::string&)
+  UNUSED_METHOD(absl::StatusOr<std::vector<store::Delivery>>, Claim, const std::string&,
+                const std::string&, int64_t, int, int64_t, absl::Duration)
+  UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, Ack, const std::string&, const std::string&,
+                const std::vector<store::LeaseKey>&)
+  UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, ModifyAckDeadline, const std::string&,
+                const std::string&, const std::vector<store::LeaseKey>&, absl::Duration)
+  UNUSED_METHOD(absl::StatusOr<store::RetrieveResult>, Retrieve, const std::string&, int64_t,
+                int64_t, int64_t)
+  UNUSED_METHOD(absl::Status, Seek, const std::string&, const std::string&, absl::Time)
+  UNUSED_METHOD(absl::StatusOr<store::StatsRecord>, GetStats, const std::string&,
+                const std::string&, const std::string&)
+  UNUSED_METHOD(absl::StatusOr<std::vector<store::MessageRecord>>, ListMessages,
+                const std::string&, const std::string&, int64_t, int)
+  UNUSED_METHOD(absl::Status, StartListening, std::function<void(const std::vector<store::TopicKey>&)>)
+#undef UNUSED_METHOD
+  void StopListening() override {}
+};
+
+store::PublishItem Item(const std::string& topic, int messages) {
+  store::PublishItem item{"tenant", topic, {}};
+  item.messages.resize(messages);
+  return item;
+}
+
+TEST(Publisher, CoalescesCallsQueuedDuringACommit) {
+  RecordingStore store;
+  std::atomic<int> woken{0};
+  Publisher publisher(&store, /*committers=*/1, /*max_batch_messages=*/1000,
+                      [&](const store::TopicKey&) { woken++; });
+  std::atomic<int> done{0};
+  std::vector<absl::StatusOr<std::vector<int64_t>>> results(21);
+  for (int i = 0; i < 21; ++i) {
+    publisher.Publish(Item("t", 1), [&, i](absl::StatusOr<std::vector<int64_t>> r) {
+      results[i] = std::move(r);
+      done++;
+    });
+    if (i == 0) {
+      // Wait until the first call is inside its (blocked) commit.
+      while (true) {
+        absl::MutexLock lock(&store.mu);
+        if (!store.batch_sizes.empty()) break;
+      }
+    }
+  }
+  store.release_first.Notify();
+  publisher.Stop();
+  ASSERT_EQ(done.load(), 21);
+  absl::MutexLock lock(&store.mu);
+  // One commit for the first call, one for the 20 that queued behind it.
+  EXPECT_EQ(store.batch_sizes, (std::vector<size_t>{1, 20}));
+  EXPECT_EQ(publisher.transactions(), 2);
+  EXPECT_EQ(publisher.requests(), 21);
+  for (const auto& r : results) EXPECT_TRUE(r.ok());
+  EXPECT_EQ(woken.load(), 2);  // one wake per committed topic per batch
+}
+
+TEST(Publisher, RespectsTheBatchLimitAndAnswersEachCallAlone) {
+  RecordingStore store;
+  store.release_first.Notify();
+  Publisher publisher(&store, 1, /*max_batch_messages=*/5, [](const store::TopicKey&) {});
+  absl::Notification hold;
+  std::vector<absl::StatusOr<std::vector<int64_t>>> results(4);
+  std::atomic<int> done{0};
+  const char* topics[] = {"a", "missing", "b", "c"};
+  for (int i = 0; i < 4; ++i) {
+    publisher.Publish(Item(topics[i], 3), [&, i](absl::StatusOr<std::vector<int64_t>> r) {
+      results[i] = std::move(r);
+      done++;
+    });
+  }
+  publisher.Stop();
+  ASSERT_EQ(done.load(), 4);
+  EXPECT_TRUE(results[0].ok());
+  EXPECT_EQ(results[1].status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(results[2]->size(), 3u);
+  absl::MutexLock lock(&store.mu);
+  for (size_t n : store.batch_sizes) EXPECT_LE(n * 3, 6u);  // 3-message items, limit 5: 1 each
+}
+
+TEST(Publisher, RefusesAfterStop) {
+  RecordingStore store;
+  store.release_first.Notify();
+  Publisher publisher(&store, 1, 10, [](const store::TopicKey&) {});
+  publisher.Stop();
+  absl::Status got;
+  publisher.Publish(Item("t", 1), [&](absl::StatusOr<std::vector<int64_t>> r) { got = r.status(); });
+  EXPECT_EQ(got.code(), absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace pgbus::bus

@@ -1,0 +1,104 @@
+#include "service/bus/validation.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace pgbus::bus {
+namespace {
+
+struct NameCase {
+  const char* desc;
+  std::string name;
+  bool ok;
+};
+
+TEST(ValidateName, AcceptsAndRejectsByTheDocumentedRule) {
+  const NameCase cases[] = {
+      {.desc = "simple", .name = "orders", .ok = true},
+      {.desc = "levels and punctuation", .name = "orders.eu_west-1", .ok = true},
+      {.desc = "leading digit", .name = "1orders", .ok = true},
+      {.desc = "longest allowed", .name = std::string(200, 'a'), .ok = true},
+      {.desc = "empty", .name = "", .ok = false},
+      {.desc = "too long", .name = std::string(201, 'a'), .ok = false},
+      {.desc = "leading dot", .name = ".orders", .ok = false},
+      {.desc = "leading dash", .name = "-orders", .ok = false},
+      {.desc = "space", .name = "my orders", .ok = false},
+      {.desc = "slash", .name = "a/b", .ok = false},
+      {.desc = "tab (NOTIFY separator)", .name = "a\tb", .ok = false},
+      {.desc = "non-ASCII", .name = "caf\xc3\xa9", .ok = false},
+  };
+  for (const auto& c : cases) {
+    absl::Status st = ValidateName("topic.name", c.name);
+    EXPECT_EQ(st.ok(), c.ok) << c.desc << ": " << st;
+    if (!c.ok) {
+      EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.desc;
+      EXPECT_NE(st.message().find("topic.name"), absl::string_view::npos) << c.desc;
+    }
+  }
+}
+
+TEST(ValidateMessage, RejectsEachBrokenRuleNamingTheField) {
+  struct Case {
+    const char* desc;
+    void (*mutate)(store::NewMessage&);
+    absl::StatusCode code;
+    const char* field;
+  };
+  const Case cases[] = {
+      {"payload over the limit", [](store::NewMessage& m) { m.payload = std::string(101, 'x'); },
+       absl::StatusCode::kInvalidArgument, "messages[3].payload"},
+      {"priority too high", [](store::NewMessage& m) { m.priority = 1001; },
+       absl::StatusCode::kInvalidArgument, "messages[3].priority"},
+      {"priority too low", [](store::NewMessage& m) { m.priority = -1001; },
+       absl::StatusCode::kInvalidArgument, "messages[3].priority"},
+      {"reserved attribute", [](store::NewMessage& m) { m.attributes["pgbus.x"] = "1"; },
+       absl::StatusCode::kInvalidArgument, "messages[3].attributes"},
+      {"empty attribute key", [](store::NewMessage& m) { m.attributes[""] = "1"; },
+       absl::StatusCode::kInvalidArgument, "messages[3].attributes"},
+      {"long attribute value",
+       [](store::NewMessage& m) { m.attributes["k"] = std::string(1025, 'v'); },
+       absl::StatusCode::kInvalidArgument, "messages[3].attributes"},
+      {"long correlation id",
+       [](store::NewMessage& m) { m.correlation_id = std::string(257, 'c'); },
+       absl::StatusCode::kInvalidArgument, "messages[3].correlation_id"},
+      {"zero ttl", [](store::NewMessage& m) { m.ttl = absl::ZeroDuration(); },
+       absl::StatusCode::kInvalidArgument, "messages[3].ttl"},
+      {"negative ttl", [](store::NewMessage& m) { m.ttl = absl::Seconds(-1); },
+       absl::StatusCode::kInvalidArgument, "messages[3].ttl"},
+      {"idempotency not served yet", [](store::NewMessage& m) { m.idempotency_key = "k"; },
+       absl::StatusCode::kUnimplemented, "messages[3].idempotency_key"},
+  };
+  for (const auto& c : cases) {
+    store::NewMessage m;
+    m.payload = "ok";
+    c.mutate(m);
+    absl::Status st = ValidateMessage(3, m, /*max_payload=*/100);
+    EXPECT_EQ(st.code(), c.code) << c.desc << ": " << st;
+    EXPECT_NE(st.message().find(c.field), absl::string_view::npos) << c.desc << ": " << st;
+  }
+  store::NewMessage fine;
+  fine.payload = std::string(100, 'x');
+  fine.attributes["k"] = "v";
+  fine.priority = -1000;
+  EXPECT_TRUE(ValidateMessage(0, fine, 100).ok());
+}
+
+TEST(ValidateSubscription, BoundsAckDeadlineAndBackoff) {
+  store::SubscriptionRecord s;
+  s.name = "s";
+  s.topic = "t";
+  EXPECT_TRUE(ValidateSubscription(s).ok());
+  s.ack_deadline = absl::Milliseconds(500);
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);
+  s.ack_deadline = absl::Seconds(10);
+  s.min_backoff = absl::Seconds(20);
+  s.max_backoff = absl::Seconds(10);
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);
+  s.min_backoff = absl::Seconds(1);
+  s.filter = "a = b";
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);
+}
+
+}  // namespace
+}  // namespace pgbus::bus
