@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make bench`: a fresh throwaway Postgres under BUILD/benchpg, pgbusd on a
+# free loopback port, then bench/pgbus_bench against it.
+set -euo pipefail
+build=$(realpath "${1:-build}")
+cd "$(dirname "$0")/.."
+dir="$build/benchpg"
+bash tests/pg_fixture.sh start "$dir" "$build/pgbusd" >/dev/null 2>&1
+port_file="$dir/port"
+rm -f "$port_file"
+PGBUS_DATABASE_URL="host=$dir/run dbname=pgbus user=pgbus_app" \
+  "$build/pgbusd" serve --listen 127.0.0.1:0 --port-file "$port_file" 2>"$dir/pgbusd.log" &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; bash tests/pg_fixture.sh stop "$dir"' EXIT
+for _ in $(seq 100); do [ -s "$port_file" ] && break; sleep 0.1; done
+"$build/bench/pgbus_bench" --target "127.0.0.1:$(cat "$port_file")" "${@:2}"
