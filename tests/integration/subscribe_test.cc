@@ -1,6 +1,7 @@
 // Subscribe / Ack / ModifyAckDeadline / Retrieve through a real pgbusd.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -286,6 +287,69 @@ TEST_F(SubscribeTest, RetrieveReturnsTheBytesAndAnyRange) {
 
   EXPECT_EQ(client_->RetrievePayload("999999999").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(client_->RetrievePayload("abc").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SubscribeTest, SeekReplaysAckedMessagesPublishedSinceTheTime) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  ASSERT_TRUE(client_->Publish("t", "old").ok());
+  absl::SleepFor(absl::Milliseconds(50));
+  absl::Time since = absl::Now();
+  absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_TRUE(client_->Publish("t", {Msg("new1"), Msg("new2")}).ok());
+  auto sub = client_->Subscribe("s");
+  auto first = Receive(*sub, 3, absl::Seconds(10));
+  ASSERT_EQ(first.size(), 3u);
+  ASSERT_TRUE(client_->Ack("s", AckIds(first)).ok());
+
+  grpc::ClientContext ctx;
+  v1::SeekRequest req;
+  req.set_subscription("s");
+  req.mutable_time()->set_seconds(absl::ToUnixSeconds(since));
+  req.mutable_time()->set_nanos(
+      static_cast<int32_t>(absl::ToInt64Nanoseconds(since - absl::FromUnixSeconds(absl::ToUnixSeconds(since)))));
+  v1::SeekResponse resp;
+  ASSERT_TRUE(client_->admin().Seek(&ctx, req, &resp).ok());
+  EXPECT_EQ(Payloads(Receive(*sub, 3, absl::Seconds(3))),
+            (std::vector<std::string>{"new1", "new2"}));
+
+  grpc::ClientContext bad_ctx;
+  req.set_subscription("nope");
+  EXPECT_EQ(client_->admin().Seek(&bad_ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(SubscribeTest, ListMessagesFindsACorrelationInPublishOrder) {
+  ASSERT_TRUE(client_->CreateTopic("other").ok());
+  auto with = [](const std::string& payload, const std::string& correlation) {
+    v1::PublishMessage m = Msg(payload);
+    m.set_correlation_id(correlation);
+    return m;
+  };
+  ASSERT_TRUE(client_->Publish("t", {with("a", "order-1"), with("x", "order-2")}).ok());
+  ASSERT_TRUE(client_->Publish("other", {with("b", "order-1")}).ok());
+  ASSERT_TRUE(client_->Publish("t", {with("c", "order-1")}).ok());
+  std::vector<std::string> topics, ids;
+  std::string token;
+  do {
+    grpc::ClientContext ctx;
+    v1::ListMessagesRequest req;
+    req.set_correlation_id("order-1");
+    req.set_page_size(2);
+    req.set_page_token(token);
+    v1::ListMessagesResponse resp;
+    ASSERT_TRUE(client_->admin().ListMessages(&ctx, req, &resp).ok());
+    for (const auto& m : resp.messages()) {
+      topics.push_back(m.topic());
+      ids.push_back(m.id());
+      EXPECT_TRUE(m.payload().empty());  // metadata only
+      EXPECT_TRUE(m.payload_by_reference());
+    }
+    token = resp.next_page_token();
+  } while (!token.empty());
+  EXPECT_EQ(topics, (std::vector<std::string>{"t", "other", "t"}));
+  EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end(), [](const std::string& a, const std::string& b) {
+    return std::stoll(a) < std::stoll(b);
+  }));
+  EXPECT_EQ(*client_->RetrievePayload(ids[1]), "b");
 }
 
 }  // namespace
