@@ -132,7 +132,12 @@ absl::Status ValidateMessage(int index, const store::NewMessage& m, int64_t max_
                    absl::StrCat("at most ", kMaxAttributes, " entries; got ",
                                 m.attributes.size()));
   }
+  // Postgres text cannot hold NUL; say so instead of failing in the store.
+  auto has_nul = [](const std::string& s) { return s.find('\0') != std::string::npos; };
   for (const auto& [k, v] : m.attributes) {
+    if (has_nul(k) || has_nul(v)) {
+      return Invalid(absl::StrCat(at, ".attributes"), "keys and values must not contain NUL bytes");
+    }
     if (k.empty() || k.size() > kMaxAttributeKey) {
       return Invalid(absl::StrCat(at, ".attributes"),
                      absl::StrCat("keys must be 1 to ", kMaxAttributeKey, " bytes"));
@@ -153,6 +158,9 @@ absl::Status ValidateMessage(int index, const store::NewMessage& m, int64_t max_
               {"ordering_key", &m.ordering_key},
               {"idempotency_key", &m.idempotency_key}};
   for (const auto& k : keys) {
+    if (has_nul(*k.value)) {
+      return Invalid(absl::StrCat(at, ".", k.field), "must not contain NUL bytes");
+    }
     if (k.value->size() > kMaxKeyLength) {
       return Invalid(absl::StrCat(at, ".", k.field),
                      absl::StrCat("must be at most ", kMaxKeyLength, " bytes"));

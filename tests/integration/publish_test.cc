@@ -135,7 +135,10 @@ TEST(Publish, BadInputIsRejectedAndStoresNothing) {
   (*reserved.mutable_attributes())["pgbus.internal"] = "1";
   v1::PublishMessage priority = Msg("x");
   priority.set_priority(5000);
+  v1::PublishMessage nul_attr = Msg("x");
+  (*nul_attr.mutable_attributes())["k"] = std::string("a\0b", 3);
   Case cases[] = {
+      {"NUL in an attribute", {nul_attr}, absl::StatusCode::kInvalidArgument, "NUL"},
       {"no messages", {}, absl::StatusCode::kInvalidArgument, "messages"},
       {"too many messages", too_many, absl::StatusCode::kInvalidArgument, "at most 1000"},
       {"payload over the inline limit", {Msg("ok"), big}, absl::StatusCode::kInvalidArgument,

@@ -66,6 +66,12 @@ TEST(ValidateMessage, RejectsEachBrokenRuleNamingTheField) {
        absl::StatusCode::kInvalidArgument, "messages[3].ttl"},
       {"negative ttl", [](store::NewMessage& m) { m.ttl = absl::Seconds(-1); },
        absl::StatusCode::kInvalidArgument, "messages[3].ttl"},
+      {"NUL in an attribute value",
+       [](store::NewMessage& m) { m.attributes["k"] = std::string("a\0b", 3); },
+       absl::StatusCode::kInvalidArgument, "messages[3].attributes"},
+      {"NUL in a correlation id",
+       [](store::NewMessage& m) { m.correlation_id = std::string("a\0b", 3); },
+       absl::StatusCode::kInvalidArgument, "messages[3].correlation_id"},
       {"idempotency not served yet", [](store::NewMessage& m) { m.idempotency_key = "k"; },
        absl::StatusCode::kUnimplemented, "messages[3].idempotency_key"},
   };

@@ -62,6 +62,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
     setup.exec("SET idle_in_transaction_session_timeout = '60s'");
     setup.exec("SET application_name = 'pgbusd'");
     conn->prepare("pgbus_set_tenant", sql::kSetTenant);
+    conn->prepare("pgbus_set_tenant_async", sql::kSetTenantAsyncCommit);
   } catch (const pqxx::broken_connection& e) {
     // libpq's text can name the host and user; keep the reason only.
     return absl::UnavailableError(
@@ -291,11 +292,11 @@ void ConnectionPool::Release(std::unique_ptr<Connection> conn) {
 
 absl::Status InTenantTransaction(
     ConnectionPool& pool, const std::string& tenant,
-    const std::function<absl::Status(pqxx::work&, Connection&)>& fn) {
+    const std::function<absl::Status(pqxx::work&, Connection&)>& fn, bool async_commit) {
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool.Acquire());
   try {
     pqxx::work txn(*conn);
-    txn.exec_prepared("pgbus_set_tenant", tenant);
+    txn.exec_prepared(async_commit ? "pgbus_set_tenant_async" : "pgbus_set_tenant", tenant);
     absl::Status st = fn(txn, *conn);
     if (!st.ok()) {
       txn.abort();

@@ -161,8 +161,11 @@ class ConnectionPool {
 // set_config(..., true): local to the transaction, so a pooled connection
 // never carries it to the next request). Commits when `fn` returns OK and
 // rolls back otherwise; exceptions become a Status.
+// With `async_commit`, the commit does not wait for the WAL flush: only for
+// work whose loss in a crash is harmless (see sql::kSetTenantAsyncCommit).
 absl::Status InTenantTransaction(ConnectionPool& pool, const std::string& tenant,
-                                 const std::function<absl::Status(pqxx::work&, Connection&)>& fn);
+                                 const std::function<absl::Status(pqxx::work&, Connection&)>& fn,
+                                 bool async_commit = false);
 
 }  // namespace pgbus::store::postgres
 

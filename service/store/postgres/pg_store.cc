@@ -324,47 +324,41 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
                                                      int64_t max_bytes,
                                                      absl::Duration ack_deadline) {
   std::vector<Delivery> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection& conn) {
-    pqxx::result candidates = txn.exec_params(sql::kClaimCandidates, subscription, max_messages);
-    if (candidates.empty()) {
-      if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
-        return absl::NotFoundError(
-            absl::StrCat("subscription \"", subscription, "\" not found"));
-      }
-      return absl::OkStatus();
-    }
-    // Keep the prefix that fits the byte budget (at least one message).
-    std::vector<std::string> ids;
-    int64_t bytes = 0;
-    for (const auto& row : candidates) {
-      int64_t size = row[1].as<int64_t>();
-      if (!ids.empty() && bytes + size > max_bytes) break;
-      bytes += size;
-      ids.push_back(row[0].as<std::string>());
-    }
-    RETURN_IF_ERROR(conn.PrepareRaw(sql::kClaimLeaseName, sql::kClaimLease,
-                                    {kText, kText, kInt8, kInt8}));
-    std::string id_list = absl::StrCat("{", absl::StrJoin(ids, ","), "}");
-    std::string lease_bin = EncodeInt8(lease);
-    std::string deadline_bin = EncodeInt8(ToMs(ack_deadline));
-    ASSIGN_OR_RETURN(Result res,
-                     ExecRaw(conn, sql::kClaimLeaseName,
-                             {Param::Text(subscription), Param::Text(id_list),
-                              Param::Binary(lease_bin), Param::Binary(deadline_bin)}));
-    int n = PQntuples(res.get());
-    out.reserve(n);
-    for (int i = 0; i < n; ++i) {
-      BinaryRow row(res.get(), i);
-      Delivery d;
-      d.message = ReadMessage(row);
-      d.message.payload = row.Bytes(13);
-      d.attempt = row.Int4(14);
-      d.lease = lease;
-      d.lease_expiry = row.Timestamp(15);
-      out.push_back(std::move(d));
-    }
-    return absl::OkStatus();
-  }));
+  RETURN_IF_ERROR(InTenantTransaction(
+      pool_, tenant,
+      [&](pqxx::work& txn, Connection& conn) {
+        RETURN_IF_ERROR(
+            conn.PrepareRaw(sql::kClaimName, sql::kClaim, {kText, kInt4, kInt8, kInt8, kInt8}));
+        std::string limit_bin = EncodeInt4(max_messages);
+        std::string budget_bin = EncodeInt8(max_bytes);
+        std::string lease_bin = EncodeInt8(lease);
+        std::string deadline_bin = EncodeInt8(ToMs(ack_deadline));
+        ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kClaimName,
+                                             {Param::Text(subscription), Param::Binary(limit_bin),
+                                              Param::Binary(budget_bin), Param::Binary(lease_bin),
+                                              Param::Binary(deadline_bin)}));
+        int n = PQntuples(res.get());
+        if (n == 0) {
+          if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
+            return absl::NotFoundError(
+                absl::StrCat("subscription \"", subscription, "\" not found"));
+          }
+          return absl::OkStatus();
+        }
+        out.reserve(n);
+        for (int i = 0; i < n; ++i) {
+          BinaryRow row(res.get(), i);
+          Delivery d;
+          d.message = ReadMessage(row);
+          d.message.payload = row.Bytes(13);
+          d.attempt = row.Int4(14);
+          d.lease = lease;
+          d.lease_expiry = row.Timestamp(15);
+          out.push_back(std::move(d));
+        }
+        return absl::OkStatus();
+      },
+      /*async_commit=*/true));
   return out;
 }
 

@@ -13,6 +13,12 @@ namespace pgbus::store::postgres::sql {
 #define PGBUS_TO_MS(e) "(extract(epoch from " e ") * 1000)::bigint"
 
 inline constexpr char kSetTenant[] = "SELECT set_config('pgbus.tenant_id', $1, true)";
+// For claims: a claim lost in a crash only makes the message visible again
+// (redelivery, which at-least-once allows), so its commit need not wait for
+// the WAL flush. Publishes and acks keep synchronous commit.
+inline constexpr char kSetTenantAsyncCommit[] =
+    "SELECT set_config('pgbus.tenant_id', $1, true), "
+    "set_config('synchronous_commit', 'off', true)";
 
 inline constexpr char kEnsureTenant[] =
     "INSERT INTO pgbus.tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING";
@@ -101,13 +107,6 @@ inline constexpr char kPublishChannel[] = "pgbus_publish";
 inline constexpr char kSubscriptionExists[] =
     "SELECT 1 FROM pgbus.subscriptions WHERE tenant_id = " PGBUS_TENANT " AND name = $1";
 
-// $1 subscription, $2 limit. Locks the candidates; other claimers skip them.
-inline constexpr char kClaimCandidates[] =
-    "SELECT message_id, size FROM pgbus.deliveries"
-    " WHERE tenant_id = " PGBUS_TENANT " AND subscription = $1 AND visible_at <= now()"
-    " AND (expires_at IS NULL OR expires_at > now())"
-    " ORDER BY priority DESC, message_id LIMIT $2 FOR UPDATE SKIP LOCKED";
-
 // Columns 0..12 of every message read; see PgStore's ReadMessage().
 #define PGBUS_MESSAGE_COLUMNS                                                  \
   "m.id, m.topic, m.priority, m.size, m.sha256, m.published_at, m.expires_at, " \
@@ -115,15 +114,29 @@ inline constexpr char kClaimCandidates[] =
   "ARRAY(SELECT key FROM jsonb_each_text(m.attributes)), "                     \
   "ARRAY(SELECT value FROM jsonb_each_text(m.attributes))"
 
-// $1 subscription, $2 message ids (int8[] literal), $3 lease, $4 deadline ms.
+// Claims in one statement: locks up to $2 deliverable rows in claim order
+// (rows other claimers hold are skipped), keeps the prefix whose payloads
+// fit the byte budget $3 (always the first row), leases those to $4 until
+// now + $5 ms, and returns them with their messages. $1 subscription.
 // Columns: message 0..12, payload 13, attempt 14, lease expiry 15.
-inline constexpr char kClaimLeaseName[] = "pgbus_claim_lease";
-inline constexpr char kClaimLease[] =
-    "WITH c AS ("
-    "  UPDATE pgbus.deliveries d SET attempts = d.attempts + 1, lease = $3,"
-    "    visible_at = now() + " PGBUS_MS("$4")
-    "  WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
-    "    AND d.message_id = ANY($2::bigint[])"
+inline constexpr char kClaimName[] = "pgbus_claim";
+inline constexpr char kClaim[] =
+    "WITH locked AS ("
+    "  SELECT message_id, size, priority FROM pgbus.deliveries"
+    "  WHERE tenant_id = " PGBUS_TENANT " AND subscription = $1 AND visible_at <= now()"
+    "    AND (expires_at IS NULL OR expires_at > now())"
+    "  ORDER BY priority DESC, message_id LIMIT $2 FOR UPDATE SKIP LOCKED), "
+    "chosen AS ("
+    "  SELECT message_id FROM ("
+    "    SELECT message_id, sum(size) OVER w AS running, row_number() OVER w AS n"
+    "    FROM locked WINDOW w AS (ORDER BY priority DESC, message_id"
+    "      ROWS UNBOUNDED PRECEDING)) r"
+    "  WHERE n = 1 OR running <= $3), "
+    "c AS ("
+    "  UPDATE pgbus.deliveries d SET attempts = d.attempts + 1, lease = $4,"
+    "    visible_at = now() + " PGBUS_MS("$5")
+    "  FROM chosen WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
+    "    AND d.message_id = chosen.message_id"
     "  RETURNING d.message_id, d.attempts, d.visible_at) "
     "SELECT " PGBUS_MESSAGE_COLUMNS ", m.payload, c.attempts, c.visible_at"
     " FROM c JOIN pgbus.messages m ON m.tenant_id = " PGBUS_TENANT " AND m.id = c.message_id"
