@@ -77,7 +77,7 @@ int64_t NowNanos() {
 int main(int argc, char** argv) {
   std::string target;
   double seconds = 3;
-  int rounds = 3;
+  int rounds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--target") target = argv[i + 1];

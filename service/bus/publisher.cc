@@ -4,6 +4,11 @@
 #include <utility>
 
 namespace pgbus::bus {
+namespace {
+// Payload bytes in one group commit (one call may exceed it alone): bounds
+// the memory of the statement that carries them.
+constexpr int64_t kMaxBatchBytes = 16 << 20;
+}  // namespace
 
 Publisher::Publisher(store::Store* store, int committers, int max_batch_messages,
                      Committed on_committed)
@@ -50,10 +55,17 @@ void Publisher::Run() {
       // Take everything that queued while the last commit ran, up to the
       // batch limit (always at least one call).
       int messages = 0;
+      int64_t bytes = 0;
       while (!queue_.empty()) {
         int n = static_cast<int>(queue_.front().item.messages.size());
-        if (!batch.empty() && messages + n > max_batch_messages_) break;
+        int64_t b = 0;
+        for (const auto& m : queue_.front().item.messages) b += m.payload.size();
+        if (!batch.empty() &&
+            (messages + n > max_batch_messages_ || bytes + b > kMaxBatchBytes)) {
+          break;
+        }
         messages += n;
+        bytes += b;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

@@ -14,7 +14,6 @@
 namespace pgbus::store::postgres {
 namespace {
 
-constexpr Oid kTextOid = 25;
 // Microseconds from the Unix epoch to Postgres's epoch, 2000-01-01.
 constexpr int64_t kPgEpochUnixMicros = 946684800LL * 1000000;
 
@@ -183,19 +182,26 @@ std::string EncodeInt4(int32_t v) {
   return std::string(reinterpret_cast<const char*>(&be), 4);
 }
 
-std::string EncodeTextArray(const std::vector<std::string>& items) {
-  std::string out;
-  auto put4 = [&out](int32_t v) { out += EncodeInt4(v); };
-  put4(items.empty() ? 0 : 1);
-  put4(0);
-  put4(static_cast<int32_t>(kTextOid));
-  if (items.empty()) return out;
-  put4(static_cast<int32_t>(items.size()));
-  put4(1);
-  for (const auto& s : items) {
-    put4(static_cast<int32_t>(s.size()));
-    out += s;
-  }
+void ArrayBuilder::Add(absl::string_view binary_element) {
+  elements_ += EncodeInt4(static_cast<int32_t>(binary_element.size()));
+  elements_.append(binary_element.data(), binary_element.size());
+  ++count_;
+}
+
+void ArrayBuilder::AddNull() {
+  elements_ += EncodeInt4(-1);
+  has_null_ = true;
+  ++count_;
+}
+
+std::string ArrayBuilder::Finish() const {
+  // ndim, has-null flag, element type, then (size, lower bound) for the one
+  // dimension, then the elements. An empty array has no dimensions.
+  std::string out = EncodeInt4(count_ ? 1 : 0) + EncodeInt4(has_null_ ? 1 : 0) +
+                    EncodeInt4(static_cast<int32_t>(element_type_));
+  if (count_ == 0) return out;
+  out += EncodeInt4(static_cast<int32_t>(count_)) + EncodeInt4(1);
+  out += elements_;
   return out;
 }
 

@@ -27,6 +27,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
@@ -108,8 +109,24 @@ class BinaryRow {
   int row_;
 };
 
-// Encodes a one-dimensional text[] in Postgres's binary array format.
-std::string EncodeTextArray(const std::vector<std::string>& items);
+// Builds a one-dimensional array parameter in Postgres's binary array
+// format. Elements are appended already in the element type's binary form
+// (raw bytes for text and bytea, EncodeInt8/EncodeInt4 for integers).
+class ArrayBuilder {
+ public:
+  explicit ArrayBuilder(Oid element_type) : element_type_(element_type) {}
+  void Add(absl::string_view binary_element);
+  void AddNull();
+  size_t size() const { return count_; }
+  // The encoded array.
+  std::string Finish() const;
+
+ private:
+  Oid element_type_;
+  size_t count_ = 0;
+  bool has_null_ = false;
+  std::string elements_;
+};
 // Encodes int8 as a binary parameter.
 std::string EncodeInt8(int64_t v);
 std::string EncodeInt4(int32_t v);

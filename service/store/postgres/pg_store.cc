@@ -1,6 +1,7 @@
 #include "service/store/postgres/pg_store.h"
 
 #include <chrono>
+#include <map>
 #include <set>
 #include <utility>
 
@@ -15,7 +16,8 @@
 namespace pgbus::store::postgres {
 namespace {
 
-constexpr Oid kInt4 = 23, kInt8 = 20, kText = 25, kBytea = 17, kTextArray = 1009;
+constexpr Oid kInt4 = 23, kInt8 = 20, kText = 25, kBytea = 17;
+constexpr Oid kTextArray = 1009, kInt4Array = 1007, kInt8Array = 1016, kByteaArray = 1001;
 // NOTIFY payloads are capped near 8000 bytes; past this, announce "all".
 constexpr size_t kMaxNotifyPayload = 7000;
 
@@ -241,65 +243,93 @@ std::vector<absl::StatusOr<std::vector<int64_t>>> PgStore::PublishBatch(
 absl::Status PgStore::PublishTransaction(
     const std::vector<const PublishItem*>& items,
     std::vector<absl::StatusOr<std::vector<int64_t>>>* results) {
-  results->clear();
+  results->assign(items.size(), absl::InternalError("not published"));
+  // Items of one tenant share one insert; set_config(..., true) switches
+  // the tenant between groups, and RLS checks each group's rows against it.
+  std::map<std::string, std::vector<size_t>> by_tenant;
+  for (size_t i = 0; i < items.size(); ++i) by_tenant[items[i]->tenant].push_back(i);
+
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
   try {
     RETURN_IF_ERROR(conn->PrepareRaw(
-        sql::kInsertMessageName, sql::kInsertMessage,
-        {kText, kInt8, kInt8, kInt4, kText, kText, kText, kTextArray, kTextArray, kInt8, kBytea,
-         kBytea}));
+        sql::kInsertMessagesName, sql::kInsertMessages,
+        {kTextArray, kInt8Array, kInt8Array, kInt4Array, kTextArray, kTextArray, kTextArray,
+         kInt8Array, kByteaArray, kByteaArray, kTextArray, kTextArray, kInt8Array}));
     pqxx::work txn(*conn);
-    std::string current_tenant;
     std::set<TopicKey> touched;
-    for (const PublishItem* item : items) {
-      // set_config(..., true) may change the tenant within one transaction:
-      // each item's rows are checked against its own tenant by RLS.
-      if (item->tenant != current_tenant) {
-        txn.exec_prepared("pgbus_set_tenant", item->tenant);
-        current_tenant = item->tenant;
-      }
-      std::vector<int64_t> ids;
-      ids.reserve(item->messages.size());
-      bool topic_missing = false;
-      for (const NewMessage& m : item->messages) {
-        std::string ttl = m.ttl ? EncodeInt8(ToMs(*m.ttl)) : std::string();
-        std::string deliver_at = m.deliver_at ? EncodeInt8(absl::ToUnixMicros(*m.deliver_at))
-                                              : std::string();
-        std::string priority = EncodeInt4(m.priority);
-        std::vector<std::string> keys, values;
-        for (const auto& [k, v] : m.attributes) {
-          keys.push_back(k);
-          values.push_back(v);
+    for (const auto& [tenant, indexes] : by_tenant) {
+      txn.exec_prepared("pgbus_set_tenant", tenant);
+      ArrayBuilder topic(kText), ttl(kInt8), deliver(kInt8), priority(kInt4), correlation(kText),
+          ordering(kText), idempotency(kText), size(kInt8), sha(kBytea), payload(kBytea),
+          attr_key(kText), attr_value(kText), attr_owner(kInt8);
+      auto text_or_null = [](ArrayBuilder& b, const std::string& v) {
+        if (v.empty()) {
+          b.AddNull();
+        } else {
+          b.Add(v);
         }
-        std::string key_array = EncodeTextArray(keys), value_array = EncodeTextArray(values);
-        std::string size = EncodeInt8(static_cast<int64_t>(m.payload.size()));
-        auto opt_text = [](const std::string& s) {
-          return s.empty() ? Param::Null() : Param::Text(s);
-        };
-        ASSIGN_OR_RETURN(
-            Result res,
-            ExecRaw(*conn, sql::kInsertMessageName,
-                    {Param::Text(item->topic), m.ttl ? Param::Binary(ttl) : Param::Null(),
-                     m.deliver_at ? Param::Binary(deliver_at) : Param::Null(),
-                     Param::Binary(priority), opt_text(m.correlation_id),
-                     opt_text(m.ordering_key), opt_text(m.idempotency_key),
-                     Param::Binary(key_array), Param::Binary(value_array), Param::Binary(size),
-                     Param::Binary(m.sha256), Param::Binary(m.payload)}));
-        if (PQntuples(res.get()) == 0) {
-          topic_missing = true;
-          break;
+      };
+      int64_t ordinal = 0;
+      for (size_t i : indexes) {
+        for (const NewMessage& m : items[i]->messages) {
+          ++ordinal;
+          topic.Add(items[i]->topic);
+          if (m.ttl) {
+            ttl.Add(EncodeInt8(ToMs(*m.ttl)));
+          } else {
+            ttl.AddNull();
+          }
+          if (m.deliver_at) {
+            deliver.Add(EncodeInt8(absl::ToUnixMicros(*m.deliver_at)));
+          } else {
+            deliver.AddNull();
+          }
+          priority.Add(EncodeInt4(m.priority));
+          text_or_null(correlation, m.correlation_id);
+          text_or_null(ordering, m.ordering_key);
+          text_or_null(idempotency, m.idempotency_key);
+          size.Add(EncodeInt8(static_cast<int64_t>(m.payload.size())));
+          sha.Add(m.sha256);
+          payload.Add(m.payload);
+          for (const auto& [k, v] : m.attributes) {
+            attr_key.Add(k);
+            attr_value.Add(v);
+            attr_owner.Add(EncodeInt8(ordinal));
+          }
         }
-        ids.push_back(BinaryRow(res.get(), 0).Int8(0));
       }
-      if (topic_missing) {
-        // Nothing of this item may stay: undo its earlier messages.
-        if (!ids.empty()) return absl::AbortedError("topic deleted during publish");
-        results->push_back(
-            absl::NotFoundError(absl::StrCat("topic \"", item->topic, "\" not found")));
-        continue;
+      std::vector<std::string> arrays = {
+          topic.Finish(),       ttl.Finish(),      deliver.Finish(),     priority.Finish(),
+          correlation.Finish(), ordering.Finish(), idempotency.Finish(), size.Finish(),
+          sha.Finish(),         payload.Finish(),  attr_key.Finish(),    attr_value.Finish(),
+          attr_owner.Finish()};
+      std::vector<Param> params;
+      for (const auto& a : arrays) params.push_back(Param::Binary(a));
+      ASSIGN_OR_RETURN(Result res, ExecRaw(*conn, sql::kInsertMessagesName, params));
+      // Rows come back in publish order; an item whose topic does not exist
+      // has none.
+      int rows = PQntuples(res.get());
+      std::set<std::string> found;
+      for (int r = 0; r < rows; ++r) found.insert(BinaryRow(res.get(), r).Bytes(1));
+      int row = 0;
+      for (size_t i : indexes) {
+        const PublishItem& item = *items[i];
+        if (!found.count(item.topic)) {
+          (*results)[i] = absl::NotFoundError(absl::StrCat("topic \"", item.topic, "\" not found"));
+          continue;
+        }
+        std::vector<int64_t> ids;
+        ids.reserve(item.messages.size());
+        for (size_t k = 0; k < item.messages.size(); ++k, ++row) {
+          BinaryRow r(res.get(), row);
+          if (row >= rows || r.Bytes(1) != item.topic) {
+            return absl::InternalError("publish returned rows out of order");
+          }
+          ids.push_back(r.Int8(0));
+        }
+        (*results)[i] = std::move(ids);
+        touched.insert(TopicKey{tenant, item.topic});
       }
-      touched.insert(TopicKey{item->tenant, item->topic});
-      results->push_back(std::move(ids));
     }
     if (!touched.empty()) {
       // One notification per transaction, however many messages: NOTIFY

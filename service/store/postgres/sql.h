@@ -74,24 +74,40 @@ inline constexpr char kDeleteSubscription[] =
     "DELETE FROM pgbus.subscriptions WHERE tenant_id = " PGBUS_TENANT
     " AND name = $1 RETURNING name";
 
-// Stores one message and fans it out to every subscription of its topic.
-// $1 topic, $2 ttl ms (NULL: the topic's), $3 deliver_at (µs since the Unix
-// epoch, NULL: now), $4 priority, $5 correlation id, $6 ordering key,
-// $7 idempotency key, $8 attribute keys, $9 attribute values, $10 size,
-// $11 sha256, $12 payload. No row when the topic does not exist.
-inline constexpr char kInsertMessageName[] = "pgbus_insert_message";
-inline constexpr char kInsertMessage[] =
-    "WITH t AS ("
-    "  SELECT tenant_id, name, retention, coalesce(message_ttl, retention) AS ttl"
-    "  FROM pgbus.topics WHERE tenant_id = " PGBUS_TENANT " AND name = $1), "
+// Stores a whole group commit's messages (of one tenant) in one statement
+// and fans each out to every subscription of its topic. Arrays, one element
+// per message, in publish order: $1 topic, $2 ttl ms (NULL: the topic's),
+// $3 deliver_at in µs since the Unix epoch (NULL: now), $4 priority,
+// $5 correlation id, $6 ordering key, $7 idempotency key, $8 size,
+// $9 sha256, $10 payload; attributes as three parallel arrays: $11 keys,
+// $12 values, $13 the 1-based index of the message each belongs to.
+// Returns (id, topic) of the new rows; ids ascend in publish order (rows
+// are inserted in `ord` order and the identity increases). Messages of a
+// topic that does not exist are not inserted, so their topic is missing.
+inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
+inline constexpr char kInsertMessages[] =
+    "WITH input AS ("
+    "  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::text[],"
+    "    $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[]) WITH ORDINALITY"
+    "    AS i(topic, ttl_ms, deliver_us, priority, correlation_id, ordering_key,"
+    "      idempotency_key, size, sha256, payload, ord)), "
+    "attrs AS ("
+    "  SELECT a.ord, jsonb_object_agg(a.k, a.v) AS attributes"
+    "  FROM unnest($11::text[], $12::text[], $13::int8[]) AS a(k, v, ord) GROUP BY a.ord), "
     "m AS ("
     "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, deliver_at, priority,"
     "    correlation_id, ordering_key, idempotency_key, attributes, size, sha256, payload)"
     "  SELECT t.tenant_id, t.name,"
-    "    now() + least(coalesce(" PGBUS_MS("$2") ", t.ttl), t.retention),"
-    "    'epoch'::timestamptz + $3::bigint * interval '1 microsecond',"
-    "    $4, $5, $6, $7, jsonb_object($8::text[], $9::text[]), $10, $11, $12"
-    "  FROM t RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
+    "    now() + least(coalesce(i.ttl_ms * interval '1 millisecond',"
+    "      coalesce(t.message_ttl, t.retention)), t.retention),"
+    "    'epoch'::timestamptz + i.deliver_us * interval '1 microsecond',"
+    "    i.priority, i.correlation_id, i.ordering_key, i.idempotency_key,"
+    "    coalesce(a.attributes, '{}'::jsonb), i.size, i.sha256, i.payload"
+    "  FROM input i"
+    "  JOIN pgbus.topics t ON t.tenant_id = " PGBUS_TENANT " AND t.name = i.topic"
+    "  LEFT JOIN attrs a ON a.ord = i.ord"
+    "  ORDER BY i.ord"
+    "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
     "    expires_at), "
     "d AS ("
     "  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
@@ -99,7 +115,7 @@ inline constexpr char kInsertMessage[] =
     "  SELECT m.tenant_id, s.name, m.id, m.priority, m.size,"
     "    greatest(coalesce(m.deliver_at, m.published_at), m.published_at), m.expires_at"
     "  FROM m JOIN pgbus.subscriptions s ON s.tenant_id = m.tenant_id AND s.topic = m.topic) "
-    "SELECT id FROM m";
+    "SELECT id, topic FROM m ORDER BY id";
 
 inline constexpr char kNotifyPublish[] = "SELECT pg_notify('pgbus_publish', $1)";
 inline constexpr char kPublishChannel[] = "pgbus_publish";
