@@ -1,5 +1,6 @@
 # Writes OUT: a C++ source holding every migration file in FILES (sorted),
 # as pgbus::store::postgres::EmbeddedMigrations().
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "")
 foreach(f ${FILES})
   get_filename_component(name ${f} NAME)

@@ -117,6 +117,9 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
         pending_finish_.reset();
       } else if (ok) {
         stream = stream_;
+        // The first batch can be written before Start() has attached the
+        // stream; Start() reports the completed write then.
+        if (!stream) sent_before_attach_ = true;
       }
     }
     if (finish) {
@@ -146,12 +149,15 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
     auto stream = bus->Subscribe(tenant, params, guard_);
     std::optional<grpc::Status> finish;
     bool close_stream = false;
+    bool report_sent = false;
     {
       absl::MutexLock lock(&mu_);
       starting_ = false;
       if (stream.ok()) {
         stream_ = *stream;
         close_stream = finished_;
+        report_sent = sent_before_attach_ && !finished_;
+        sent_before_attach_ = false;
       } else if (!finished_) {
         finished_ = true;
         if (!writing_) {
@@ -166,6 +172,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
       }
     }
     if (close_stream) (*stream)->Close();
+    if (report_sent) (*stream)->OnSent();
     if (finish) Finish(*finish);
   }
 
@@ -175,6 +182,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
   bool starting_ ABSL_GUARDED_BY(mu_) = true;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool sent_before_attach_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
   v1::SubscribeResponse response_;
 };

@@ -167,6 +167,36 @@ TEST(Publish, BadInputIsRejectedAndStoresNothing) {
   EXPECT_EQ(StoredMessages(server), 2);
 }
 
+TEST(Publish, TopicSizeLimitFailsOnlyTheCallThatBreaksIt) {
+  Pgbusd server;
+  auto client = server.Connect();
+  grpc::ClientContext ctx;
+  v1::CreateTopicRequest req;
+  req.mutable_topic()->set_name("small");
+  req.mutable_topic()->set_max_message_bytes(100);
+  v1::CreateTopicResponse resp;
+  ASSERT_TRUE(client->admin().CreateTopic(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.topic().max_message_bytes(), 100);
+  // Concurrent calls share group commits; the oversize one must fail alone.
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0}, exhausted{0};
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&, i] {
+      auto r = client->Publish("small", {Msg("fits"), Msg(std::string(i == 7 ? 101 : 100, 'x'))});
+      if (r.ok()) ok++;
+      if (r.status().code() == absl::StatusCode::kResourceExhausted) {
+        exhausted++;
+        EXPECT_NE(r.status().message().find("max_message_bytes"), absl::string_view::npos)
+            << r.status();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 15);
+  EXPECT_EQ(exhausted.load(), 1);
+  EXPECT_EQ(StoredMessages(server), 30) << "the rejected call stored part of itself";
+}
+
 TEST(Publish, IdempotencyKeyIsRefusedUntilServed) {
   Pgbusd server;
   auto client = server.Connect();
