@@ -37,6 +37,7 @@ absl::Status Serve(const config::Config& config) {
   WorkerPool pool("db", config.workers, static_cast<size_t>(config.max_queued_tasks));
   bus::BusOptions bus_options;
   bus_options.inline_payload_limit = config.inline_payload_limit;
+  bus_options.max_payload_bytes = config.max_payload_bytes;
   bus_options.publish_committers = config.publish_committers;
   bus_options.publish_max_batch = config.publish_max_batch;
   bus_options.poll_interval = absl::Milliseconds(config.poll_interval_ms);

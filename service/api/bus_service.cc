@@ -197,16 +197,92 @@ void SinkGuard::End(const absl::Status& status) {
   if (reactor_) reactor_->End(status);
 }
 
-// UploadPayload is part of the v1 contract; chunked payloads are not served
-// yet, so it answers UNIMPLEMENTED at once (and reads nothing).
-class UnimplementedUpload final : public grpc::ServerReadReactor<v1::UploadPayloadRequest> {
+// One UploadPayload stream. Reads one request at a time; the next read
+// starts only after the worker pool has written what the last one
+// completed, so a fast client cannot fill pgbusd's memory (backpressure
+// through HTTP/2 flow control). Ends with the handle, or deletes what was
+// stored.
+class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequest> {
  public:
-  UnimplementedUpload() {
-    Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                        "UploadPayload: payloads above the inline limit are not supported by "
-                        "this server yet; publish payloads up to the inline limit"));
+  UploadReactor(bus::Bus* bus, const CallContext& cc, grpc::CallbackServerContext* ctx,
+                v1::UploadPayloadResponse* resp)
+      : bus_(bus), pool_(cc.pool), tenant_(cc.TenantOf(ctx)), ctx_(ctx), resp_(resp) {
+    StartRead(&req_);
   }
-  void OnDone() override { delete this; }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      if (ctx_->IsCancelled()) return Fail(absl::CancelledError("the upload was cancelled"));
+      Submit([this] { Complete(); });
+      return;
+    }
+    if (first_) {
+      first_ = false;
+      topic_ = req_.topic();
+      compressed_ = req_.compressed();
+    }
+    if (!req_.sha256().empty()) client_sha256_ = req_.sha256();
+    if (req_.data().size() > static_cast<size_t>(bus::kChunkSize)) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat(
+          "data: at most ", bus::kChunkSize, " bytes per request; got ", req_.data().size())));
+    }
+    Submit([this, data = std::move(*req_.mutable_data())] {
+      absl::Status st;
+      if (!upload_) {
+        auto begun = bus_->BeginUpload(tenant_, topic_, compressed_);
+        if (!begun.ok()) return Fail(begun.status());
+        upload_ = *std::move(begun);
+      }
+      st = upload_->Append(data);
+      if (!st.ok()) return Fail(st);
+      StartRead(&req_);
+    });
+  }
+
+  void OnDone() override {
+    if (upload_ && !upload_->finished()) {
+      // Broke off: delete what was stored, off the gRPC thread.
+      std::shared_ptr<bus::Upload> upload = std::move(upload_);
+      if (!pool_->Submit([upload] { upload->Abort(); })) upload->Abort();
+    }
+    delete this;
+  }
+
+ private:
+  template <typename Fn>
+  void Submit(Fn fn) {
+    if (!pool_->Submit(std::move(fn))) Fail(absl::UnavailableError("server overloaded; retry"));
+  }
+
+  void Complete() {
+    if (!upload_) {  // no request at all, or only empty ones
+      auto begun = bus_->BeginUpload(tenant_, topic_, compressed_);
+      if (!begun.ok()) return Fail(begun.status());
+      upload_ = *std::move(begun);
+    }
+    if (ctx_->IsCancelled()) return Fail(absl::CancelledError("the upload was cancelled"));
+    auto result = upload_->Finish(client_sha256_);
+    if (!result.ok()) return Fail(result.status());
+    resp_->set_payload_handle(result->handle);
+    resp_->set_size(result->size);
+    resp_->set_sha256(result->sha256);
+    Finish(grpc::Status::OK);
+  }
+
+  // OnDone() deletes whatever an unfinished upload stored, on the pool.
+  void Fail(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
+
+  bus::Bus* const bus_;
+  WorkerPool* const pool_;
+  const std::string tenant_;
+  grpc::CallbackServerContext* const ctx_;
+  v1::UploadPayloadResponse* const resp_;
+  v1::UploadPayloadRequest req_;
+  bool first_ = true;
+  std::string topic_;
+  bool compressed_ = false;
+  std::string client_sha256_;
+  std::shared_ptr<bus::Upload> upload_;
 };
 
 }  // namespace
@@ -280,8 +356,8 @@ grpc::ServerUnaryReactor* BusService::Retrieve(grpc::CallbackServerContext* ctx,
 }
 
 grpc::ServerReadReactor<v1::UploadPayloadRequest>* BusService::UploadPayload(
-    grpc::CallbackServerContext*, v1::UploadPayloadResponse*) {
-  return new UnimplementedUpload();
+    grpc::CallbackServerContext* ctx, v1::UploadPayloadResponse* resp) {
+  return new UploadReactor(bus_, cc_, ctx, resp);
 }
 
 }  // namespace pgbus::api

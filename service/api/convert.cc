@@ -1,6 +1,7 @@
 #include "service/api/convert.h"
 
 #include "absl/strings/str_cat.h"
+#include "service/bus/upload.h"
 #include "service/common/status_macros.h"
 
 namespace pgbus::api {
@@ -84,16 +85,21 @@ absl::StatusOr<store::SubscriptionRecord> FromProto(const v1::Subscription& s) {
 
 absl::StatusOr<store::NewMessage> FromProto(int index, const v1::PublishMessage& m) {
   std::string at = absl::StrCat("messages[", index, "]");
+  store::NewMessage r;
   if (!m.payload_handle().empty()) {
-    return absl::UnimplementedError(absl::StrCat(
-        at, ".payload_handle: uploaded payloads are not supported by this server yet"));
+    if (!m.payload().empty() || !m.sha256().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          at, ": with payload_handle, leave payload and sha256 empty (the upload carries both)"));
+    }
+    auto id = bus::DecodePayloadHandle(m.payload_handle());
+    if (!id.ok()) return absl::InvalidArgumentError(absl::StrCat(at, ".", id.status().message()));
+    r.payload_id = *id;
   }
   if (!m.sha256().empty() && m.sha256().size() != 32) {
     return absl::InvalidArgumentError(absl::StrCat(
         at, ".sha256: must be the 32-byte SHA-256 digest of the payload (or empty); got ",
         m.sha256().size(), " bytes"));
   }
-  store::NewMessage r;
   r.payload = m.payload();
   r.attributes.insert(m.attributes().begin(), m.attributes().end());
   r.priority = m.priority();

@@ -1,13 +1,12 @@
 #include "service/bus/bus.h"
 
-#include <openssl/evp.h>
-
 #include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "service/bus/ack_id.h"
 #include "service/bus/validation.h"
+#include "service/common/sha256.h"
 #include "service/common/status_macros.h"
 #include "service/obs/log.h"
 
@@ -56,13 +55,6 @@ Bus::~Bus() { Shutdown(); }
 void Bus::Shutdown() {
   dispatcher_->Shutdown(absl::UnavailableError("server is shutting down; reconnect"));
   publisher_->Stop();
-}
-
-std::string Bus::Sha256(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  return std::string(reinterpret_cast<char*>(md), len);
 }
 
 absl::StatusOr<store::TopicRecord> Bus::CreateTopic(const std::string& tenant,
@@ -158,6 +150,7 @@ void Bus::Publish(const std::string& tenant, const std::string& topic,
     store::NewMessage& m = messages[i];
     st = ValidateMessage(static_cast<int>(i), m, options_.inline_payload_limit);
     if (!st.ok()) break;
+    if (m.payload_id) continue;  // the upload was hashed on the way in
     std::string digest = Sha256(m.payload);
     if (!m.sha256.empty() && m.sha256 != digest) {
       st = absl::DataLossError(absl::StrCat(
@@ -173,6 +166,13 @@ void Bus::Publish(const std::string& tenant, const std::string& topic,
     return;
   }
   publisher_->Publish(store::PublishItem{tenant, topic, std::move(messages)}, std::move(done));
+}
+
+absl::StatusOr<std::unique_ptr<Upload>> Bus::BeginUpload(const std::string& tenant,
+                                                         const std::string& topic,
+                                                         bool compressed) {
+  RETURN_IF_ERROR(ValidateName("topic", topic));
+  return Upload::Begin(store_, tenant, topic, options_.max_payload_bytes, compressed);
 }
 
 absl::StatusOr<std::shared_ptr<Stream>> Bus::Subscribe(const std::string& tenant,

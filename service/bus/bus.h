@@ -21,12 +21,14 @@
 #include "absl/status/statusor.h"
 #include "service/bus/dispatcher.h"
 #include "service/bus/publisher.h"
+#include "service/bus/upload.h"
 #include "service/store/store.h"
 
 namespace pgbus::bus {
 
 struct BusOptions {
   int64_t inline_payload_limit = 256 * 1024;
+  int64_t max_payload_bytes = int64_t{2} << 30;
   int publish_committers = 2;
   int publish_max_batch = 1000;
   absl::Duration poll_interval = absl::Milliseconds(500);
@@ -107,8 +109,9 @@ class Bus {
   // Ends streams with UNAVAILABLE and commits queued publishes.
   void Shutdown();
 
-  // SHA-256 of `data` (32 raw bytes).
-  static std::string Sha256(const std::string& data);
+  // Starts an UploadPayload (blocking). NOT_FOUND for an unknown topic.
+  absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const std::string& tenant,
+                                                      const std::string& topic, bool compressed);
 
   const Publisher& publisher() const { return *publisher_; }
 

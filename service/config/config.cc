@@ -85,6 +85,17 @@ const std::vector<Setting>& Settings() {
          return absl::OkStatus();
        },
        [](const Config& c) { return std::to_string(c.inline_payload_limit); }},
+      {"max_payload_bytes", "largest payload UploadPayload accepts (bytes)", false,
+       [](Config& c, const std::string& v) -> absl::Status {
+         int64_t n;
+         if (!absl::SimpleAtoi(v, &n) || n < 1 || n > (int64_t{1} << 40)) {
+           return absl::InvalidArgumentError(absl::StrCat(
+               "setting max_payload_bytes=\"", v, "\": expected bytes from 1 to 2^40"));
+         }
+         c.max_payload_bytes = n;
+         return absl::OkStatus();
+       },
+       [](const Config& c) { return std::to_string(c.max_payload_bytes); }},
       {"poll_interval_ms", "fallback poll for new messages (ms)", false,
        Int(&Config::poll_interval_ms, 10, 60000, "poll_interval_ms"),
        [](const Config& c) { return std::to_string(c.poll_interval_ms); }},

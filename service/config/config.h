@@ -34,6 +34,8 @@ struct Config {
   int publish_max_batch = 1000;
   // Largest payload carried inline by Publish and Subscribe.
   int64_t inline_payload_limit = 256 * 1024;
+  // Largest payload UploadPayload accepts.
+  int64_t max_payload_bytes = int64_t{2} << 30;
   // Fallback poll for publishes other replicas' NOTIFY did not announce, and
   // for redelivery of expired leases.
   int poll_interval_ms = 500;

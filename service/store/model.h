@@ -47,6 +47,8 @@ struct NewMessage {
   std::optional<absl::Duration> ttl;
   std::optional<absl::Time> deliver_at;
   std::string sha256;
+  // An uploaded payload (UploadPayload) instead of `payload`; 0: inline.
+  int64_t payload_id = 0;
 };
 
 // A stored message. `payload` is set only where the read asked for it.

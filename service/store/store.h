@@ -90,11 +90,28 @@ class Store {
       const std::string& tenant, const std::string& subscription,
       const std::vector<LeaseKey>& keys, absl::Duration deadline) = 0;
 
-  // The message's metadata and payload bytes [offset, offset + length).
-  // NOT_FOUND for an unknown or expired message; OUT_OF_RANGE when offset is
-  // past the payload's end.
+  // The message's metadata and payload bytes [offset, offset + length),
+  // verified against the stored checksums (the whole inline payload, or
+  // every chunk the range touches). NOT_FOUND for an unknown or expired
+  // message; OUT_OF_RANGE when offset is past the payload's end; DATA_LOSS
+  // when stored bytes no longer match their checksum.
   virtual absl::StatusOr<RetrieveResult> Retrieve(const std::string& tenant, int64_t id,
                                                   int64_t offset, int64_t length) = 0;
+
+  // Large payloads. An upload is created for a topic, filled chunk by chunk
+  // (each chunk with the SHA-256 of its bytes), then completed with the
+  // whole payload's size and SHA-256; until Publish attaches it to a
+  // message it can be deleted. CreatePayload: NOT_FOUND for an unknown
+  // topic. WriteChunk / CompletePayload: FAILED_PRECONDITION when the upload
+  // is not in progress.
+  virtual absl::StatusOr<int64_t> CreatePayload(const std::string& tenant,
+                                                const std::string& topic, int chunk_size,
+                                                bool compressed) = 0;
+  virtual absl::Status WriteChunk(const std::string& tenant, int64_t payload_id, int seq,
+                                  const std::string& sha256, const std::string& bytes) = 0;
+  virtual absl::Status CompletePayload(const std::string& tenant, int64_t payload_id,
+                                       int64_t size, const std::string& sha256) = 0;
+  virtual absl::Status DeletePayload(const std::string& tenant, int64_t payload_id) = 0;
 
   // Makes every retained message of the subscription's topic published at or
   // after `time` deliverable again. NOT_FOUND for an unknown subscription.

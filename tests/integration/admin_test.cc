@@ -50,7 +50,7 @@ TEST(Admin, MalformedNamesAreInvalidAndCreateNothing) {
   Pgbusd server;
   auto client = server.Connect();
   ASSERT_TRUE(client->CreateTopic("good").ok());
-  for (const std::string bad : {std::string(""), std::string(201, 'a'), std::string("-x"),
+  for (const std::string& bad : {std::string(""), std::string(201, 'a'), std::string("-x"),
                                 std::string("a b"), std::string("a/b"), std::string("ü")}) {
     auto t = client->CreateTopic(bad);
     EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument) << "topic " << bad;

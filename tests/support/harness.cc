@@ -117,6 +117,15 @@ int Pgbusd::Terminate() {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
+int64_t Pgbusd::StatusKiB(const std::string& field) const {
+  std::ifstream in("/proc/" + std::to_string(pid_) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
 std::string Pgbusd::Log() const {
   std::ifstream in(log_path_);
   std::stringstream ss;

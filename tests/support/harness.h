@@ -39,6 +39,9 @@ class Pgbusd {
   // The process's log so far.
   std::string Log() const;
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }
+  // A line of /proc/<pid>/status in KiB ("VmRSS", "VmHWM").
+  int64_t StatusKiB(const std::string& field) const;
 
  private:
   pid_t pid_ = -1;

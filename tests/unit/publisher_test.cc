@@ -69,6 +69,13 @@ class RecordingStore : public store::Store {
                 const std::string&, const std::vector<store::LeaseKey>&, absl::Duration)
   UNUSED_METHOD(absl::StatusOr<store::RetrieveResult>, Retrieve, const std::string&, int64_t,
                 int64_t, int64_t)
+  UNUSED_METHOD(absl::StatusOr<int64_t>, CreatePayload, const std::string&, const std::string&,
+                int, bool)
+  UNUSED_METHOD(absl::Status, WriteChunk, const std::string&, int64_t, int, const std::string&,
+                const std::string&)
+  UNUSED_METHOD(absl::Status, CompletePayload, const std::string&, int64_t, int64_t,
+                const std::string&)
+  UNUSED_METHOD(absl::Status, DeletePayload, const std::string&, int64_t)
   UNUSED_METHOD(absl::Status, Seek, const std::string&, const std::string&, absl::Time)
   UNUSED_METHOD(absl::StatusOr<store::StatsRecord>, GetStats, const std::string&,
                 const std::string&, const std::string&)

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <sstream>
 #include <utility>
 
 namespace pgbus {
@@ -161,28 +162,98 @@ absl::StatusOr<std::vector<v1::AckStatus>> Client::ModifyAckDeadline(
   return Statuses(resp);
 }
 
-absl::StatusOr<std::string> Client::RetrievePayload(const std::string& message_id) {
-  std::string payload;
+absl::StatusOr<v1::UploadPayloadResponse> Client::UploadPayload(const std::string& topic,
+                                                                std::istream& in,
+                                                                bool compressed,
+                                                                const Progress& progress) {
+  grpc::ClientContext ctx;
+  v1::UploadPayloadResponse resp;
+  auto writer = bus_->UploadPayload(&ctx, &resp);
+  std::string buffer(1 << 20, '\0');
+  v1::UploadPayloadRequest req;
+  req.set_topic(topic);
+  req.set_compressed(compressed);
+  int64_t sent = 0;
+  bool first = true;
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    std::streamsize n = in.gcount();
+    if (n <= 0 && !first) break;
+    req.set_data(buffer.data(), static_cast<size_t>(n));
+    if (!writer->Write(req)) break;  // the server ended the call; Finish says why
+    sent += n;
+    if (progress) progress(sent, -1);
+    req.Clear();
+    first = false;
+  }
+  writer->WritesDone();
+  if (auto st = FromGrpcStatus(writer->Finish()); !st.ok()) return st;
+  return resp;
+}
+
+absl::StatusOr<std::string> Client::PublishPayload(const std::string& topic,
+                                                   const std::string& data,
+                                                   int64_t inline_limit) {
+  v1::PublishMessage m;
+  if (static_cast<int64_t>(data.size()) <= inline_limit) {
+    m.set_payload(data);
+    m.set_sha256(Sha256(data));
+  } else {
+    std::istringstream in(data);
+    auto uploaded = UploadPayload(topic, in);
+    if (!uploaded.ok()) return uploaded.status();
+    if (uploaded->sha256() != Sha256(data)) {
+      return absl::DataLossError("the server's SHA-256 of the upload does not match the data");
+    }
+    m.set_payload_handle(uploaded->payload_handle());
+  }
+  std::vector<v1::PublishMessage> one;
+  one.push_back(std::move(m));
+  auto ids = Publish(topic, std::move(one));
+  if (!ids.ok()) return ids.status();
+  return ids->at(0);
+}
+
+absl::StatusOr<int64_t> Client::RetrievePayloadTo(const std::string& message_id,
+                                                  std::ostream& out,
+                                                  const Progress& progress) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> hash(EVP_MD_CTX_new(),
+                                                               &EVP_MD_CTX_free);
+  EVP_DigestInit_ex(hash.get(), EVP_sha256(), nullptr);
+  int64_t done = 0, size = -1;
   std::string expected_sha;
-  int64_t size = -1;
   do {
     grpc::ClientContext ctx;
     v1::RetrieveRequest req;
     req.set_message_id(message_id);
-    req.set_offset(static_cast<int64_t>(payload.size()));
+    req.set_offset(done);
     v1::RetrieveResponse resp;
     if (auto st = FromGrpcStatus(bus_->Retrieve(&ctx, req, &resp)); !st.ok()) return st;
     size = resp.message().size();
     expected_sha = resp.message().sha256();
-    if (resp.data().empty() && static_cast<int64_t>(payload.size()) < size) {
+    if (resp.data().empty() && done < size) {
       return absl::DataLossError("Retrieve returned no bytes before the payload's end");
     }
-    payload += resp.data();
-  } while (static_cast<int64_t>(payload.size()) < size);
-  if (Sha256(payload) != expected_sha) {
+    EVP_DigestUpdate(hash.get(), resp.data().data(), resp.data().size());
+    out.write(resp.data().data(), static_cast<std::streamsize>(resp.data().size()));
+    done += static_cast<int64_t>(resp.data().size());
+    if (progress) progress(done, size);
+  } while (done < size);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(hash.get(), md, &len);
+  if (std::string(reinterpret_cast<char*>(md), len) != expected_sha) {
     return absl::DataLossError("payload does not match its SHA-256");
   }
-  return payload;
+  if (!out) return absl::DataLossError("could not write the payload out");
+  return done;
+}
+
+absl::StatusOr<std::string> Client::RetrievePayload(const std::string& message_id) {
+  std::ostringstream out;
+  auto n = RetrievePayloadTo(message_id, out);
+  if (!n.ok()) return n.status();
+  return std::move(out).str();
 }
 
 std::unique_ptr<Subscriber> Client::Subscribe(v1::SubscribeRequest request) {

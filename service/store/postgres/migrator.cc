@@ -1,13 +1,12 @@
 #include "service/store/postgres/migrator.h"
 
-#include <openssl/evp.h>
-
 #include <cstdlib>
 #include <map>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "service/common/sha256.h"
 #include "service/obs/log.h"
 #include "service/store/postgres/connection.h"
 
@@ -34,10 +33,7 @@ int VersionOf(const char* name) {
 }
 
 std::string Sha256Hex(absl::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(md), len));
+  return absl::BytesToHexString(pgbus::Sha256(data));
 }
 
 }  // namespace

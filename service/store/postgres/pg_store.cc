@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/escaping.h"
+#include "service/common/sha256.h"
 #include "service/common/status_macros.h"
 #include "service/obs/log.h"
 #include "service/store/postgres/migrator.h"
@@ -48,7 +50,7 @@ SubscriptionRecord ReadSubscription(const pqxx::row& r) {
   return s;
 }
 
-// Columns 0..12 of PGBUS_MESSAGE_COLUMNS, binary format.
+// Columns 0..13 of PGBUS_MESSAGE_COLUMNS, binary format.
 MessageRecord ReadMessage(const BinaryRow& row) {
   MessageRecord m;
   m.id = row.Int8(0);
@@ -67,6 +69,7 @@ MessageRecord ReadMessage(const BinaryRow& row) {
   for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
     m.attributes.emplace(std::move(keys[i]), std::move(values[i]));
   }
+  m.payload_by_reference = row.Bool(13);
   return m;
 }
 
@@ -254,14 +257,15 @@ absl::Status PgStore::PublishTransaction(
     RETURN_IF_ERROR(conn->PrepareRaw(
         sql::kInsertMessagesName, sql::kInsertMessages,
         {kTextArray, kInt8Array, kInt8Array, kInt4Array, kTextArray, kTextArray, kTextArray,
-         kInt8Array, kByteaArray, kByteaArray, kTextArray, kTextArray, kInt8Array}));
+         kInt8Array, kByteaArray, kByteaArray, kTextArray, kTextArray, kInt8Array,
+         kInt8Array}));
     pqxx::work txn(*conn);
     std::set<TopicKey> touched;
     for (const auto& [tenant, indexes] : by_tenant) {
       txn.exec_prepared("pgbus_set_tenant", tenant);
       ArrayBuilder topic(kText), ttl(kInt8), deliver(kInt8), priority(kInt4), correlation(kText),
           ordering(kText), idempotency(kText), size(kInt8), sha(kBytea), payload(kBytea),
-          attr_key(kText), attr_value(kText), attr_owner(kInt8);
+          attr_key(kText), attr_value(kText), attr_owner(kInt8), payload_id(kInt8);
       auto text_or_null = [](ArrayBuilder& b, const std::string& v) {
         if (v.empty()) {
           b.AddNull();
@@ -291,6 +295,11 @@ absl::Status PgStore::PublishTransaction(
           size.Add(EncodeInt8(static_cast<int64_t>(m.payload.size())));
           sha.Add(m.sha256);
           payload.Add(m.payload);
+          if (m.payload_id) {
+            payload_id.Add(EncodeInt8(m.payload_id));
+          } else {
+            payload_id.AddNull();
+          }
           for (const auto& [k, v] : m.attributes) {
             attr_key.Add(k);
             attr_value.Add(v);
@@ -302,7 +311,7 @@ absl::Status PgStore::PublishTransaction(
           topic.Finish(),       ttl.Finish(),      deliver.Finish(),     priority.Finish(),
           correlation.Finish(), ordering.Finish(), idempotency.Finish(), size.Finish(),
           sha.Finish(),         payload.Finish(),  attr_key.Finish(),    attr_value.Finish(),
-          attr_owner.Finish()};
+          attr_owner.Finish(),  payload_id.Finish()};
       std::vector<Param> params;
       for (const auto& a : arrays) params.push_back(Param::Binary(a));
       ASSIGN_OR_RETURN(Result res, ExecRaw(*conn, sql::kInsertMessagesName, params));
@@ -380,10 +389,10 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
           BinaryRow row(res.get(), i);
           Delivery d;
           d.message = ReadMessage(row);
-          d.message.payload = row.Bytes(13);
-          d.attempt = row.Int4(14);
+          if (!row.IsNull(14)) d.message.payload = row.Bytes(14);
+          d.attempt = row.Int4(15);
           d.lease = lease;
-          d.lease_expiry = row.Timestamp(15);
+          d.lease_expiry = row.Timestamp(16);
           out.push_back(std::move(d));
         }
         return absl::OkStatus();
@@ -440,28 +449,117 @@ absl::StatusOr<RetrieveResult> PgStore::Retrieve(const std::string& tenant, int6
                                                  int64_t offset, int64_t length) {
   RetrieveResult out;
   RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work&, Connection& conn) {
-    RETURN_IF_ERROR(conn.PrepareRaw(sql::kRetrieveName, sql::kRetrieve, {kInt8, kInt4, kInt4}));
+    RETURN_IF_ERROR(conn.PrepareRaw(sql::kRetrieveName, sql::kRetrieve, {kInt8}));
     std::string id_bin = EncodeInt8(id);
-    // Inline payloads are far below 2 GiB; clamp so the int4 casts hold.
-    std::string off_bin = EncodeInt4(static_cast<int32_t>(std::min<int64_t>(offset, INT32_MAX)));
-    std::string len_bin = EncodeInt4(static_cast<int32_t>(std::min<int64_t>(length, INT32_MAX)));
-    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kRetrieveName,
-                                         {Param::Binary(id_bin), Param::Binary(off_bin),
-                                          Param::Binary(len_bin)}));
+    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kRetrieveName, {Param::Binary(id_bin)}));
     if (PQntuples(res.get()) == 0) {
       return absl::NotFoundError(absl::StrCat("message ", id, " not found (or expired)"));
     }
     BinaryRow row(res.get(), 0);
     out.message = ReadMessage(row);
-    if (offset > out.message.size) {
-      return absl::OutOfRangeError(absl::StrCat("offset ", offset, " is past the payload's end (",
-                                                out.message.size, " bytes)"));
+    const int64_t size = out.message.size;
+    if (offset > size) {
+      return absl::OutOfRangeError(
+          absl::StrCat("offset ", offset, " is past the payload's end (", size, " bytes)"));
     }
-    out.data = row.IsNull(13) ? std::string() : row.Bytes(13);
     out.offset = offset;
+    const int64_t n = std::min(length, size - offset);
+    if (row.IsNull(15)) {
+      // Inline: verify the whole payload, then cut the range.
+      std::string payload = row.IsNull(14) ? std::string() : row.Bytes(14);
+      if (Sha256(payload) != out.message.sha256) {
+        obs::Error("payload_corrupt", {{"message", std::to_string(id)}});
+        return absl::DataLossError(absl::StrCat(
+            "message ", id, ": the stored payload does not match its SHA-256"));
+      }
+      out.data = payload.substr(offset, n);
+      return absl::OkStatus();
+    }
+    if (n == 0) return absl::OkStatus();
+    // Chunked: read only the chunks the range touches, each verified.
+    const int64_t chunk = row.Int4(16);
+    const int64_t payload_id = row.Int8(15);
+    const int32_t first = static_cast<int32_t>(offset / chunk);
+    const int32_t last = static_cast<int32_t>((offset + n - 1) / chunk);
+    RETURN_IF_ERROR(conn.PrepareRaw(sql::kReadChunksName, sql::kReadChunks, {kInt8, kInt4, kInt4}));
+    std::string pid_bin = EncodeInt8(payload_id), first_bin = EncodeInt4(first),
+                last_bin = EncodeInt4(last);
+    ASSIGN_OR_RETURN(Result chunks, ExecRaw(conn, sql::kReadChunksName,
+                                            {Param::Binary(pid_bin), Param::Binary(first_bin),
+                                             Param::Binary(last_bin)}));
+    if (PQntuples(chunks.get()) != last - first + 1) {
+      return absl::DataLossError(absl::StrCat("message ", id, ": payload chunks are missing"));
+    }
+    out.data.reserve(n);
+    for (int r = 0; r < PQntuples(chunks.get()); ++r) {
+      BinaryRow c(chunks.get(), r);
+      int32_t seq = c.Int4(0);
+      const char* bytes = PQgetvalue(chunks.get(), r, 2);
+      int len = PQgetlength(chunks.get(), r, 2);
+      if (seq != first + r || Sha256(absl::string_view(bytes, len)) != c.Bytes(1)) {
+        obs::Error("payload_corrupt",
+                   {{"message", std::to_string(id)}, {"chunk", std::to_string(seq)}});
+        return absl::DataLossError(absl::StrCat(
+            "message ", id, ": stored chunk ", seq, " does not match its SHA-256"));
+      }
+      int64_t chunk_start = static_cast<int64_t>(seq) * chunk;
+      int64_t from = std::max<int64_t>(offset, chunk_start) - chunk_start;
+      int64_t to = std::min<int64_t>(offset + n, chunk_start + len) - chunk_start;
+      if (to > from) out.data.append(bytes + from, to - from);
+    }
     return absl::OkStatus();
   }));
   return out;
+}
+
+absl::StatusOr<int64_t> PgStore::CreatePayload(const std::string& tenant,
+                                               const std::string& topic, int chunk_size,
+                                               bool compressed) {
+  int64_t id = 0;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    pqxx::result r = txn.exec_params(sql::kCreatePayload, topic, chunk_size, compressed);
+    if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
+    id = r[0][0].as<int64_t>();
+    return absl::OkStatus();
+  }));
+  return id;
+}
+
+absl::Status PgStore::WriteChunk(const std::string& tenant, int64_t payload_id, int seq,
+                                 const std::string& sha256, const std::string& bytes) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::work&, Connection& conn) {
+    RETURN_IF_ERROR(conn.PrepareRaw(sql::kWriteChunkName, sql::kWriteChunk,
+                                    {kInt8, kInt4, kInt4, kBytea, kBytea}));
+    std::string pid = EncodeInt8(payload_id), seq_bin = EncodeInt4(seq),
+                size = EncodeInt4(static_cast<int32_t>(bytes.size()));
+    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kWriteChunkName,
+                                         {Param::Binary(pid), Param::Binary(seq_bin),
+                                          Param::Binary(size), Param::Binary(sha256),
+                                          Param::Binary(bytes)}));
+    if (PQntuples(res.get()) == 0) {
+      return absl::FailedPreconditionError("the upload is not in progress");
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgStore::CompletePayload(const std::string& tenant, int64_t payload_id,
+                                      int64_t size, const std::string& sha256) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    if (txn.exec_params(sql::kCompletePayload, payload_id, size,
+                        absl::BytesToHexString(sha256))
+            .empty()) {
+      return absl::FailedPreconditionError("the upload is not in progress");
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::Status PgStore::DeletePayload(const std::string& tenant, int64_t payload_id) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    txn.exec_params(sql::kDeletePayload, payload_id);
+    return absl::OkStatus();
+  });
 }
 
 absl::Status PgStore::Seek(const std::string& tenant, const std::string& subscription,

@@ -61,6 +61,13 @@ class PgStore : public Store {
                                                       absl::Duration deadline) override;
   absl::StatusOr<RetrieveResult> Retrieve(const std::string& tenant, int64_t id,
                                           int64_t offset, int64_t length) override;
+  absl::StatusOr<int64_t> CreatePayload(const std::string& tenant, const std::string& topic,
+                                        int chunk_size, bool compressed) override;
+  absl::Status WriteChunk(const std::string& tenant, int64_t payload_id, int seq,
+                          const std::string& sha256, const std::string& bytes) override;
+  absl::Status CompletePayload(const std::string& tenant, int64_t payload_id, int64_t size,
+                               const std::string& sha256) override;
+  absl::Status DeletePayload(const std::string& tenant, int64_t payload_id) override;
   absl::Status Seek(const std::string& tenant, const std::string& subscription,
                     absl::Time time) override;
   absl::StatusOr<StatsRecord> GetStats(const std::string& tenant, const std::string& topic,

@@ -79,39 +79,54 @@ inline constexpr char kDeleteSubscription[] =
 // per message, in publish order: $1 topic, $2 ttl ms (NULL: the topic's),
 // $3 deliver_at in µs since the Unix epoch (NULL: now), $4 priority,
 // $5 correlation id, $6 ordering key, $7 idempotency key, $8 size,
-// $9 sha256, $10 payload; attributes as three parallel arrays: $11 keys,
-// $12 values, $13 the 1-based index of the message each belongs to.
+// $9 sha256, $10 inline payload, $14 uploaded payload id (NULL: inline);
+// attributes as three parallel arrays: $11 keys, $12 values, $13 the
+// 1-based index of the message each belongs to.
 // Returns (id, topic) of the new rows; ids ascend in publish order (rows
 // are inserted in `ord` order and the identity increases). Messages of a
 // topic that does not exist are not inserted, so their topic is missing.
+// An oversize message or a bad payload handle raises (see migrations).
 inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
 inline constexpr char kInsertMessages[] =
     "WITH input AS ("
     "  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::text[],"
-    "    $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[]) WITH ORDINALITY"
-    "    AS i(topic, ttl_ms, deliver_us, priority, correlation_id, ordering_key,"
-    "      idempotency_key, size, sha256, payload, ord)), "
+    "    $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[], $14::int8[])"
+    "    WITH ORDINALITY AS i(topic, ttl_ms, deliver_us, priority, correlation_id,"
+    "      ordering_key, idempotency_key, size, sha256, payload, payload_id, ord)), "
     "attrs AS ("
     "  SELECT a.ord, jsonb_object_agg(a.k, a.v) AS attributes"
     "  FROM unnest($11::text[], $12::text[], $13::int8[]) AS a(k, v, ord) GROUP BY a.ord), "
-    "m AS ("
-    "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, deliver_at, priority,"
-    "    correlation_id, ordering_key, idempotency_key, attributes, size, sha256, payload)"
-    "  SELECT t.tenant_id, t.name,"
-    "    now() + least(coalesce(i.ttl_ms * interval '1 millisecond',"
-    "      coalesce(t.message_ttl, t.retention)), t.retention),"
-    "    'epoch'::timestamptz + i.deliver_us * interval '1 microsecond',"
-    "    i.priority, i.correlation_id, i.ordering_key, i.idempotency_key,"
-    "    coalesce(a.attributes, '{}'::jsonb),"
-    "    CASE WHEN t.max_message_bytes > 0 AND i.size > t.max_message_bytes"
-    "      THEN pgbus.reject_oversize(i.topic, i.size, t.max_message_bytes) ELSE i.size END,"
-    "    i.sha256, i.payload"
+    "src AS ("
+    "  SELECT i.*, t.tenant_id, t.retention, coalesce(t.message_ttl, t.retention) AS ttl,"
+    "    t.max_message_bytes,"
+    "    CASE WHEN i.payload_id IS NULL THEN i.size"
+    "      WHEN p.id IS NULL THEN pgbus.reject_handle(i.payload_id)"
+    "      ELSE p.size END AS real_size,"
+    "    coalesce(p.sha256, i.sha256) AS real_sha256"
     "  FROM input i"
     "  JOIN pgbus.topics t ON t.tenant_id = " PGBUS_TENANT " AND t.name = i.topic"
-    "  LEFT JOIN attrs a ON a.ord = i.ord"
-    "  ORDER BY i.ord"
+    "  LEFT JOIN pgbus.payloads p ON p.tenant_id = t.tenant_id AND p.id = i.payload_id"
+    "    AND p.topic = t.name AND p.state = 'complete' AND p.message_id IS NULL), "
+    "m AS ("
+    "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, deliver_at, priority,"
+    "    correlation_id, ordering_key, idempotency_key, attributes, size, sha256, payload,"
+    "    payload_id)"
+    "  SELECT src.tenant_id, src.topic,"
+    "    now() + least(coalesce(src.ttl_ms * interval '1 millisecond', src.ttl), src.retention),"
+    "    'epoch'::timestamptz + src.deliver_us * interval '1 microsecond',"
+    "    src.priority, src.correlation_id, src.ordering_key, src.idempotency_key,"
+    "    coalesce(a.attributes, '{}'::jsonb),"
+    "    CASE WHEN src.max_message_bytes > 0 AND src.real_size > src.max_message_bytes"
+    "      THEN pgbus.reject_oversize(src.topic, src.real_size, src.max_message_bytes)"
+    "      ELSE src.real_size END,"
+    "    src.real_sha256, src.payload, src.payload_id"
+    "  FROM src LEFT JOIN attrs a ON a.ord = src.ord"
+    "  ORDER BY src.ord"
     "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at), "
+    "    expires_at, payload_id), "
+    "u AS ("
+    "  UPDATE pgbus.payloads p SET message_id = m.id FROM m"
+    "  WHERE p.tenant_id = m.tenant_id AND p.id = m.payload_id), "
     "d AS ("
     "  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
     "    visible_at, expires_at)"
@@ -126,18 +141,19 @@ inline constexpr char kPublishChannel[] = "pgbus_publish";
 inline constexpr char kSubscriptionExists[] =
     "SELECT 1 FROM pgbus.subscriptions WHERE tenant_id = " PGBUS_TENANT " AND name = $1";
 
-// Columns 0..12 of every message read; see PgStore's ReadMessage().
+// Columns 0..13 of every message read; see PgStore's ReadMessage().
 #define PGBUS_MESSAGE_COLUMNS                                                  \
   "m.id, m.topic, m.priority, m.size, m.sha256, m.published_at, m.expires_at, " \
   "m.deliver_at, m.correlation_id, m.ordering_key, m.idempotency_key, "         \
   "ARRAY(SELECT key FROM jsonb_each_text(m.attributes)), "                     \
-  "ARRAY(SELECT value FROM jsonb_each_text(m.attributes))"
+  "ARRAY(SELECT value FROM jsonb_each_text(m.attributes)), "                   \
+  "(m.payload_id IS NOT NULL)"
 
 // Claims in one statement: locks up to $2 deliverable rows in claim order
 // (rows other claimers hold are skipped), keeps the prefix whose payloads
 // fit the byte budget $3 (always the first row), leases those to $4 until
 // now + $5 ms, and returns them with their messages. $1 subscription.
-// Columns: message 0..12, payload 13, attempt 14, lease expiry 15.
+// Columns: message 0..13, inline payload 14, attempt 15, lease expiry 16.
 inline constexpr char kClaimName[] = "pgbus_claim";
 inline constexpr char kClaim[] =
     "WITH locked AS ("
@@ -191,14 +207,51 @@ inline constexpr char kNack[] =
     " AND d.message_id = k.message_id AND d.attempts = k.attempts AND d.lease = k.lease"
     " RETURNING d.message_id, d.attempts, k.lease";
 
-// $1 id, $2 offset, $3 length. Columns: message 0..12, data 13.
+// $1 id. Columns: message 0..13, inline payload 14 (whole: it is verified
+// before any range of it is returned), payload id 15, chunk size 16.
 inline constexpr char kRetrieveName[] = "pgbus_retrieve";
 inline constexpr char kRetrieve[] =
-    "SELECT " PGBUS_MESSAGE_COLUMNS ", substring(m.payload FROM $2::int + 1 FOR $3::int)"
-    " FROM pgbus.messages m WHERE m.tenant_id = " PGBUS_TENANT " AND m.id = $1"
+    "SELECT " PGBUS_MESSAGE_COLUMNS ", m.payload, p.id, p.chunk_size"
+    " FROM pgbus.messages m LEFT JOIN pgbus.payloads p"
+    "  ON p.tenant_id = m.tenant_id AND p.id = m.payload_id"
+    " WHERE m.tenant_id = " PGBUS_TENANT " AND m.id = $1"
     " AND (m.expires_at IS NULL OR m.expires_at > now())";
 
-// $1 correlation id, $2 after id, $3 limit. Columns: message 0..12.
+// $1 payload id, $2 first seq, $3 last seq. Columns: seq, sha256, bytes.
+inline constexpr char kReadChunksName[] = "pgbus_read_chunks";
+inline constexpr char kReadChunks[] =
+    "SELECT seq, sha256, coalesce(data, data_raw) FROM pgbus.payload_chunks"
+    " WHERE tenant_id = " PGBUS_TENANT " AND payload_id = $1 AND seq BETWEEN $2 AND $3"
+    " ORDER BY seq";
+
+// $1 topic, $2 chunk size, $3 compressed. No row when the topic is missing.
+inline constexpr char kCreatePayload[] =
+    "INSERT INTO pgbus.payloads (tenant_id, topic, chunk_size, compressed)"
+    " SELECT t.tenant_id, t.name, $2, $3 FROM pgbus.topics t"
+    " WHERE t.tenant_id = " PGBUS_TENANT " AND t.name = $1 RETURNING id";
+
+// $1 payload id, $2 seq, $3 size, $4 sha256, $5 bytes. No row when the
+// upload is not (or no longer) in progress.
+inline constexpr char kWriteChunkName[] = "pgbus_write_chunk";
+inline constexpr char kWriteChunk[] =
+    "INSERT INTO pgbus.payload_chunks (tenant_id, payload_id, seq, size, sha256, data, data_raw)"
+    " SELECT p.tenant_id, p.id, $2, $3, $4,"
+    "  CASE WHEN p.compressed THEN NULL ELSE $5::bytea END,"
+    "  CASE WHEN p.compressed THEN $5::bytea END"
+    " FROM pgbus.payloads p WHERE p.tenant_id = " PGBUS_TENANT " AND p.id = $1"
+    " AND p.state = 'uploading' RETURNING seq";
+
+// $1 payload id, $2 size, $3 sha256 (hex).
+inline constexpr char kCompletePayload[] =
+    "UPDATE pgbus.payloads SET state = 'complete', size = $2, sha256 = decode($3, 'hex')"
+    " WHERE tenant_id = " PGBUS_TENANT " AND id = $1 AND state = 'uploading' RETURNING id";
+
+// An upload that broke off or failed its checksum. $1 payload id.
+inline constexpr char kDeletePayload[] =
+    "DELETE FROM pgbus.payloads WHERE tenant_id = " PGBUS_TENANT
+    " AND id = $1 AND message_id IS NULL";
+
+// $1 correlation id, $2 after id, $3 limit. Columns: message 0..13.
 inline constexpr char kListMessagesName[] = "pgbus_list_messages";
 inline constexpr char kListMessages[] =
     "SELECT " PGBUS_MESSAGE_COLUMNS " FROM pgbus.messages m"

@@ -11,6 +11,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <deque>
+#include <functional>
+#include <istream>
+#include <ostream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -75,8 +78,25 @@ class Client {
   absl::StatusOr<std::vector<v1::AckStatus>> ModifyAckDeadline(
       const std::string& subscription, const std::vector<std::string>& ack_ids,
       absl::Duration deadline);
-  // The whole payload, fetched in ranges and checked against the message's
-  // SHA-256 (DATA_LOSS on a mismatch).
+  // Progress callbacks get (bytes done, total bytes; -1 when unknown).
+  using Progress = std::function<void(int64_t, int64_t)>;
+
+  // Streams `in` to UploadPayload in 1 MiB requests; memory does not grow
+  // with the payload. Returns the handle, size and server SHA-256.
+  absl::StatusOr<v1::UploadPayloadResponse> UploadPayload(const std::string& topic,
+                                                          std::istream& in,
+                                                          bool compressed = false,
+                                                          const Progress& progress = {});
+  // Publishes a payload of any size: inline up to `inline_limit`, otherwise
+  // uploaded first and published by handle. Returns the message id.
+  absl::StatusOr<std::string> PublishPayload(const std::string& topic, const std::string& data,
+                                             int64_t inline_limit = 256 * 1024);
+  // Streams a message's payload to `out` in ranged Retrieve calls and
+  // checks the whole against the message's SHA-256 (DATA_LOSS on a
+  // mismatch). Returns the byte count.
+  absl::StatusOr<int64_t> RetrievePayloadTo(const std::string& message_id, std::ostream& out,
+                                            const Progress& progress = {});
+  // The whole payload in memory (small payloads), checked as above.
   absl::StatusOr<std::string> RetrievePayload(const std::string& message_id);
   std::unique_ptr<Subscriber> Subscribe(v1::SubscribeRequest request);
   std::unique_ptr<Subscriber> Subscribe(const std::string& subscription);

@@ -1,0 +1,78 @@
+#include "service/bus/upload.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "service/common/status_macros.h"
+
+namespace pgbus::bus {
+
+absl::StatusOr<std::unique_ptr<Upload>> Upload::Begin(store::Store* store, std::string tenant,
+                                                      const std::string& topic,
+                                                      int64_t max_bytes, bool compressed) {
+  ASSIGN_OR_RETURN(int64_t id, store->CreatePayload(tenant, topic, kChunkSize, compressed));
+  return std::unique_ptr<Upload>(new Upload(store, std::move(tenant), id, max_bytes));
+}
+
+absl::Status Upload::Append(absl::string_view data) {
+  if (size_ + static_cast<int64_t>(data.size()) > max_bytes_) {
+    Abort();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data: the payload exceeds this server's max_payload_bytes (", max_bytes_, ")"));
+  }
+  hash_.Update(data);
+  size_ += data.size();
+  while (!data.empty()) {
+    size_t take = std::min(data.size(), kChunkSize - buffer_.size());
+    buffer_.append(data.data(), take);
+    data.remove_prefix(take);
+    if (buffer_.size() == static_cast<size_t>(kChunkSize)) RETURN_IF_ERROR(Flush());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Upload::Flush() {
+  if (buffer_.empty()) return absl::OkStatus();
+  RETURN_IF_ERROR(store_->WriteChunk(tenant_, id_, seq_, Sha256(buffer_), buffer_));
+  ++seq_;
+  buffer_.clear();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Upload::Result> Upload::Finish(const std::string& client_sha256) {
+  absl::Status st = Flush();
+  Result result;
+  result.size = size_;
+  result.sha256 = hash_.Finish();
+  if (st.ok() && !client_sha256.empty() && client_sha256 != result.sha256) {
+    st = absl::DataLossError(absl::StrCat(
+        "sha256 does not match the ", size_, " bytes received: the payload was corrupted in "
+        "transit or the checksum is wrong; nothing was stored"));
+  }
+  if (st.ok()) st = store_->CompletePayload(tenant_, id_, size_, result.sha256);
+  if (!st.ok()) {
+    Abort();
+    return st;
+  }
+  finished_ = true;
+  result.handle = std::to_string(id_);
+  return result;
+}
+
+void Upload::Abort() {
+  if (finished_ || aborted_) return;
+  aborted_ = true;
+  buffer_.clear();
+  (void)store_->DeletePayload(tenant_, id_);  // best effort; see the note on orphans
+}
+
+absl::StatusOr<int64_t> DecodePayloadHandle(absl::string_view handle) {
+  int64_t v = 0;
+  if (!absl::SimpleAtoi(handle, &v) || v <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "payload_handle: \"", handle.substr(0, 64),
+        "\" is not a handle from UploadPayload; pass it unchanged"));
+  }
+  return v;
+}
+
+}  // namespace pgbus::bus

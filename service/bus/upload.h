@@ -1,0 +1,65 @@
+// One UploadPayload call: bytes stream in, are hashed as they pass, and
+// are written to the store in chunks of kChunkSize, so memory holds at most
+// one chunk plus one request whatever the payload's size.
+//
+// Thread safety: none; one caller at a time (the upload reactor runs one
+// task at a time). Append/Finish/Abort block on the store: call them from
+// the worker pool.
+#ifndef PGBUS_SERVICE_BUS_UPLOAD_H_
+#define PGBUS_SERVICE_BUS_UPLOAD_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "service/common/sha256.h"
+#include "service/store/store.h"
+
+namespace pgbus::bus {
+
+inline constexpr int kChunkSize = 1 << 20;
+
+class Upload {
+ public:
+  struct Result {
+    std::string handle;
+    int64_t size = 0;
+    std::string sha256;
+  };
+
+  // NOT_FOUND for an unknown topic.
+  static absl::StatusOr<std::unique_ptr<Upload>> Begin(store::Store* store, std::string tenant,
+                                                       const std::string& topic,
+                                                       int64_t max_bytes, bool compressed);
+  // INVALID_ARGUMENT past max_bytes (and the upload is aborted).
+  absl::Status Append(absl::string_view data);
+  // Writes the rest, compares `client_sha256` when given (DATA_LOSS on a
+  // mismatch, and nothing is kept), and completes the upload.
+  absl::StatusOr<Result> Finish(const std::string& client_sha256);
+  // Deletes everything stored so far. Idempotent; a no-op once finished.
+  void Abort();
+  bool finished() const { return finished_; }
+
+ private:
+  Upload(store::Store* store, std::string tenant, int64_t id, int64_t max_bytes)
+      : store_(store), tenant_(std::move(tenant)), id_(id), max_bytes_(max_bytes) {}
+  absl::Status Flush();
+
+  store::Store* const store_;
+  const std::string tenant_;
+  const int64_t id_;
+  const int64_t max_bytes_;
+  std::string buffer_;
+  int seq_ = 0;
+  int64_t size_ = 0;
+  Sha256Stream hash_;
+  bool finished_ = false;
+  bool aborted_ = false;
+};
+
+// Upload handles travel as decimal strings. INVALID_ARGUMENT otherwise.
+absl::StatusOr<int64_t> DecodePayloadHandle(absl::string_view handle);
+
+}  // namespace pgbus::bus
+
+#endif  // PGBUS_SERVICE_BUS_UPLOAD_H_
