@@ -41,6 +41,12 @@ CONF
     as_pg "$PGBIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 start >/dev/null \
       || { tail -20 "$dir/postgres.log" >&2; exit 1; }
   fi
+  # Running but unreachable (its socket file was removed, say): restart.
+  if ! "$PGBIN/pg_isready" -q -h "$sock" -t 5; then
+    echo "pg.sh: the cluster in $dir does not answer on $sock; restarting it" >&2
+    as_pg "$PGBIN/pg_ctl" -D "$data" -l "$dir/postgres.log" -m fast -w -t 60 restart >/dev/null \
+      || { tail -20 "$dir/postgres.log" >&2; exit 1; }
+  fi
   psql_su() { "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$sock" -U postgres -d postgres "$@"; }
   psql_su <<'SQL'
 SELECT 'CREATE ROLE pgbus_owner LOGIN NOSUPERUSER NOBYPASSRLS'

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 pgbusd="$build/pgbusd"
 
 if [ -z "${PGBUS_DATABASE_URL:-}" ]; then
-  eval "$(bash scripts/pg.sh start var/pg | sed 's/^\([A-Z_]*\)=\(.*\)$/export \1="\2"/')"
+  urls=$(bash scripts/pg.sh start var/pg) || { echo "run: could not start Postgres in ./var/pg" >&2; exit 1; }
+  eval "$(sed 's/^\([A-Z_]*\)=\(.*\)$/export \1="\2"/' <<<"$urls")"
   echo "run: throwaway Postgres in ./var/pg (stop: scripts/pg.sh stop var/pg)" >&2
 fi
 PGBUS_DATABASE_URL="${PGBUS_OWNER_DATABASE_URL:-$PGBUS_DATABASE_URL}" "$pgbusd" migrate

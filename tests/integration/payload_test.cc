@@ -2,11 +2,15 @@
 // ranged and verified Retrieve, integrity failures, clean-up, isolation.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
+#include <fstream>
 #include <random>
 #include <sstream>
 
 #include <pqxx/pqxx>
 
+#include "absl/strings/escaping.h"
 #include "absl/time/clock.h"
 #include "service/common/sha256.h"
 #include "tests/support/harness.h"
@@ -247,6 +251,63 @@ TEST_F(PayloadTest, AnotherTenantCannotRetrieveOrPublishIt) {
   v1::PublishMessage m;
   m.set_payload_handle(up->payload_handle());
   EXPECT_EQ(b->Publish("files", {m}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Runs the pgbus CLI; returns (exit code, stdout).
+std::pair<int, std::string> Cli(const std::string& target, const std::string& args) {
+  std::string cmd = std::string(PGBUS_CLI) + " --server " + target + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+TEST_F(PayloadTest, CliPublishesAndRetrievesFilesAndFailsOnCorruption) {
+  std::string dir = ::testing::TempDir();
+  std::string in = dir + "/cli-in.bin", out = dir + "/cli-out.bin";
+  std::string data = RandomBytes(5 * kChunk + 17, 99);
+  std::ofstream(in, std::ios::binary) << data;
+  auto [rc, published] = Cli(server_.target(), "publish --topic files --file " + in);
+  ASSERT_EQ(rc, 0) << published;
+  std::string id = published.substr(0, published.find('\t'));
+  EXPECT_NE(published.find(absl::BytesToHexString(Sha256(data))), std::string::npos) << published;
+  auto [rc2, retrieved] = Cli(server_.target(), "retrieve --id " + id + " --out " + out);
+  ASSERT_EQ(rc2, 0) << retrieved;
+  std::ifstream back(out, std::ios::binary);
+  std::string got((std::istreambuf_iterator<char>(back)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(got == data);
+  EXPECT_NE(Cli(server_.target(), "topics").second.find("files"), std::string::npos);
+  {
+    pqxx::connection conn(testing::OwnerDsn());
+    pqxx::work txn(conn);
+    txn.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", server_.tenant());
+    txn.exec("UPDATE pgbus.payload_chunks SET data = overlay(data placing '\\x00ff'::bytea "
+             "from 7) WHERE seq = 4");
+    txn.commit();
+  }
+  std::remove(out.c_str());
+  auto [rc3, failed] = Cli(server_.target(), "retrieve --id " + id + " --out " + out);
+  EXPECT_EQ(rc3, 3) << failed;  // DATA_LOSS
+  EXPECT_NE(failed.find("DATA_LOSS"), std::string::npos) << failed;
+  EXPECT_FALSE(std::ifstream(out).good()) << "a file that failed its check was left behind";
+}
+
+TEST_F(PayloadTest, CompressedPayloadsAreStoredWithoutRecompression) {
+  std::string data = RandomBytes(kChunk + 1, 5);
+  std::istringstream in(data);
+  auto up = client_->UploadPayload("files", in, /*compressed=*/true);
+  ASSERT_TRUE(up.ok()) << up.status();
+  EXPECT_EQ(CountAsOwner(server_.tenant(),
+                         "SELECT 1 FROM pgbus.payload_chunks WHERE data_raw IS NOT NULL"),
+            2);
+  v1::PublishMessage m;
+  m.set_payload_handle(up->payload_handle());
+  auto ids = client_->Publish("files", {m});
+  ASSERT_TRUE(ids.ok());
+  EXPECT_TRUE(*client_->RetrievePayload((*ids)[0]) == data);
 }
 
 }  // namespace

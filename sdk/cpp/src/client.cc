@@ -166,6 +166,12 @@ absl::StatusOr<v1::UploadPayloadResponse> Client::UploadPayload(const std::strin
                                                                 std::istream& in,
                                                                 bool compressed,
                                                                 const Progress& progress) {
+  // The SHA-256 is computed while the bytes stream out and sent in a last
+  // request: the server compares it with its own and keeps nothing on a
+  // mismatch (DATA_LOSS).
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> hash(EVP_MD_CTX_new(),
+                                                               &EVP_MD_CTX_free);
+  EVP_DigestInit_ex(hash.get(), EVP_sha256(), nullptr);
   grpc::ClientContext ctx;
   v1::UploadPayloadResponse resp;
   auto writer = bus_->UploadPayload(&ctx, &resp);
@@ -174,20 +180,32 @@ absl::StatusOr<v1::UploadPayloadResponse> Client::UploadPayload(const std::strin
   req.set_topic(topic);
   req.set_compressed(compressed);
   int64_t sent = 0;
-  bool first = true;
-  while (in) {
+  bool open = true;
+  while (open && in) {
     in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
     std::streamsize n = in.gcount();
-    if (n <= 0 && !first) break;
+    if (n <= 0) break;
+    EVP_DigestUpdate(hash.get(), buffer.data(), static_cast<size_t>(n));
     req.set_data(buffer.data(), static_cast<size_t>(n));
-    if (!writer->Write(req)) break;  // the server ended the call; Finish says why
+    open = writer->Write(req);  // false: the server ended the call; Finish says why
     sent += n;
     if (progress) progress(sent, -1);
     req.Clear();
-    first = false;
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(hash.get(), md, &len);
+  std::string digest(reinterpret_cast<char*>(md), len);
+  if (open) {
+    req.set_topic(topic);  // harmless when not first; needed for an empty payload
+    req.set_sha256(digest);
+    writer->Write(req);
   }
   writer->WritesDone();
   if (auto st = FromGrpcStatus(writer->Finish()); !st.ok()) return st;
+  if (resp.sha256() != digest) {
+    return absl::DataLossError("the server's SHA-256 of the upload does not match the data sent");
+  }
   return resp;
 }
 
@@ -200,11 +218,8 @@ absl::StatusOr<std::string> Client::PublishPayload(const std::string& topic,
     m.set_sha256(Sha256(data));
   } else {
     std::istringstream in(data);
-    auto uploaded = UploadPayload(topic, in);
+    auto uploaded = UploadPayload(topic, in);  // checksummed end to end
     if (!uploaded.ok()) return uploaded.status();
-    if (uploaded->sha256() != Sha256(data)) {
-      return absl::DataLossError("the server's SHA-256 of the upload does not match the data");
-    }
     m.set_payload_handle(uploaded->payload_handle());
   }
   std::vector<v1::PublishMessage> one;
