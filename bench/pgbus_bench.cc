@@ -12,6 +12,13 @@
 #include <thread>
 #include <vector>
 
+#include <libpq-fe.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <streambuf>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -72,10 +79,84 @@ int64_t NowNanos() {
       .count();
 }
 
+std::string RandomBytes(size_t n) {
+  std::mt19937_64 rng(7);
+  std::string s(n, '\0');
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&s[i], &v, 8);
+  }
+  return s;
+}
+
+// Discards what is written (the download is hashed by the SDK on the way).
+class NullBuf : public std::streambuf {
+ protected:
+  int overflow(int c) override { return c; }
+  std::streamsize xsputn(const char*, std::streamsize n) override { return n; }
+};
+
+int64_t StatusKiB(int pid, const std::string& field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// The floor: the same bytes as 1 MiB bytea chunks, inserted one
+// transaction each (as pgbus commits them) and selected one by one in
+// binary format, straight through libpq. Returns {insert MB/s, select MB/s}.
+std::pair<double, double> PlainPostgres(const std::string& dsn, const std::string& data) {
+  PGconn* conn = PQconnectdb(dsn.c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::fprintf(stderr, "reference: %s", PQerrorMessage(conn));
+    std::exit(1);
+  }
+  auto exec = [&](const char* sql) { PQclear(PQexec(conn, sql)); };
+  exec("DROP TABLE IF EXISTS pgbus_bench_chunks");
+  exec("CREATE TABLE pgbus_bench_chunks (seq int PRIMARY KEY, data bytea)");
+  exec("ALTER TABLE pgbus_bench_chunks ALTER COLUMN data SET COMPRESSION lz4");
+  const size_t chunk = 1 << 20;
+  auto start = Clock::now();
+  for (size_t off = 0, seq = 0; off < data.size(); off += chunk, ++seq) {
+    std::string seq_text = std::to_string(seq);
+    const char* values[] = {seq_text.c_str(), data.data() + off};
+    int lengths[] = {0, static_cast<int>(std::min(chunk, data.size() - off))};
+    int formats[] = {0, 1};
+    PGresult* r = PQexecParams(conn, "INSERT INTO pgbus_bench_chunks VALUES ($1, $2)", 2,
+                               nullptr, values, lengths, formats, 1);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) std::fprintf(stderr, "%s", PQerrorMessage(conn));
+    PQclear(r);
+  }
+  double insert = data.size() / Seconds(start) / 1e6;
+  start = Clock::now();
+  size_t got = 0;
+  for (size_t seq = 0; seq * chunk < data.size(); ++seq) {
+    std::string seq_text = std::to_string(seq);
+    const char* values[] = {seq_text.c_str()};
+    PGresult* r = PQexecParams(conn, "SELECT data FROM pgbus_bench_chunks WHERE seq = $1", 1,
+                               nullptr, values, nullptr, nullptr, 1);
+    got += PQgetlength(r, 0, 0);
+    PQclear(r);
+  }
+  double select = got / Seconds(start) / 1e6;
+  exec("DROP TABLE pgbus_bench_chunks");
+  PQfinish(conn);
+  return {insert, select};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string target;
+  std::string target, owner_dsn;
+  int pgbusd_pid = 0;
+  int64_t large_mib = 256, rss_mib = 1024;
   double seconds = 3;
   int rounds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -83,6 +164,10 @@ int main(int argc, char** argv) {
     if (flag == "--target") target = argv[i + 1];
     if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
     if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
+    if (flag == "--owner-dsn") owner_dsn = argv[i + 1];
+    if (flag == "--pgbusd-pid") pgbusd_pid = std::stoi(argv[i + 1]);
+    if (flag == "--large-mib") large_mib = std::stoll(argv[i + 1]);
+    if (flag == "--rss-mib") rss_mib = std::stoll(argv[i + 1]);
   }
   if (target.empty()) {
     std::fprintf(stderr, "usage: pgbus_bench --target host:port [--seconds S] [--rounds N]\n");
@@ -198,5 +283,58 @@ int main(int argc, char** argv) {
   std::printf("| publish -> receive latency p99 at %d msg/s (ms) | %.2f | %.2f (no-op round trip) | %.1f |\n",
               kLatencyRate, p99, r99, p99 / r99);
   std::printf("\n(%zu messages received in the latency run)\n", latencies_ms.size());
+
+  // Large payloads.
+  if (owner_dsn.empty() || large_mib <= 0) return 0;
+  const std::string big = RandomBytes(static_cast<size_t>(large_mib) << 20);
+  auto start = Clock::now();
+  std::istringstream in(big);
+  auto up = client.UploadPayload(pub_topic, in);
+  if (!up.ok()) {
+    std::fprintf(stderr, "upload failed: %s\n", up.status().ToString().c_str());
+    return 1;
+  }
+  pgbus::v1::PublishMessage handle;
+  handle.set_payload_handle(up->payload_handle());
+  std::vector<pgbus::v1::PublishMessage> one;
+  one.push_back(handle);
+  auto ids = client.Publish(pub_topic, std::move(one));
+  double up_mbs = big.size() / Seconds(start) / 1e6;
+  if (!ids.ok()) return 1;
+  start = Clock::now();
+  NullBuf sink_buf;
+  std::ostream sink(&sink_buf);
+  auto n = client.RetrievePayloadTo((*ids)[0], sink);
+  double down_mbs = big.size() / Seconds(start) / 1e6;
+  if (!n.ok()) {
+    std::fprintf(stderr, "retrieve failed: %s\n", n.status().ToString().c_str());
+    return 1;
+  }
+  auto [ref_up, ref_down] = PlainPostgres(owner_dsn, big);
+  std::printf("\n| large payloads (%lld MiB, random bytes) | pgbus | plain Postgres, same bytes as 1 MiB bytea chunks | ratio |\n|---|---|---|---|\n",
+              static_cast<long long>(large_mib));
+  std::printf("| upload MB/s (UploadPayload + Publish, SHA-256 both ends) | %.0f | %.0f (INSERT per chunk) | %.2f |\n",
+              up_mbs, ref_up, up_mbs / ref_up);
+  std::printf("| download MB/s (ranged Retrieve, verified) | %.0f | %.0f (SELECT per chunk, binary) | %.2f |\n",
+              down_mbs, ref_down, down_mbs / ref_down);
+
+  if (pgbusd_pid <= 0 || rss_mib <= 0) return 0;
+  const int64_t rss_before = StatusKiB(pgbusd_pid, "VmRSS");
+  {
+    const std::string huge = RandomBytes(static_cast<size_t>(rss_mib) << 20);
+    std::istringstream huge_in(huge);
+    auto huge_up = client.UploadPayload(pub_topic, huge_in);
+    if (!huge_up.ok()) return 1;
+    pgbus::v1::PublishMessage h;
+    h.set_payload_handle(huge_up->payload_handle());
+    std::vector<pgbus::v1::PublishMessage> v;
+    v.push_back(h);
+    auto huge_ids = client.Publish(pub_topic, std::move(v));
+    if (!huge_ids.ok()) return 1;
+    if (!client.RetrievePayloadTo((*huge_ids)[0], sink).ok()) return 1;
+  }
+  const int64_t peak = StatusKiB(pgbusd_pid, "VmHWM");
+  std::printf("\npgbusd peak RSS growth during a %lld MiB round trip: %.1f MiB (RSS before: %.1f MiB)\n",
+              static_cast<long long>(rss_mib), (peak - rss_before) / 1024.0, rss_before / 1024.0);
   return 0;
 }

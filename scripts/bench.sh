@@ -13,4 +13,5 @@ PGBUS_DATABASE_URL="host=$dir/run dbname=pgbus user=pgbus_app" \
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; bash tests/pg_fixture.sh stop "$dir"' EXIT
 for _ in $(seq 100); do [ -s "$port_file" ] && break; sleep 0.1; done
-"$build/bench/pgbus_bench" --target "127.0.0.1:$(cat "$port_file")" "${@:2}"
+"$build/bench/pgbus_bench" --target "127.0.0.1:$(cat "$port_file")" \
+  --owner-dsn "host=$dir/run dbname=pgbus user=pgbus_owner" --pgbusd-pid "$pid" "${@:2}"

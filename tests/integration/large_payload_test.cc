@@ -3,9 +3,12 @@
 // payload because it streams chunk by chunk both ways.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <random>
+#include <thread>
 #include <sstream>
 
+#include "absl/time/clock.h"
 #include "service/common/sha256.h"
 #include "tests/support/harness.h"
 
@@ -28,9 +31,29 @@ TEST(LargePayload, QuarterGibibyteRoundTripInBoundedMemory) {
   const int64_t rss_before = server.StatusKiB("VmRSS");
   ASSERT_GT(rss_before, 0);
 
-  std::istringstream in(data);
-  auto up = client->UploadPayload("big", in);
+  // While the upload streams, other calls are served: a small message is
+  // published and received before the upload is over.
+  ASSERT_TRUE(client->CreateTopic("small").ok());
+  ASSERT_TRUE(client->CreateSubscription("small-sub", "small").ok());
+  auto sub = client->Subscribe("small-sub");
+  std::atomic<bool> upload_done{false};
+  absl::StatusOr<v1::UploadPayloadResponse> up = absl::UnknownError("not run");
+  std::thread uploader([&] {
+    std::istringstream in(data);
+    up = client->UploadPayload("big", in);
+    upload_done = true;
+  });
+  absl::SleepFor(absl::Milliseconds(500));  // well into the upload
+  bool small_before_upload_end = false;
+  if (!upload_done) {
+    auto published = client->Publish("small", "ping");
+    auto got = testing::Receive(*sub, 1, absl::Seconds(30));
+    small_before_upload_end = published.ok() && got.size() == 1 && !upload_done;
+  }
+  uploader.join();
   ASSERT_TRUE(up.ok()) << up.status();
+  EXPECT_TRUE(small_before_upload_end)
+      << "a small publish/receive was not served while the upload ran";
   EXPECT_EQ(up->size(), kSize);
   EXPECT_EQ(up->sha256(), Sha256(data));
   v1::PublishMessage m;
