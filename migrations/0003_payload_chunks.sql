@@ -43,20 +43,25 @@ ALTER TABLE pgbus.payload_chunks ALTER COLUMN data_raw SET STORAGE EXTERNAL;
 
 ALTER TABLE pgbus.messages ADD COLUMN payload_id bigint;
 
-DO $$
-DECLARE
-  t text;
+-- What 0001 did inline for its tables, as one function every later
+-- migration calls for each new table holding tenant data.
+CREATE FUNCTION pgbus.isolate_tenant_table(tbl regclass)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
 BEGIN
-  FOREACH t IN ARRAY ARRAY['payloads', 'payload_chunks'] LOOP
-    EXECUTE format('ALTER TABLE pgbus.%I ENABLE ROW LEVEL SECURITY', t);
-    EXECUTE format('ALTER TABLE pgbus.%I FORCE ROW LEVEL SECURITY', t);
-    EXECUTE format(
-      'CREATE POLICY tenant_isolation ON pgbus.%I '
-      'USING (tenant_id = (SELECT current_setting(''pgbus.tenant_id'', true))) '
-      'WITH CHECK (tenant_id = (SELECT current_setting(''pgbus.tenant_id'', true)))', t);
-  END LOOP;
+  EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', tbl);
+  EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', tbl);
+  EXECUTE format(
+    'CREATE POLICY tenant_isolation ON %s '
+    'USING (tenant_id = (SELECT current_setting(''pgbus.tenant_id'', true))) '
+    'WITH CHECK (tenant_id = (SELECT current_setting(''pgbus.tenant_id'', true)))', tbl);
 END
 $$;
+REVOKE ALL ON FUNCTION pgbus.isolate_tenant_table(regclass) FROM PUBLIC;
+
+SELECT pgbus.isolate_tenant_table('pgbus.payloads');
+SELECT pgbus.isolate_tenant_table('pgbus.payload_chunks');
 
 -- Publish refuses a handle that is unknown, still uploading, already
 -- published, or uploaded for another topic (SQLSTATE 22023,

@@ -76,34 +76,41 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
     }
   }
 
-  bool Send(std::vector<store::Delivery> batch) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_) return false;
-      writing_ = true;
-      response_.Clear();
-      for (auto& d : batch) {
-        auto* rm = response_.add_messages();
-        rm->set_ack_id(bus::EncodeAckId({d.message.id, d.attempt, d.lease}));
-        rm->set_delivery_attempt(d.attempt);
-        ToProto(d.message, rm->mutable_message());
-      }
+  // Takes the batch for writing; false once the stream is finishing. A true
+  // return pins the reactor (no Finish, so no OnDone) until the write
+  // completes, so the caller may StartWrite() without holding any lock.
+  bool PrepareSend(std::vector<store::Delivery> batch) {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return false;
+    writing_ = true;
+    response_.Clear();
+    for (auto& d : batch) {
+      auto* rm = response_.add_messages();
+      rm->set_ack_id(bus::EncodeAckId({d.message.id, d.attempt, d.lease}));
+      rm->set_delivery_attempt(d.attempt);
+      ToProto(d.message, rm->mutable_message());
     }
-    StartWrite(&response_);  // outside mu_: OnWriteDone may take it
     return true;
+  }
+  void WritePrepared() { StartWrite(&response_); }
+
+  // Marks the stream finished; returns the status to Finish() with now, or
+  // nothing when a write or the start-up will finish it (or it already
+  // was). Only the caller that gets a status calls Finish, so the reactor
+  // stays alive until it does.
+  std::optional<grpc::Status> PrepareEnd(const absl::Status& status) {
+    absl::MutexLock lock(&mu_);
+    if (finished_) return std::nullopt;
+    finished_ = true;
+    if (writing_ || starting_) {
+      pending_finish_ = ToGrpcStatus(status);
+      return std::nullopt;
+    }
+    return ToGrpcStatus(status);
   }
 
   void End(const absl::Status& status) {
-    {
-      absl::MutexLock lock(&mu_);
-      if (finished_) return;
-      finished_ = true;
-      if (writing_ || starting_) {
-        pending_finish_ = ToGrpcStatus(status);
-        return;
-      }
-    }
-    Finish(ToGrpcStatus(status));
+    if (auto finish = PrepareEnd(status)) Finish(*finish);
   }
 
   void OnWriteDone(bool ok) override {
@@ -187,14 +194,30 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
   v1::SubscribeResponse response_;
 };
 
+// The guard's lock covers only "is the reactor alive" and its state change;
+// StartWrite and Finish run after it is released, because gRPC may run
+// OnWriteDone or OnDone (which detaches under this lock) inline.
 bool SinkGuard::Send(std::vector<store::Delivery> batch) {
-  absl::MutexLock lock(&mu_);
-  return reactor_ != nullptr && reactor_->Send(std::move(batch));
+  SubscribeReactor* reactor;
+  {
+    absl::MutexLock lock(&mu_);
+    reactor = reactor_;
+    if (reactor == nullptr || !reactor->PrepareSend(std::move(batch))) return false;
+  }
+  reactor->WritePrepared();
+  return true;
 }
 
 void SinkGuard::End(const absl::Status& status) {
-  absl::MutexLock lock(&mu_);
-  if (reactor_) reactor_->End(status);
+  SubscribeReactor* reactor;
+  std::optional<grpc::Status> finish;
+  {
+    absl::MutexLock lock(&mu_);
+    reactor = reactor_;
+    if (reactor == nullptr) return;
+    finish = reactor->PrepareEnd(status);
+  }
+  if (finish) reactor->Finish(*finish);
 }
 
 // One UploadPayload stream. Reads one request at a time; the next read

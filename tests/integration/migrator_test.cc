@@ -28,14 +28,7 @@ TEST(Migrator, SecondRunAppliesNothing) {
 
 TEST(Migrator, ReplicasStartingTogetherTakeTurns) {
   // A fresh database, migrated by four migrators at once.
-  {
-    pqxx::connection su(testing::SuperuserDsn());
-    pqxx::nontransaction q(su);
-    q.exec("DROP DATABASE IF EXISTS pgbus_race");
-    q.exec("CREATE DATABASE pgbus_race OWNER pgbus_owner");
-  }
-  std::string dsn = testing::OwnerDsn();
-  dsn.replace(dsn.find("dbname=pgbus"), 12, "dbname=pgbus_race");
+  std::string dsn = testing::CreateEmptyDatabase("pgbus_race", "pgbus_owner");
   std::vector<absl::StatusOr<int>> results(4, absl::UnknownError("not run"));
   std::vector<std::thread> threads;
   for (int i = 0; i < 4; ++i) {

@@ -12,7 +12,8 @@ namespace {
 
 using testing::Pgbusd;
 
-const char* const kTables[] = {"tenants", "topics", "subscriptions", "messages", "deliveries"};
+const char* const kTables[] = {"tenants",    "topics",   "subscriptions", "messages",
+                               "deliveries", "payloads", "payload_chunks"};
 
 class RlsTest : public ::testing::Test {
  protected:
@@ -48,6 +49,24 @@ TEST_F(RlsTest, AppRoleOwnsNothingAndCannotBypass) {
     EXPECT_TRUE(rls[0].as<bool>()) << table << ": RLS not enabled";
     EXPECT_TRUE(rls[1].as<bool>()) << table << ": RLS not forced";
   }
+}
+
+TEST_F(RlsTest, EveryTableWithTenantDataIsIsolated) {
+  // From the catalog, so a table added later without isolation fails here.
+  pqxx::connection conn(testing::AppDsn());
+  pqxx::work txn(conn);
+  pqxx::result missing = txn.exec(
+      "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+      " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'"
+      " WHERE n.nspname = 'pgbus' AND c.relkind = 'r' AND (NOT c.relrowsecurity"
+      "  OR NOT c.relforcerowsecurity"
+      "  OR NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = c.oid))");
+  for (const auto& row : missing) ADD_FAILURE() << row[0].as<std::string>() << " is not isolated";
+  EXPECT_GE(txn.exec1("SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+                      " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'pgbus'"
+                      " AND c.relkind = 'r' AND a.attname = 'tenant_id'")[0]
+                .as<int>(),
+            7);
 }
 
 TEST_F(RlsTest, NoTenantSetSeesNothing) {

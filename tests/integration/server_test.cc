@@ -92,14 +92,7 @@ TEST(Server, SigtermEndsStreamsWithUnavailableAndExitsZero) {
 }
 
 TEST(Server, RefusesToServeAnUnmigratedDatabase) {
-  {
-    pqxx::connection su(testing::SuperuserDsn());
-    pqxx::nontransaction q(su);
-    q.exec("DROP DATABASE IF EXISTS pgbus_empty");
-    q.exec("CREATE DATABASE pgbus_empty OWNER pgbus_owner");
-  }
-  std::string dsn = testing::AppDsn();
-  dsn.replace(dsn.find("dbname=pgbus"), 12, "dbname=pgbus_empty");
+  std::string dsn = testing::CreateEmptyDatabase("pgbus_empty", "pgbus_app");
   try {
     Pgbusd server({}, "", dsn);
     FAIL() << "pgbusd served an unmigrated database";

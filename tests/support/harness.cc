@@ -47,6 +47,14 @@ std::string OwnerDsn() { return Dsn("pgbus_owner"); }
 std::string AppDsn() { return Dsn("pgbus_app"); }
 std::string SuperuserDsn() { return Dsn("postgres"); }
 
+std::string CreateEmptyDatabase(const std::string& name, const std::string& role) {
+  pqxx::connection su(SuperuserDsn());
+  pqxx::nontransaction q(su);
+  q.exec("DROP DATABASE IF EXISTS " + su.quote_name(name));
+  q.exec("CREATE DATABASE " + su.quote_name(name) + " OWNER pgbus_owner");
+  return absl::StrCat("host=", PgDir(), "/run dbname=", name, " user=", role);
+}
+
 std::string UniqueName(const std::string& prefix) {
   static std::mt19937_64 rng(std::random_device{}());
   return absl::StrCat(prefix, "-", absl::Hex(rng() & 0xffffffffffff));

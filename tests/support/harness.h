@@ -18,6 +18,10 @@ std::string OwnerDsn();
 std::string AppDsn();
 std::string SuperuserDsn();
 
+// Drops and creates database `name`, owned by pgbus_owner; returns the DSN
+// of `role` ("pgbus_owner" or "pgbus_app") for it.
+std::string CreateEmptyDatabase(const std::string& name, const std::string& role);
+
 // A unique name ("prefix-<random>") so tests never collide.
 std::string UniqueName(const std::string& prefix);
 
