@@ -289,6 +289,53 @@ TEST_F(SubscribeTest, RetrieveReturnsTheBytesAndAnyRange) {
   EXPECT_EQ(client_->RetrievePayload("abc").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+v1::PublishMessage Keyed(const std::string& payload, const std::string& key) {
+  v1::PublishMessage m = Msg(payload);
+  m.set_ordering_key(key);
+  return m;
+}
+
+TEST_F(SubscribeTest, OrderingKeyHoldsLaterMessagesUntilTheEarlierIsAcked) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
+  ASSERT_TRUE(client_->Publish("t", {Keyed("a1", "k1"), Keyed("a2", "k1"), Msg("x"),
+                                     Keyed("b1", "k2"), Keyed("a3", "k1")})
+                  .ok());
+  // Two competing streams: neither may get a2 while a1 is unacked.
+  auto s1 = client_->Subscribe("s");
+  auto s2 = client_->Subscribe("s");
+  std::map<std::string, std::string> ack;  // payload -> ack id
+  auto collect = [&](absl::Duration d) {
+    std::vector<std::string> got;
+    for (Subscriber* sub : {s1.get(), s2.get()}) {
+      for (const auto& m : Receive(*sub, 10, d)) {
+        got.push_back(m.message().payload());
+        ack[m.message().payload()] = m.ack_id();
+      }
+    }
+    std::sort(got.begin(), got.end());
+    return got;
+  };
+  EXPECT_EQ(collect(absl::Seconds(2)), (std::vector<std::string>{"a1", "b1", "x"}));
+  ASSERT_TRUE(client_->Ack("s", {ack["a1"], ack["b1"], ack["x"]}).ok());
+  EXPECT_EQ(collect(absl::Seconds(2)), (std::vector<std::string>{"a2"}));
+  ASSERT_TRUE(client_->Ack("s", {ack["a2"]}).ok());
+  EXPECT_EQ(collect(absl::Seconds(2)), (std::vector<std::string>{"a3"}));
+}
+
+TEST_F(SubscribeTest, ANackedOrderingHeadIsRedeliveredBeforeItsSuccessor) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(600)).ok());
+  ASSERT_TRUE(client_->Publish("t", {Keyed("first", "k"), Keyed("second", "k")}).ok());
+  auto sub = client_->Subscribe("s");
+  auto got = Receive(*sub, 2, absl::Seconds(2));
+  ASSERT_EQ(Payloads(got), (std::vector<std::string>{"first"}));
+  ASSERT_TRUE(client_->ModifyAckDeadline("s", {got[0].ack_id()}, absl::ZeroDuration()).ok());
+  auto again = Receive(*sub, 2, absl::Seconds(2));
+  ASSERT_EQ(Payloads(again), (std::vector<std::string>{"first"}));
+  EXPECT_EQ(again[0].delivery_attempt(), 2);
+  ASSERT_TRUE(client_->Ack("s", {again[0].ack_id()}).ok());
+  EXPECT_EQ(Payloads(Receive(*sub, 1, absl::Seconds(5))), (std::vector<std::string>{"second"}));
+}
+
 TEST_F(SubscribeTest, SeekReplaysAckedMessagesPublishedSinceTheTime) {
   ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
   ASSERT_TRUE(client_->Publish("t", "old").ok());

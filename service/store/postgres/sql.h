@@ -123,15 +123,16 @@ inline constexpr char kInsertMessages[] =
     "  FROM src LEFT JOIN attrs a ON a.ord = src.ord"
     "  ORDER BY src.ord"
     "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at, payload_id), "
+    "    expires_at, payload_id, ordering_key), "
     "u AS ("
     "  UPDATE pgbus.payloads p SET message_id = m.id FROM m"
     "  WHERE p.tenant_id = m.tenant_id AND p.id = m.payload_id), "
     "d AS ("
     "  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
-    "    visible_at, expires_at)"
+    "    visible_at, expires_at, ordering_key)"
     "  SELECT m.tenant_id, s.name, m.id, m.priority, m.size,"
-    "    greatest(coalesce(m.deliver_at, m.published_at), m.published_at), m.expires_at"
+    "    greatest(coalesce(m.deliver_at, m.published_at), m.published_at), m.expires_at,"
+    "    m.ordering_key"
     "  FROM m JOIN pgbus.subscriptions s ON s.tenant_id = m.tenant_id AND s.topic = m.topic) "
     "SELECT id, topic FROM m ORDER BY id";
 
@@ -150,16 +151,22 @@ inline constexpr char kSubscriptionExists[] =
   "(m.payload_id IS NOT NULL)"
 
 // Claims in one statement: locks up to $2 deliverable rows in claim order
-// (rows other claimers hold are skipped), keeps the prefix whose payloads
+// (rows other claimers hold are skipped; a row whose ordering key has an
+// earlier unacked message in the subscription waits for it), keeps the prefix whose payloads
 // fit the byte budget $3 (always the first row), leases those to $4 until
 // now + $5 ms, and returns them with their messages. $1 subscription.
 // Columns: message 0..13, inline payload 14, attempt 15, lease expiry 16.
 inline constexpr char kClaimName[] = "pgbus_claim";
 inline constexpr char kClaim[] =
     "WITH locked AS ("
-    "  SELECT message_id, size, priority FROM pgbus.deliveries"
+    "  SELECT message_id, size, priority FROM pgbus.deliveries d"
     "  WHERE tenant_id = " PGBUS_TENANT " AND subscription = $1 AND visible_at <= now()"
     "    AND (expires_at IS NULL OR expires_at > now())"
+    "    AND (ordering_key IS NULL OR NOT EXISTS ("
+    "      SELECT 1 FROM pgbus.deliveries e WHERE e.tenant_id = d.tenant_id"
+    "        AND e.subscription = d.subscription AND e.ordering_key = d.ordering_key"
+    "        AND e.message_id < d.message_id"
+    "        AND (e.expires_at IS NULL OR e.expires_at > now())))"
     "  ORDER BY priority DESC, message_id LIMIT $2 FOR UPDATE SKIP LOCKED), "
     "chosen AS ("
     "  SELECT message_id FROM ("
@@ -261,8 +268,8 @@ inline constexpr char kListMessages[] =
 // $1 subscription, $2 time (µs since the Unix epoch).
 inline constexpr char kSeek[] =
     "INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
-    "  visible_at, expires_at)"
-    " SELECT m.tenant_id, s.name, m.id, m.priority, m.size, now(), m.expires_at"
+    "  visible_at, expires_at, ordering_key)"
+    " SELECT m.tenant_id, s.name, m.id, m.priority, m.size, now(), m.expires_at, m.ordering_key"
     " FROM pgbus.subscriptions s JOIN pgbus.messages m"
     "  ON m.tenant_id = s.tenant_id AND m.topic = s.topic"
     " WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
