@@ -166,10 +166,6 @@ absl::Status ValidateMessage(int index, const store::NewMessage& m, int64_t max_
                      absl::StrCat("must be at most ", kMaxKeyLength, " bytes"));
     }
   }
-  if (!m.idempotency_key.empty()) {
-    return absl::UnimplementedError(absl::StrCat(
-        at, ".idempotency_key: idempotent publish is not supported by this server yet"));
-  }
   if (m.ttl && *m.ttl <= absl::ZeroDuration()) {
     return Invalid(absl::StrCat(at, ".ttl"), "must be positive when set");
   }

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <thread>
 
+#include "absl/time/clock.h"
+
 #include <pqxx/pqxx>
 
 #include "tests/support/harness.h"
@@ -197,14 +199,75 @@ TEST(Publish, TopicSizeLimitFailsOnlyTheCallThatBreaksIt) {
   EXPECT_EQ(StoredMessages(server), 30) << "the rejected call stored part of itself";
 }
 
-TEST(Publish, IdempotencyKeyIsRefusedUntilServed) {
+v1::PublishMessage Keyed(const std::string& payload, const std::string& key) {
+  v1::PublishMessage m = Msg(payload);
+  m.set_idempotency_key(key);
+  return m;
+}
+
+TEST(Publish, RepeatedIdempotencyKeyReturnsTheOriginalAndStoresNothing) {
   Pgbusd server;
   auto client = server.Connect();
   ASSERT_TRUE(client->CreateTopic("t").ok());
-  v1::PublishMessage m = Msg("x");
-  m.set_idempotency_key("k1");
-  EXPECT_EQ(client->Publish("t", {m}).status().code(), absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(StoredMessages(server), 0);
+  ASSERT_TRUE(client->CreateTopic("u").ok());
+  ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
+  auto first = client->Publish("t", {Keyed("order 1", "k1")});
+  ASSERT_TRUE(first.ok()) << first.status();
+  // Again, alone and mixed with new messages (and a repeat inside the call).
+  auto again = client->Publish("t", {Keyed("order 1 retry", "k1")});
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, *first);
+  auto mixed = client->Publish("t", {Msg("plain"), Keyed("x", "k1"), Keyed("y", "k2"),
+                                     Keyed("y again", "k2")});
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ((*mixed)[1], (*first)[0]);
+  EXPECT_EQ((*mixed)[3], (*mixed)[2]);
+  EXPECT_NE((*mixed)[2], (*first)[0]);
+  EXPECT_EQ(StoredMessages(server), 3);  // order 1, plain, y
+  EXPECT_EQ(testing::CountAsOwner(server.tenant(), "SELECT 1 FROM pgbus.deliveries"), 3);
+  // Keys are per topic.
+  auto other = client->Publish("u", {Keyed("elsewhere", "k1")});
+  ASSERT_TRUE(other.ok());
+  EXPECT_NE(*other, *first);
+}
+
+TEST(Publish, ConcurrentDuplicatesStoreOneMessage) {
+  Pgbusd server;
+  auto client = server.Connect();
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  constexpr int kCallers = 16;
+  std::vector<std::string> ids(kCallers);
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kCallers; ++i) {
+    threads.emplace_back([&, i] {
+      while (!go) std::this_thread::yield();
+      auto r = client->Publish("t", {Keyed("payment", "pay-42")});
+      ids[i] = r.ok() ? (*r)[0] : r.status().ToString();
+    });
+  }
+  go = true;
+  for (auto& t : threads) t.join();
+  for (const auto& id : ids) EXPECT_EQ(id, ids[0]);
+  EXPECT_EQ(StoredMessages(server), 1);
+}
+
+TEST(Publish, IdempotencyKeyCanBeReusedAfterTheWindow) {
+  Pgbusd server;
+  auto client = server.Connect();
+  grpc::ClientContext ctx;
+  v1::CreateTopicRequest req;
+  req.mutable_topic()->set_name("t");
+  req.mutable_topic()->mutable_dedup_window()->set_seconds(1);
+  v1::CreateTopicResponse resp;
+  ASSERT_TRUE(client->admin().CreateTopic(&ctx, req, &resp).ok());
+  auto first = client->Publish("t", {Keyed("a", "k")});
+  ASSERT_TRUE(first.ok());
+  absl::SleepFor(absl::Milliseconds(1500));
+  auto later = client->Publish("t", {Keyed("b", "k")});
+  ASSERT_TRUE(later.ok());
+  EXPECT_NE(*later, *first);
+  EXPECT_EQ(StoredMessages(server), 2);
 }
 
 }  // namespace

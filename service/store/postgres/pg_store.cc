@@ -263,6 +263,53 @@ absl::Status PgStore::PublishTransaction(
     std::set<TopicKey> touched;
     for (const auto& [tenant, indexes] : by_tenant) {
       txn.exec_prepared("pgbus_set_tenant", tenant);
+      // Idempotency keys first: a key already claimed on the topic within
+      // its window maps to the original message, and nothing new is stored.
+      using Key = std::pair<std::string, std::string>;  // topic, key
+      std::map<Key, int64_t> original;
+      {
+        std::set<Key> wanted;
+        for (size_t i : indexes) {
+          for (const NewMessage& m : items[i]->messages) {
+            if (!m.idempotency_key.empty()) wanted.insert({items[i]->topic, m.idempotency_key});
+          }
+        }
+        if (!wanted.empty()) {
+          ArrayBuilder key_topics(kText), key_names(kText);
+          for (const auto& [t, k] : wanted) {
+            key_topics.Add(t);
+            key_names.Add(k);
+          }
+          std::string topics_arr = key_topics.Finish(), keys_arr = key_names.Finish();
+          RETURN_IF_ERROR(conn->PrepareRaw(sql::kClaimIdempotencyKeysName,
+                                           sql::kClaimIdempotencyKeys, {kTextArray, kTextArray}));
+          ASSIGN_OR_RETURN(Result claimed,
+                           ExecRaw(*conn, sql::kClaimIdempotencyKeysName,
+                                   {Param::Binary(topics_arr), Param::Binary(keys_arr)}));
+          std::set<Key> fresh;
+          for (int r = 0; r < PQntuples(claimed.get()); ++r) {
+            BinaryRow row(claimed.get(), r);
+            fresh.insert({row.Bytes(0), row.Bytes(1)});
+          }
+          if (fresh.size() < wanted.size()) {
+            RETURN_IF_ERROR(conn->PrepareRaw(sql::kIdempotentMessagesName,
+                                             sql::kIdempotentMessages, {kTextArray, kTextArray}));
+            ASSIGN_OR_RETURN(Result dups,
+                             ExecRaw(*conn, sql::kIdempotentMessagesName,
+                                     {Param::Binary(topics_arr), Param::Binary(keys_arr)}));
+            for (int r = 0; r < PQntuples(dups.get()); ++r) {
+              BinaryRow row(dups.get(), r);
+              Key key{row.Bytes(0), row.Bytes(1)};
+              if (!fresh.count(key)) original[key] = row.Int8(2);
+            }
+          }
+        }
+      }
+      // What each message becomes: inserted, the original of its key, or
+      // (a repeat within this batch) the message its first use inserts.
+      enum class Fate { kInsert, kOriginal, kRepeat };
+      std::vector<std::vector<Fate>> fate(items.size());
+      std::set<Key> inserted_keys;
       ArrayBuilder topic(kText), ttl(kInt8), deliver(kInt8), priority(kInt4), correlation(kText),
           ordering(kText), idempotency(kText), size(kInt8), sha(kBytea), payload(kBytea),
           attr_key(kText), attr_value(kText), attr_owner(kInt8), payload_id(kInt8);
@@ -276,6 +323,18 @@ absl::Status PgStore::PublishTransaction(
       int64_t ordinal = 0;
       for (size_t i : indexes) {
         for (const NewMessage& m : items[i]->messages) {
+          if (!m.idempotency_key.empty()) {
+            Key key{items[i]->topic, m.idempotency_key};
+            if (original.count(key)) {
+              fate[i].push_back(Fate::kOriginal);
+              continue;
+            }
+            if (!inserted_keys.insert(key).second) {
+              fate[i].push_back(Fate::kRepeat);
+              continue;
+            }
+          }
+          fate[i].push_back(Fate::kInsert);
           ++ordinal;
           topic.Add(items[i]->topic);
           if (m.ttl) {
@@ -321,23 +380,38 @@ absl::Status PgStore::PublishTransaction(
       std::set<std::string> found;
       for (int r = 0; r < rows; ++r) found.insert(BinaryRow(res.get(), r).Bytes(1));
       int row = 0;
+      std::map<Key, int64_t> assigned;  // keys inserted by this batch
       for (size_t i : indexes) {
         const PublishItem& item = *items[i];
-        if (!found.count(item.topic)) {
+        bool inserts = false;
+        for (Fate f : fate[i]) inserts |= f == Fate::kInsert;
+        if (inserts && !found.count(item.topic)) {
           (*results)[i] = absl::NotFoundError(absl::StrCat("topic \"", item.topic, "\" not found"));
           continue;
         }
         std::vector<int64_t> ids;
         ids.reserve(item.messages.size());
-        for (size_t k = 0; k < item.messages.size(); ++k, ++row) {
+        for (size_t k = 0; k < item.messages.size(); ++k) {
+          const NewMessage& m = item.messages[k];
+          Key key{item.topic, m.idempotency_key};
+          if (fate[i][k] == Fate::kOriginal) {
+            ids.push_back(original[key]);
+            continue;
+          }
+          if (fate[i][k] == Fate::kRepeat) {
+            ids.push_back(assigned.at(key));
+            continue;
+          }
           BinaryRow r(res.get(), row);
           if (row >= rows || r.Bytes(1) != item.topic) {
             return absl::InternalError("publish returned rows out of order");
           }
           ids.push_back(r.Int8(0));
+          if (!m.idempotency_key.empty()) assigned[key] = r.Int8(0);
+          ++row;
         }
         (*results)[i] = std::move(ids);
-        touched.insert(TopicKey{tenant, item.topic});
+        if (inserts) touched.insert(TopicKey{tenant, item.topic});
       }
     }
     if (!touched.empty()) {

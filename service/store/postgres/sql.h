@@ -123,7 +123,11 @@ inline constexpr char kInsertMessages[] =
     "  FROM src LEFT JOIN attrs a ON a.ord = src.ord"
     "  ORDER BY src.ord"
     "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at, payload_id, ordering_key), "
+    "    expires_at, payload_id, ordering_key, idempotency_key), "
+    "k AS ("
+    "  UPDATE pgbus.idempotency_keys ik SET message_id = m.id FROM m"
+    "  WHERE ik.tenant_id = m.tenant_id AND ik.topic = m.topic"
+    "    AND ik.key = m.idempotency_key), "
     "u AS ("
     "  UPDATE pgbus.payloads p SET message_id = m.id FROM m"
     "  WHERE p.tenant_id = m.tenant_id AND p.id = m.payload_id), "
@@ -135,6 +139,28 @@ inline constexpr char kInsertMessages[] =
     "    m.ordering_key"
     "  FROM m JOIN pgbus.subscriptions s ON s.tenant_id = m.tenant_id AND s.topic = m.topic) "
     "SELECT id, topic FROM m ORDER BY id";
+
+// Claims idempotency keys. $1 topics, $2 keys (unique pairs). Returns the
+// pairs claimed now (new, or taken over after the window ran out); the
+// others are duplicates (or of a missing topic).
+inline constexpr char kClaimIdempotencyKeysName[] = "pgbus_claim_idempotency_keys";
+inline constexpr char kClaimIdempotencyKeys[] =
+    "INSERT INTO pgbus.idempotency_keys (tenant_id, topic, key, expires_at)"
+    " SELECT t.tenant_id, t.name, i.key, now() + t.dedup_window"
+    " FROM unnest($1::text[], $2::text[]) AS i(topic, key)"
+    " JOIN pgbus.topics t ON t.tenant_id = " PGBUS_TENANT " AND t.name = i.topic"
+    " ON CONFLICT (tenant_id, topic, key) DO UPDATE"
+    "  SET expires_at = EXCLUDED.expires_at, message_id = NULL"
+    "  WHERE pgbus.idempotency_keys.expires_at <= now()"
+    " RETURNING topic, key";
+
+// The messages of duplicate keys (a new statement: it sees keys that
+// concurrent publishers committed meanwhile). $1 topics, $2 keys.
+inline constexpr char kIdempotentMessagesName[] = "pgbus_idempotent_messages";
+inline constexpr char kIdempotentMessages[] =
+    "SELECT k.topic, k.key, k.message_id FROM pgbus.idempotency_keys k"
+    " JOIN unnest($1::text[], $2::text[]) AS i(topic, key) ON k.topic = i.topic AND k.key = i.key"
+    " WHERE k.tenant_id = " PGBUS_TENANT " AND k.message_id IS NOT NULL";
 
 inline constexpr char kNotifyPublish[] = "SELECT pg_notify('pgbus_publish', $1)";
 inline constexpr char kPublishChannel[] = "pgbus_publish";
