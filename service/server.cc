@@ -13,6 +13,7 @@
 #include "service/api/admin_service.h"
 #include "service/api/bus_service.h"
 #include "service/bus/bus.h"
+#include "service/bus/reaper.h"
 #include "service/common/status_macros.h"
 #include "service/obs/log.h"
 #include "service/store/postgres/pg_store.h"
@@ -46,6 +47,9 @@ absl::Status Serve(const config::Config& config) {
   // own wake them directly (Publisher's on_committed).
   RETURN_IF_ERROR(store->StartListening(
       [&bus](const std::vector<store::TopicKey>& topics) { bus.Wake(topics); }));
+
+  bus::Reaper reaper(store.get(), &pool, absl::Milliseconds(config.reap_interval_ms),
+                     /*batch=*/1000);
 
   api::CallContext cc{&pool, config.default_tenant};
   api::BusService bus_service(&bus, cc);
@@ -91,6 +95,7 @@ absl::Status Serve(const config::Config& config) {
   bus.Shutdown();  // streams end with UNAVAILABLE; queued publishes commit
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(config.shutdown_grace_ms)));
   server->Wait();
+  reaper.Stop();
   pool.Stop();
   store->StopListening();
   obs::Info("stopped");

@@ -39,6 +39,8 @@ struct Config {
   // Fallback poll for publishes other replicas' NOTIFY did not announce, and
   // for redelivery of expired leases.
   int poll_interval_ms = 500;
+  // How often expired messages are reaped (each pass: batches of 1000).
+  int reap_interval_ms = 1000;
   // statement_timeout of every statement pgbusd runs.
   int statement_timeout_ms = 30000;
   // Time to end streams and finish calls after SIGTERM.

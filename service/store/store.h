@@ -113,6 +113,11 @@ class Store {
                                        int64_t size, const std::string& sha256) = 0;
   virtual absl::Status DeletePayload(const std::string& tenant, int64_t payload_id) = 0;
 
+  // Deletes at most `batch` expired messages of every tenant (with their
+  // deliveries and payloads), and abandoned uploads and expired idempotency
+  // keys. Returns how many messages went: call again while it is `batch`.
+  virtual absl::StatusOr<int> ReapExpired(int batch) = 0;
+
   // Makes every retained message of the subscription's topic published at or
   // after `time` deliverable again. NOT_FOUND for an unknown subscription.
   virtual absl::Status Seek(const std::string& tenant, const std::string& subscription,

@@ -310,5 +310,46 @@ TEST_F(PayloadTest, CompressedPayloadsAreStoredWithoutRecompression) {
   EXPECT_TRUE(*client_->RetrievePayload((*ids)[0]) == data);
 }
 
+TEST(Reaper, DeletesExpiredMessagesWithTheirDeliveriesAndChunksOnly) {
+  Pgbusd server({"--reap-interval-ms", "100"});
+  auto client = server.Connect();
+  grpc::ClientContext ctx;
+  v1::CreateTopicRequest req;
+  req.mutable_topic()->set_name("brief");
+  req.mutable_topic()->mutable_message_ttl()->set_seconds(1);
+  v1::CreateTopicResponse resp;
+  ASSERT_TRUE(client->admin().CreateTopic(&ctx, req, &resp).ok());
+  ASSERT_TRUE(client->CreateTopic("lasting").ok());
+  ASSERT_TRUE(client->CreateSubscription("s1", "brief").ok());
+  ASSERT_TRUE(client->CreateSubscription("s2", "lasting").ok());
+  ASSERT_TRUE(client->PublishPayload("brief", RandomBytes(2 * kChunk, 1)).ok());
+  ASSERT_TRUE(client->Publish("brief", "small").ok());
+  ASSERT_TRUE(client->PublishPayload("lasting", RandomBytes(kInline * 2, 2)).ok());
+  ASSERT_TRUE(client->Publish("lasting", "stays").ok());
+  EXPECT_EQ(Rows(server, "messages"), 4);
+  EXPECT_EQ(Rows(server, "payload_chunks"), 3);
+  for (int i = 0; i < 100 && Rows(server, "messages") > 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(Rows(server, "messages"), 2);        // the unexpired ones
+  EXPECT_EQ(Rows(server, "deliveries"), 2);
+  EXPECT_EQ(Rows(server, "payloads"), 1);
+  EXPECT_EQ(Rows(server, "payload_chunks"), 1);
+  EXPECT_EQ(CountAsOwner(server.tenant(),
+                         "SELECT 1 FROM pgbus.messages WHERE topic = 'brief'"), 0);
+}
+
+TEST(Reaper, TheAppRoleCanReapOnlyWhatExpired) {
+  Pgbusd server({"--reap-interval-ms", "3600000"});  // no timer: call it by hand
+  auto client = server.Connect();
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  ASSERT_TRUE(client->Publish("t", "fresh").ok());
+  pqxx::connection conn(testing::AppDsn());
+  pqxx::work txn(conn);
+  txn.exec1("SELECT pgbus.reap_expired(1000000)");
+  txn.commit();
+  EXPECT_EQ(Rows(server, "messages"), 1);
+}
+
 }  // namespace
 }  // namespace pgbus

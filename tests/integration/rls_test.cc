@@ -136,7 +136,7 @@ TEST_F(RlsTest, ATenantSeesOnlyItsOwnThroughTheApi) {
   auto sub = client->Subscribe("secret-sub");
   EXPECT_EQ(sub->Next(absl::Seconds(10)).status().code(), absl::StatusCode::kNotFound);
   // B's message id is 'in hand' but not A's to read.
-  pqxx::connection conn(testing::OwnerDsn());
+  pqxx::connection conn(testing::AppDsn());
   pqxx::work txn(conn);
   txn.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", b_.tenant());
   std::string id = txn.exec1("SELECT id FROM pgbus.messages")[0].as<std::string>();

@@ -165,7 +165,7 @@ v1::GetStatsResponse SubscriptionStats(Client& client, const std::string& subscr
 }
 
 int64_t CountAsOwner(const std::string& tenant, const std::string& sql) {
-  pqxx::connection conn(OwnerDsn());
+  pqxx::connection conn(AppDsn());
   pqxx::work txn(conn);
   txn.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", tenant);
   return txn.exec(absl::StrCat("SELECT count(*) FROM (", sql, ") q"))[0][0].as<int64_t>();

@@ -60,8 +60,10 @@ std::vector<v1::ReceivedMessage> Receive(Subscriber& sub, size_t n, absl::Durati
 // GetStats of a subscription; throws on an error.
 v1::GetStatsResponse SubscriptionStats(Client& client, const std::string& subscription);
 
-// Owner-role count of rows a query returns for `tenant` (RLS applies to the
-// owner too: FORCE ROW LEVEL SECURITY), for checks that nothing was stored.
+// Count of rows a query returns for `tenant`, as pgbusd's role with the
+// tenant set (what RLS lets that tenant see), for checks that nothing was
+// stored. (Not as the owner: it also sees every tenant's expired rows, for
+// the reaper.)
 int64_t CountAsOwner(const std::string& tenant, const std::string& sql);
 
 }  // namespace pgbus::testing

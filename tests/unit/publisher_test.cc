@@ -76,6 +76,7 @@ class RecordingStore : public store::Store {
   UNUSED_METHOD(absl::Status, CompletePayload, const std::string&, int64_t, int64_t,
                 const std::string&)
   UNUSED_METHOD(absl::Status, DeletePayload, const std::string&, int64_t)
+  UNUSED_METHOD(absl::StatusOr<int>, ReapExpired, int)
   UNUSED_METHOD(absl::Status, Seek, const std::string&, const std::string&, absl::Time)
   UNUSED_METHOD(absl::StatusOr<store::StatsRecord>, GetStats, const std::string&,
                 const std::string&, const std::string&)

@@ -636,6 +636,18 @@ absl::Status PgStore::DeletePayload(const std::string& tenant, int64_t payload_i
   });
 }
 
+absl::StatusOr<int> PgStore::ReapExpired(int batch) {
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  try {
+    pqxx::work txn(*conn);  // no tenant: the function works across tenants
+    int n = txn.exec_params(sql::kReapExpired, batch)[0][0].as<int>();
+    txn.commit();
+    return n;
+  } catch (const std::exception& e) {
+    return StatusFromException(e, &*conn);
+  }
+}
+
 absl::Status PgStore::Seek(const std::string& tenant, const std::string& subscription,
                            absl::Time time) {
   return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {

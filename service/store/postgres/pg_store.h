@@ -68,6 +68,7 @@ class PgStore : public Store {
   absl::Status CompletePayload(const std::string& tenant, int64_t payload_id, int64_t size,
                                const std::string& sha256) override;
   absl::Status DeletePayload(const std::string& tenant, int64_t payload_id) override;
+  absl::StatusOr<int> ReapExpired(int batch) override;
   absl::Status Seek(const std::string& tenant, const std::string& subscription,
                     absl::Time time) override;
   absl::StatusOr<StatsRecord> GetStats(const std::string& tenant, const std::string& topic,

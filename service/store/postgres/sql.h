@@ -304,6 +304,9 @@ inline constexpr char kSeek[] =
     " ON CONFLICT (tenant_id, subscription, message_id)"
     " DO UPDATE SET visible_at = now(), lease = NULL";
 
+// $1 batch. Runs as the schema owner (see migrations/0006_reaper.sql).
+inline constexpr char kReapExpired[] = "SELECT pgbus.reap_expired($1)";
+
 inline constexpr char kTopicStats[] =
     "SELECT count(*) FROM pgbus.messages WHERE tenant_id = " PGBUS_TENANT
     " AND topic = $1 AND (expires_at IS NULL OR expires_at > now())";
