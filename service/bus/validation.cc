@@ -79,6 +79,11 @@ absl::Status ValidateTopic(const store::TopicRecord& t) {
 
 absl::Status ValidateSubscription(const store::SubscriptionRecord& s) {
   if (auto st = ValidateName("subscription.name", s.name); !st.ok()) return st;
+  if (s.topic.find_first_of("*>") != std::string::npos) {
+    return absl::UnimplementedError(
+        "subscription.topic: topic patterns (orders.*, orders.>) are not supported by this "
+        "server yet; name one topic");
+  }
   if (auto st = ValidateName("subscription.topic", s.topic); !st.ok()) return st;
   if (auto st = CheckDuration("subscription.ack_deadline", s.ack_deadline, absl::Seconds(1),
                               absl::Minutes(10));

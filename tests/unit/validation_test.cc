@@ -105,6 +105,11 @@ TEST(ValidateSubscription, BoundsAckDeadlineAndBackoff) {
   s.min_backoff = absl::Seconds(1);
   s.filter = "a = b";
   EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);
+  s.filter = "";
+  s.topic = "orders.*";
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);
+  s.topic = "orders.>";
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);
 }
 
 }  // namespace
