@@ -313,12 +313,10 @@ TEST_F(PayloadTest, CompressedPayloadsAreStoredWithoutRecompression) {
 TEST(Reaper, DeletesExpiredMessagesWithTheirDeliveriesAndChunksOnly) {
   Pgbusd server({"--reap-interval-ms", "100"});
   auto client = server.Connect();
-  grpc::ClientContext ctx;
-  v1::CreateTopicRequest req;
-  req.mutable_topic()->set_name("brief");
-  req.mutable_topic()->mutable_message_ttl()->set_seconds(1);
-  v1::CreateTopicResponse resp;
-  ASSERT_TRUE(client->admin().CreateTopic(&ctx, req, &resp).ok());
+  v1::Topic brief;
+  brief.set_name("brief");
+  brief.mutable_message_ttl()->set_seconds(1);
+  ASSERT_TRUE(client->CreateTopic(brief).ok());
   ASSERT_TRUE(client->CreateTopic("lasting").ok());
   ASSERT_TRUE(client->CreateSubscription("s1", "brief").ok());
   ASSERT_TRUE(client->CreateSubscription("s2", "lasting").ok());

@@ -172,13 +172,12 @@ TEST(Publish, BadInputIsRejectedAndStoresNothing) {
 TEST(Publish, TopicSizeLimitFailsOnlyTheCallThatBreaksIt) {
   Pgbusd server;
   auto client = server.Connect();
-  grpc::ClientContext ctx;
-  v1::CreateTopicRequest req;
-  req.mutable_topic()->set_name("small");
-  req.mutable_topic()->set_max_message_bytes(100);
-  v1::CreateTopicResponse resp;
-  ASSERT_TRUE(client->admin().CreateTopic(&ctx, req, &resp).ok());
-  EXPECT_EQ(resp.topic().max_message_bytes(), 100);
+  v1::Topic small;
+  small.set_name("small");
+  small.set_max_message_bytes(100);
+  auto created = client->CreateTopic(small);
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->max_message_bytes(), 100);
   // Concurrent calls share group commits; the oversize one must fail alone.
   std::vector<std::thread> threads;
   std::atomic<int> ok{0}, exhausted{0};
@@ -255,12 +254,10 @@ TEST(Publish, ConcurrentDuplicatesStoreOneMessage) {
 TEST(Publish, IdempotencyKeyCanBeReusedAfterTheWindow) {
   Pgbusd server;
   auto client = server.Connect();
-  grpc::ClientContext ctx;
-  v1::CreateTopicRequest req;
-  req.mutable_topic()->set_name("t");
-  req.mutable_topic()->mutable_dedup_window()->set_seconds(1);
-  v1::CreateTopicResponse resp;
-  ASSERT_TRUE(client->admin().CreateTopic(&ctx, req, &resp).ok());
+  v1::Topic topic;
+  topic.set_name("t");
+  topic.mutable_dedup_window()->set_seconds(1);
+  ASSERT_TRUE(client->CreateTopic(topic).ok());
   auto first = client->Publish("t", {Keyed("a", "k")});
   ASSERT_TRUE(first.ok());
   absl::SleepFor(absl::Milliseconds(1500));

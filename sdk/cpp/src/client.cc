@@ -85,9 +85,15 @@ std::unique_ptr<Client> Client::Connect(const std::string& target) {
 }
 
 absl::StatusOr<v1::Topic> Client::CreateTopic(const std::string& name) {
+  v1::Topic topic;
+  topic.set_name(name);
+  return CreateTopic(topic);
+}
+
+absl::StatusOr<v1::Topic> Client::CreateTopic(const v1::Topic& topic) {
   grpc::ClientContext ctx;
   v1::CreateTopicRequest req;
-  req.mutable_topic()->set_name(name);
+  *req.mutable_topic() = topic;
   v1::CreateTopicResponse resp;
   if (auto st = FromGrpcStatus(admin_->CreateTopic(&ctx, req, &resp)); !st.ok()) return st;
   return resp.topic();

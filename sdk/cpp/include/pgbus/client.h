@@ -65,6 +65,8 @@ class Client {
   v1::AdminService::Stub& admin() { return *admin_; }
 
   absl::StatusOr<v1::Topic> CreateTopic(const std::string& name);
+  // With settings (retention, message_ttl, dedup_window, max_message_bytes).
+  absl::StatusOr<v1::Topic> CreateTopic(const v1::Topic& topic);
   absl::StatusOr<v1::Subscription> CreateSubscription(const std::string& name,
                                                       const std::string& topic,
                                                       absl::Duration ack_deadline = absl::ZeroDuration());
