@@ -113,7 +113,6 @@ class Bus {
   absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const std::string& tenant,
                                                       const std::string& topic, bool compressed);
 
-  const Publisher& publisher() const { return *publisher_; }
 
  private:
   absl::StatusOr<std::vector<store::LeaseKey>> DecodeAckIds(const std::vector<std::string>& ids);

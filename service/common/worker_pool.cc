@@ -19,11 +19,6 @@ bool WorkerPool::Submit(std::function<void()> task) {
   return true;
 }
 
-size_t WorkerPool::queued() const {
-  absl::MutexLock lock(&mu_);
-  return queue_.size();
-}
-
 void WorkerPool::Stop() {
   {
     absl::MutexLock lock(&mu_);

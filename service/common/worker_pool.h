@@ -29,14 +29,13 @@ class WorkerPool {
   bool Submit(std::function<void()> task);
   // Runs what is queued, then joins the threads. Idempotent.
   void Stop();
-  size_t queued() const;
 
  private:
   void Run();
 
   const std::string name_;
   const size_t max_queued_;
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   std::deque<std::function<void()>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;

@@ -22,12 +22,7 @@ TEST(LargePayload, QuarterGibibyteRoundTripInBoundedMemory) {
   testing::Pgbusd server;
   auto client = server.Connect();
   ASSERT_TRUE(client->CreateTopic("big").ok());
-  std::string data(kSize, '\0');
-  std::mt19937_64 rng(42);
-  for (int64_t i = 0; i < kSize; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&data[i], &v, 8);
-  }
+  const std::string data = testing::RandomBytes(kSize, 42);
   const int64_t rss_before = server.StatusKiB("VmRSS");
   ASSERT_GT(rss_before, 0);
 

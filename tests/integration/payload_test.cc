@@ -20,20 +20,10 @@ namespace {
 
 using testing::CountAsOwner;
 using testing::Pgbusd;
+using testing::RandomBytes;
 
 constexpr int64_t kInline = 256 * 1024;
 constexpr int64_t kChunk = 1 << 20;
-
-std::string RandomBytes(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(&s[i], &v, 8);
-  }
-  for (size_t i = n - n % 8; i < n; ++i) s[i] = static_cast<char>(rng());
-  return s;
-}
 
 int64_t Rows(const Pgbusd& server, const std::string& table) {
   return CountAsOwner(server.tenant(), "SELECT 1 FROM pgbus." + table);

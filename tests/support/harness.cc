@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 #include <fstream>
 #include <random>
@@ -53,6 +54,17 @@ std::string CreateEmptyDatabase(const std::string& name, const std::string& role
   q.exec("DROP DATABASE IF EXISTS " + su.quote_name(name));
   q.exec("CREATE DATABASE " + su.quote_name(name) + " OWNER pgbus_owner");
   return absl::StrCat("host=", PgDir(), "/run dbname=", name, " user=", role);
+}
+
+std::string RandomBytes(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (size_t i = 0; i + 8 <= n; i += 8) {
+    uint64_t v = rng();
+    std::memcpy(&s[i], &v, 8);
+  }
+  for (size_t i = n - n % 8; i < n; ++i) s[i] = static_cast<char>(rng());
+  return s;
 }
 
 std::string UniqueName(const std::string& prefix) {

@@ -22,6 +22,9 @@ std::string SuperuserDsn();
 // of `role` ("pgbus_owner" or "pgbus_app") for it.
 std::string CreateEmptyDatabase(const std::string& name, const std::string& role);
 
+// `n` pseudo-random (incompressible, reproducible) bytes.
+std::string RandomBytes(size_t n, uint64_t seed);
+
 // A unique name ("prefix-<random>") so tests never collide.
 std::string UniqueName(const std::string& prefix);
 
@@ -42,7 +45,6 @@ class Pgbusd {
   int Terminate();
   // The process's log so far.
   std::string Log() const;
-  bool running() const { return pid_ > 0; }
   pid_t pid() const { return pid_; }
   // A line of /proc/<pid>/status in KiB ("VmRSS", "VmHWM").
   int64_t StatusKiB(const std::string& field) const;

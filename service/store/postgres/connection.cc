@@ -125,15 +125,6 @@ int32_t BinaryRow::Int4(int col) const {
 
 bool BinaryRow::Bool(int col) const { return PQgetvalue(r_, row_, col)[0] != 0; }
 
-double BinaryRow::Float8(int col) const {
-  uint64_t v;
-  std::memcpy(&v, PQgetvalue(r_, row_, col), 8);
-  v = be64toh(v);
-  double d;
-  std::memcpy(&d, &v, 8);
-  return d;
-}
-
 std::string BinaryRow::Bytes(int col) const {
   return std::string(PQgetvalue(r_, row_, col), PQgetlength(r_, row_, col));
 }

@@ -99,7 +99,6 @@ class BinaryRow {
   int64_t Int8(int col) const;
   int32_t Int4(int col) const;
   bool Bool(int col) const;
-  double Float8(int col) const;
   std::string Bytes(int col) const;  // bytea and text
   absl::Time Timestamp(int col) const;
   std::vector<std::string> TextArray(int col) const;  // one-dimensional text[]

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <map>
 #include <set>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -491,11 +492,13 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(const char* statement,
     if (r.empty() && txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
       return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
     }
+    // Up to 10000 ids a call: match through a set, not ids x rows.
+    std::set<std::tuple<int64_t, int32_t, int64_t>> hits;
     for (const auto& row : r) {
-      LeaseKey hit{row[0].as<int64_t>(), row[1].as<int32_t>(), row[2].as<int64_t>()};
-      for (size_t i = 0; i < keys.size(); ++i) {
-        if (keys[i] == hit) ok[i] = true;
-      }
+      hits.emplace(row[0].as<int64_t>(), row[1].as<int32_t>(), row[2].as<int64_t>());
+    }
+    for (size_t i = 0; i < keys.size(); ++i) {
+      ok[i] = hits.count({keys[i].message_id, keys[i].attempt, keys[i].lease}) > 0;
     }
     return absl::OkStatus();
   }));
