@@ -4,6 +4,7 @@
 //   pgbusd migrate           apply migrations with PGBUS_DATABASE_URL, which
 //                            must name the schema owner's role; grants
 //                            PGBUS_APP_ROLE (default pgbus_app) its rights
+//   pgbusd tenant|key ...    the operator's commands (admin_cli.h)
 #include <signal.h>
 
 #include <cstdio>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "service/admin_cli.h"
 #include "service/config/config.h"
 #include "service/obs/log.h"
 #include "service/server.h"
@@ -20,7 +22,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: pgbusd [serve] [--setting value ...]\n"
-    "       pgbusd migrate\n\n"
+    "       pgbusd migrate\n"
+    "       pgbusd tenant|key ...   (pgbusd tenant --help)\n\n"
     "serve settings (flag, environment, default):\n";
 
 int Migrate(const std::map<std::string, std::string>& env) {
@@ -51,6 +54,16 @@ int main(int argc, char** argv) {
     command = args[0];
     args.erase(args.begin());
   }
+  auto env = pgbus::config::ProcessEnvironment();
+  if (command == "tenant" || command == "key") {
+    for (const auto& a : args) {
+      if (a == "--help" || a == "-h") {
+        std::fputs(pgbus::kAdminUsage, stdout);
+        return 0;
+      }
+    }
+    return pgbus::RunAdminCommand(command, args, env);
+  }
   for (const auto& a : args) {
     if (a == "--help" || a == "-h") {
       std::fputs(kUsage, stdout);
@@ -58,7 +71,6 @@ int main(int argc, char** argv) {
       return 0;
     }
   }
-  auto env = pgbus::config::ProcessEnvironment();
   if (command == "migrate") return Migrate(env);
   if (command != "serve") {
     std::fprintf(stderr, "pgbusd: unknown command \"%s\"\n%s", command.c_str(), kUsage);

@@ -6,12 +6,15 @@
 #include <signal.h>
 
 #include <fstream>
+#include <iterator>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "grpc/health/v1/health.pb.h"
 #include "service/api/admin_service.h"
 #include "service/api/bus_service.h"
+#include "service/auth/authenticator.h"
+#include "service/auth/limiter.h"
 #include "service/bus/bus.h"
 #include "service/bus/reaper.h"
 #include "service/common/status_macros.h"
@@ -19,6 +22,41 @@
 #include "service/store/postgres/pg_store.h"
 
 namespace pgbus {
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const char* setting, const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string pem((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    return absl::InvalidArgumentError(absl::StrCat("setting ", setting, "=\"", path,
+                                                   "\": cannot read that file"));
+  }
+  if (pem.find("-----BEGIN ") == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("setting ", setting, "=\"", path,
+                                                   "\": not a PEM file"));
+  }
+  return pem;
+}
+
+// Plaintext, TLS, or mutual TLS (client certificate required and verified).
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const config::Config& config) {
+  if (config.tls_cert_file.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions options;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPem("tls_cert_file", config.tls_cert_file));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPem("tls_key_file", config.tls_key_file));
+  options.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!config.tls_client_ca_file.empty()) {
+    ASSIGN_OR_RETURN(options.pem_root_certs, ReadPem("tls_client_ca_file",
+                                                     config.tls_client_ca_file));
+    options.client_certificate_request =
+        GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace
 
 absl::Status Serve(const config::Config& config) {
   if (config.database_url.empty()) {
@@ -33,7 +71,15 @@ absl::Status Serve(const config::Config& config) {
   store_options.statement_timeout_ms = config.statement_timeout_ms;
   ASSIGN_OR_RETURN(std::unique_ptr<store::postgres::PgStore> store,
                    store::postgres::PgStore::Open(store_options));
-  RETURN_IF_ERROR(store->EnsureTenant(config.default_tenant));
+  if (config.dev_mode) {
+    RETURN_IF_ERROR(store->EnsureTenant(config.default_tenant));
+    obs::Warn("dev_mode", {{"auth", "OFF"},
+                           {"tenant", config.default_tenant},
+                           {"note", "every caller is this tenant with every scope; never use "
+                                    "dev_mode where the port is reachable by others"}});
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
+                   ServerCredentials(config));
 
   WorkerPool pool("db", config.workers, static_cast<size_t>(config.max_queued_tasks));
   bus::BusOptions bus_options;
@@ -41,6 +87,7 @@ absl::Status Serve(const config::Config& config) {
   bus_options.max_payload_bytes = config.max_payload_bytes;
   bus_options.publish_committers = config.publish_committers;
   bus_options.publish_max_batch = config.publish_max_batch;
+  bus_options.max_queued_publishes = config.max_queued_tasks;
   bus_options.poll_interval = absl::Milliseconds(config.poll_interval_ms);
   bus::Bus bus(store.get(), &pool, bus_options);
   // Publishes on other replicas reach our subscribers through NOTIFY; our
@@ -51,7 +98,14 @@ absl::Status Serve(const config::Config& config) {
   bus::Reaper reaper(store.get(), &pool, absl::Milliseconds(config.reap_interval_ms),
                      /*batch=*/1000);
 
-  api::CallContext cc{&pool, config.default_tenant};
+  auth::AuthOptions auth_options;
+  auth_options.dev_mode = config.dev_mode;
+  auth_options.dev_tenant = config.default_tenant;
+  auth_options.tenant_from_cert = config.tls_client_tenant_from_cert;
+  auth_options.cache_ttl = absl::Milliseconds(config.auth_cache_ms);
+  auth::Authenticator authenticator(store.get(), auth_options);
+  auth::Limiter limiter(config.max_streams);
+  api::CallContext cc{&pool, &authenticator, &limiter};
   api::BusService bus_service(&bus, cc);
   api::AdminService admin_service(&bus, cc);
 
@@ -62,7 +116,12 @@ absl::Status Serve(const config::Config& config) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(config.listen, credentials, &port);
+  // Calls in flight may hold this much memory; past it gRPC refuses new
+  // calls instead of growing without bound.
+  grpc::ResourceQuota quota("pgbusd");
+  quota.Resize(static_cast<size_t>(config.max_call_memory_mb) << 20);
+  builder.SetResourceQuota(quota);
   builder.RegisterService(&bus_service);
   builder.RegisterService(&admin_service);
   // Payloads above the inline limit are uploaded in chunks; the receive
@@ -74,9 +133,13 @@ absl::Status Serve(const config::Config& config) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", config.listen));
   }
   std::string host = config.listen.substr(0, config.listen.rfind(':'));
-  obs::Info("listening", {{"addr", absl::StrCat(host, ":", port)},
-                          {"tenant", config.default_tenant},
-                          {"workers", std::to_string(config.workers)}});
+  obs::Info("listening",
+            {{"addr", absl::StrCat(host, ":", port)},
+             {"tls", config.tls_cert_file.empty()            ? "off"
+                     : config.tls_client_ca_file.empty()     ? "on"
+                                                             : "mutual"},
+             {"auth", config.dev_mode ? "off (dev_mode)" : "api keys"},
+             {"workers", std::to_string(config.workers)}});
   if (!config.port_file.empty()) {
     std::string tmp = config.port_file + ".tmp";
     std::ofstream(tmp) << port << "\n";

@@ -1,6 +1,7 @@
 #include "service/api/admin_service.h"
 
 #include "service/api/convert.h"
+#include "service/auth/principal.h"
 #include "service/common/status_macros.h"
 
 namespace pgbus::api {
@@ -10,85 +11,112 @@ namespace pgbus::api {
   grpc::ServerUnaryReactor* AdminService::Name(                                  \
       grpc::CallbackServerContext* ctx, const v1::Name##Request* req,            \
       v1::Name##Response* resp) {                                                \
-    return RunOnPool(cc_, ctx, [this, tenant = cc_.TenantOf(ctx), req, resp]() { \
-      return Do##Name(*bus_, tenant, *req, resp);                                \
+    return RunOnPool(cc_, ctx, [this, req, resp](const auth::Principal& p) {     \
+      return Do##Name(*bus_, p, *req, resp);                                     \
     });                                                                          \
   }
 
 namespace {
 
-absl::Status DoCreateTopic(bus::Bus& bus, const std::string& tenant,
+using auth::Scope;
+
+absl::Status DoCreateTopic(bus::Bus& bus, const auth::Principal& p,
                            const v1::CreateTopicRequest& req, v1::CreateTopicResponse* resp) {
   ASSIGN_OR_RETURN(store::TopicRecord topic, FromProto(req.topic()));
-  ASSIGN_OR_RETURN(store::TopicRecord created, bus.CreateTopic(tenant, std::move(topic)));
+  RETURN_IF_ERROR(p.Check(Scope::kAdmin, topic.name));
+  ASSIGN_OR_RETURN(store::TopicRecord created, bus.CreateTopic(p.tenant, std::move(topic)));
   ToProto(created, resp->mutable_topic());
   return absl::OkStatus();
 }
 
-absl::Status DoGetTopic(bus::Bus& bus, const std::string& tenant, const v1::GetTopicRequest& req,
+absl::Status DoGetTopic(bus::Bus& bus, const auth::Principal& p, const v1::GetTopicRequest& req,
                         v1::GetTopicResponse* resp) {
-  ASSIGN_OR_RETURN(store::TopicRecord topic, bus.GetTopic(tenant, req.name()));
+  RETURN_IF_ERROR(p.Check(Scope::kAdmin, req.name()));
+  ASSIGN_OR_RETURN(store::TopicRecord topic, bus.GetTopic(p.tenant, req.name()));
   ToProto(topic, resp->mutable_topic());
   return absl::OkStatus();
 }
 
-absl::Status DoListTopics(bus::Bus& bus, const std::string& tenant,
+absl::Status DoListTopics(bus::Bus& bus, const auth::Principal& p,
                           const v1::ListTopicsRequest& req, v1::ListTopicsResponse* resp) {
-  ASSIGN_OR_RETURN(auto page, bus.ListTopics(tenant, bus::Page{req.page_token(), req.page_size()}));
-  for (const auto& t : page.first) ToProto(t, resp->add_topics());
+  RETURN_IF_ERROR(p.CheckScope(Scope::kAdmin));
+  ASSIGN_OR_RETURN(auto page,
+                   bus.ListTopics(p.tenant, bus::Page{req.page_token(), req.page_size()}));
+  for (const auto& t : page.first) {
+    if (p.TopicAllowed(t.name)) ToProto(t, resp->add_topics());
+  }
   resp->set_next_page_token(page.second);
   return absl::OkStatus();
 }
 
-absl::Status DoDeleteTopic(bus::Bus& bus, const std::string& tenant,
+absl::Status DoDeleteTopic(bus::Bus& bus, const auth::Principal& p,
                            const v1::DeleteTopicRequest& req, v1::DeleteTopicResponse*) {
-  return bus.DeleteTopic(tenant, req.name());
+  RETURN_IF_ERROR(p.Check(Scope::kAdmin, req.name()));
+  return bus.DeleteTopic(p.tenant, req.name());
 }
 
-absl::Status DoCreateSubscription(bus::Bus& bus, const std::string& tenant,
+absl::Status DoCreateSubscription(bus::Bus& bus, const auth::Principal& p,
                                   const v1::CreateSubscriptionRequest& req,
                                   v1::CreateSubscriptionResponse* resp) {
   ASSIGN_OR_RETURN(store::SubscriptionRecord sub, FromProto(req.subscription()));
+  RETURN_IF_ERROR(p.Check(Scope::kAdmin, sub.topic));
   ASSIGN_OR_RETURN(store::SubscriptionRecord created,
-                   bus.CreateSubscription(tenant, std::move(sub)));
+                   bus.CreateSubscription(p.tenant, std::move(sub)));
   ToProto(created, resp->mutable_subscription());
   return absl::OkStatus();
 }
 
-absl::Status DoGetSubscription(bus::Bus& bus, const std::string& tenant,
+absl::Status DoGetSubscription(bus::Bus& bus, const auth::Principal& p,
                                const v1::GetSubscriptionRequest& req,
                                v1::GetSubscriptionResponse* resp) {
-  ASSIGN_OR_RETURN(store::SubscriptionRecord sub, bus.GetSubscription(tenant, req.name()));
+  RETURN_IF_ERROR(p.CheckScope(Scope::kAdmin));
+  ASSIGN_OR_RETURN(store::SubscriptionRecord sub, bus.GetSubscription(p.tenant, req.name()));
+  RETURN_IF_ERROR(p.Check(Scope::kAdmin, sub.topic));
   ToProto(sub, resp->mutable_subscription());
   return absl::OkStatus();
 }
 
-absl::Status DoListSubscriptions(bus::Bus& bus, const std::string& tenant,
+absl::Status DoListSubscriptions(bus::Bus& bus, const auth::Principal& p,
                                  const v1::ListSubscriptionsRequest& req,
                                  v1::ListSubscriptionsResponse* resp) {
-  ASSIGN_OR_RETURN(auto page, bus.ListSubscriptions(tenant, req.topic(),
+  RETURN_IF_ERROR(p.CheckScope(Scope::kAdmin));
+  if (!req.topic().empty()) RETURN_IF_ERROR(p.Check(Scope::kAdmin, req.topic()));
+  ASSIGN_OR_RETURN(auto page, bus.ListSubscriptions(p.tenant, req.topic(),
                                                     bus::Page{req.page_token(), req.page_size()}));
-  for (const auto& s : page.first) ToProto(s, resp->add_subscriptions());
+  for (const auto& s : page.first) {
+    if (p.TopicAllowed(s.topic)) ToProto(s, resp->add_subscriptions());
+  }
   resp->set_next_page_token(page.second);
   return absl::OkStatus();
 }
 
-absl::Status DoDeleteSubscription(bus::Bus& bus, const std::string& tenant,
+absl::Status DoDeleteSubscription(bus::Bus& bus, const auth::Principal& p,
                                   const v1::DeleteSubscriptionRequest& req,
                                   v1::DeleteSubscriptionResponse*) {
-  return bus.DeleteSubscription(tenant, req.name());
+  RETURN_IF_ERROR(AuthorizeSubscription(bus, p, Scope::kAdmin, req.name()));
+  return bus.DeleteSubscription(p.tenant, req.name());
 }
 
-absl::Status DoSeek(bus::Bus& bus, const std::string& tenant, const v1::SeekRequest& req,
+absl::Status DoSeek(bus::Bus& bus, const auth::Principal& p, const v1::SeekRequest& req,
                     v1::SeekResponse*) {
   if (!req.has_time()) return absl::InvalidArgumentError("time: is required");
   ASSIGN_OR_RETURN(absl::Time time, FromProto("time", req.time()));
-  return bus.Seek(tenant, req.subscription(), time);
+  RETURN_IF_ERROR(
+      AuthorizeSubscription(bus, p, Scope::kSubscribe, req.subscription(), Scope::kAdmin));
+  return bus.Seek(p.tenant, req.subscription(), time);
 }
 
-absl::Status DoGetStats(bus::Bus& bus, const std::string& tenant, const v1::GetStatsRequest& req,
+absl::Status DoGetStats(bus::Bus& bus, const auth::Principal& p, const v1::GetStatsRequest& req,
                         v1::GetStatsResponse* resp) {
-  ASSIGN_OR_RETURN(auto stats, bus.GetStats(tenant, req.topic(), req.subscription()));
+  if (!p.HasScope(Scope::kAdmin)) RETURN_IF_ERROR(p.CheckScope(Scope::kSubscribe));
+  if (!req.subscription().empty()) {
+    RETURN_IF_ERROR(
+        AuthorizeSubscription(bus, p, Scope::kSubscribe, req.subscription(), Scope::kAdmin));
+  }
+  if (!req.topic().empty()) {
+    RETURN_IF_ERROR(p.CheckAny(Scope::kSubscribe, Scope::kAdmin, req.topic()));
+  }
+  ASSIGN_OR_RETURN(auto stats, bus.GetStats(p.tenant, req.topic(), req.subscription()));
   resp->set_messages(stats.first.messages);
   resp->set_pending(stats.first.pending);
   resp->set_in_flight(stats.first.in_flight);
@@ -97,11 +125,15 @@ absl::Status DoGetStats(bus::Bus& bus, const std::string& tenant, const v1::GetS
   return absl::OkStatus();
 }
 
-absl::Status DoListMessages(bus::Bus& bus, const std::string& tenant,
+absl::Status DoListMessages(bus::Bus& bus, const auth::Principal& p,
                             const v1::ListMessagesRequest& req, v1::ListMessagesResponse* resp) {
-  ASSIGN_OR_RETURN(auto page, bus.ListMessages(tenant, req.correlation_id(),
+  if (!p.HasScope(Scope::kAdmin)) RETURN_IF_ERROR(p.CheckScope(Scope::kSubscribe));
+  ASSIGN_OR_RETURN(auto page, bus.ListMessages(p.tenant, req.correlation_id(),
                                                bus::Page{req.page_token(), req.page_size()}));
-  for (const auto& m : page.first) ToProto(m, resp->add_messages());
+  // A key limited to some topics sees only their messages.
+  for (const auto& m : page.first) {
+    if (p.TopicAllowed(m.topic)) ToProto(m, resp->add_messages());
+  }
   resp->set_next_page_token(page.second);
   return absl::OkStatus();
 }

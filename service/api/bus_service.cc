@@ -69,8 +69,9 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
       Finish(ToGrpcStatus(bad));
       return;
     }
-    std::string tenant = cc.TenantOf(ctx);
-    if (!cc.pool->Submit([this, bus, tenant, params] { Start(bus, tenant, params); })) {
+    if (!cc.pool->Submit([this, bus, cc, creds = CredentialsOf(ctx), params] {
+          Start(bus, cc, creds, params);
+        })) {
       starting_ = false;
       Finish(Overloaded());
     }
@@ -152,8 +153,20 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
   }
 
  private:
-  void Start(bus::Bus* bus, const std::string& tenant, const bus::SubscribeParams& params) {
-    auto stream = bus->Subscribe(tenant, params, guard_);
+  // Authenticates, takes a stream slot (held until OnDone), and attaches.
+  absl::StatusOr<std::shared_ptr<bus::Stream>> Attach(bus::Bus* bus, const CallContext& cc,
+                                                      const auth::Credentials& creds,
+                                                      const bus::SubscribeParams& params) {
+    ASSIGN_OR_RETURN(auth::Principal principal, cc.auth->Authenticate(creds));
+    RETURN_IF_ERROR(AuthorizeSubscription(*bus, principal, auth::Scope::kSubscribe,
+                                          params.subscription));
+    ASSIGN_OR_RETURN(slot_, cc.limiter->AcquireStream(principal));
+    return bus->Subscribe(principal.tenant, params, guard_);
+  }
+
+  void Start(bus::Bus* bus, const CallContext& cc, const auth::Credentials& creds,
+             const bus::SubscribeParams& params) {
+    auto stream = Attach(bus, cc, creds, params);
     std::optional<grpc::Status> finish;
     bool close_stream = false;
     bool report_sent = false;
@@ -184,6 +197,8 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
   }
 
   std::shared_ptr<SinkGuard> guard_;
+  // Set by Attach() on the pool before the stream exists; freed in OnDone.
+  std::unique_ptr<auth::Limiter::StreamSlot> slot_;
   absl::Mutex mu_;
   std::shared_ptr<bus::Stream> stream_ ABSL_GUARDED_BY(mu_);
   bool starting_ ABSL_GUARDED_BY(mu_) = true;
@@ -229,7 +244,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
  public:
   UploadReactor(bus::Bus* bus, const CallContext& cc, grpc::CallbackServerContext* ctx,
                 v1::UploadPayloadResponse* resp)
-      : bus_(bus), pool_(cc.pool), tenant_(cc.TenantOf(ctx)), ctx_(ctx), resp_(resp) {
+      : bus_(bus), cc_(cc), creds_(CredentialsOf(ctx)), ctx_(ctx), resp_(resp) {
     StartRead(&req_);
   }
 
@@ -250,14 +265,15 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
           "data: at most ", bus::kChunkSize, " bytes per request; got ", req_.data().size())));
     }
     Submit([this, data = std::move(*req_.mutable_data())] {
-      absl::Status st;
-      if (!upload_) {
-        auto begun = bus_->BeginUpload(tenant_, topic_, compressed_);
-        if (!begun.ok()) return Fail(begun.status());
-        upload_ = *std::move(begun);
+      if (absl::Status st = Begin(); !st.ok()) return Fail(st);
+      received_ += static_cast<int64_t>(data.size());
+      if (principal_.quotas.max_message_bytes &&
+          received_ > *principal_.quotas.max_message_bytes) {
+        return Fail(absl::ResourceExhaustedError(
+            absl::StrCat("payload exceeds the tenant quota max_message_bytes=",
+                         *principal_.quotas.max_message_bytes, " after ", received_, " bytes")));
       }
-      st = upload_->Append(data);
-      if (!st.ok()) return Fail(st);
+      if (absl::Status st = upload_->Append(data); !st.ok()) return Fail(st);
       StartRead(&req_);
     });
   }
@@ -266,7 +282,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
     if (upload_ && !upload_->finished()) {
       // Broke off: delete what was stored, off the gRPC thread.
       std::shared_ptr<bus::Upload> upload = std::move(upload_);
-      if (!pool_->Submit([upload] { upload->Abort(); })) upload->Abort();
+      if (!cc_.pool->Submit([upload] { upload->Abort(); })) upload->Abort();
     }
     delete this;
   }
@@ -274,15 +290,22 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
  private:
   template <typename Fn>
   void Submit(Fn fn) {
-    if (!pool_->Submit(std::move(fn))) Fail(absl::UnavailableError("server overloaded; retry"));
+    if (!cc_.pool->Submit(std::move(fn))) Fail(absl::UnavailableError("server overloaded; retry"));
+  }
+
+  // On the pool, before the first chunk is stored: authenticates, checks
+  // the publish scope on the topic, and starts the upload.
+  absl::Status Begin() {
+    if (upload_) return absl::OkStatus();
+    ASSIGN_OR_RETURN(principal_, cc_.auth->Authenticate(creds_));
+    RETURN_IF_ERROR(principal_.Check(auth::Scope::kPublish, topic_));
+    ASSIGN_OR_RETURN(upload_, bus_->BeginUpload(principal_.tenant, topic_, compressed_));
+    return absl::OkStatus();
   }
 
   void Complete() {
-    if (!upload_) {  // no request at all, or only empty ones
-      auto begun = bus_->BeginUpload(tenant_, topic_, compressed_);
-      if (!begun.ok()) return Fail(begun.status());
-      upload_ = *std::move(begun);
-    }
+    // No request at all, or only empty ones, still make an (empty) upload.
+    if (absl::Status st = Begin(); !st.ok()) return Fail(st);
     if (ctx_->IsCancelled()) return Fail(absl::CancelledError("the upload was cancelled"));
     auto result = upload_->Finish(client_sha256_);
     if (!result.ok()) return Fail(result.status());
@@ -296,8 +319,10 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
   void Fail(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
 
   bus::Bus* const bus_;
-  WorkerPool* const pool_;
-  const std::string tenant_;
+  const CallContext cc_;
+  const auth::Credentials creds_;
+  auth::Principal principal_;  // set by Begin()
+  int64_t received_ = 0;
   grpc::CallbackServerContext* const ctx_;
   v1::UploadPayloadResponse* const resp_;
   v1::UploadPayloadRequest req_;
@@ -314,26 +339,55 @@ grpc::ServerUnaryReactor* BusService::Publish(grpc::CallbackServerContext* ctx,
                                               const v1::PublishRequest* req,
                                               v1::PublishResponse* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auth::Credentials creds = CredentialsOf(ctx);
+  // A cached principal (the usual case) goes on at once on this thread:
+  // validation and hashing are CPU work, and the commit happens on a
+  // committer thread, which finishes the call. Otherwise the key is looked
+  // up on the pool first.
+  if (auto principal = cc_.auth->Cached(creds)) {
+    absl::Status st = principal->ok() ? StartPublish(**principal, req, reactor, resp)
+                                      : principal->status();
+    if (!st.ok()) reactor->Finish(ToGrpcStatus(st));
+    return reactor;
+  }
+  if (!cc_.pool->Submit([this, creds = std::move(creds), req, reactor, resp] {
+        absl::StatusOr<auth::Principal> principal = cc_.auth->Authenticate(creds);
+        absl::Status st =
+            principal.ok() ? StartPublish(*principal, req, reactor, resp) : principal.status();
+        if (!st.ok()) reactor->Finish(ToGrpcStatus(st));
+      })) {
+    reactor->Finish(Overloaded());
+  }
+  return reactor;
+}
+
+absl::Status BusService::StartPublish(const auth::Principal& principal,
+                                      const v1::PublishRequest* req,
+                                      grpc::ServerUnaryReactor* reactor,
+                                      v1::PublishResponse* resp) {
+  RETURN_IF_ERROR(principal.Check(auth::Scope::kPublish, req->topic()));
   std::vector<store::NewMessage> messages;
   messages.reserve(req->messages_size());
   for (int i = 0; i < req->messages_size(); ++i) {
-    auto m = FromProto(i, req->messages(i));
-    if (!m.ok()) {
-      reactor->Finish(ToGrpcStatus(m.status()));
-      return reactor;
+    ASSIGN_OR_RETURN(store::NewMessage m, FromProto(i, req->messages(i)));
+    if (principal.quotas.max_message_bytes &&
+        static_cast<int64_t>(m.payload.size()) > *principal.quotas.max_message_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "messages[", i, "]: payload of ", m.payload.size(),
+          " bytes exceeds the tenant quota max_message_bytes=",
+          *principal.quotas.max_message_bytes));
     }
-    messages.push_back(*std::move(m));
+    messages.push_back(std::move(m));
   }
-  // Validation and hashing are CPU work, not I/O: done here; the commit
-  // happens on a committer thread, which finishes the call.
-  bus_->Publish(cc_.TenantOf(ctx), req->topic(), std::move(messages),
+  RETURN_IF_ERROR(cc_.limiter->AdmitPublish(principal, req->messages_size()));
+  bus_->Publish(principal.tenant, req->topic(), std::move(messages),
                 [reactor, resp](absl::StatusOr<std::vector<int64_t>> ids) {
                   if (ids.ok()) {
                     for (int64_t id : *ids) resp->add_message_ids(std::to_string(id));
                   }
                   reactor->Finish(ToGrpcStatus(ids.status()));
                 });
-  return reactor;
+  return absl::OkStatus();
 }
 
 grpc::ServerWriteReactor<v1::SubscribeResponse>* BusService::Subscribe(
@@ -343,9 +397,10 @@ grpc::ServerWriteReactor<v1::SubscribeResponse>* BusService::Subscribe(
 
 grpc::ServerUnaryReactor* BusService::Ack(grpc::CallbackServerContext* ctx,
                                           const v1::AckRequest* req, v1::AckResponse* resp) {
-  return RunOnPool(cc_, ctx, [this, tenant = cc_.TenantOf(ctx), req, resp]() -> absl::Status {
+  return RunOnPool(cc_, ctx, [this, req, resp](const auth::Principal& p) -> absl::Status {
+    RETURN_IF_ERROR(AuthorizeSubscription(*bus_, p, auth::Scope::kSubscribe, req->subscription()));
     std::vector<std::string> ids(req->ack_ids().begin(), req->ack_ids().end());
-    ASSIGN_OR_RETURN(bus::LeaseResults ok, bus_->Ack(tenant, req->subscription(), ids));
+    ASSIGN_OR_RETURN(bus::LeaseResults ok, bus_->Ack(p.tenant, req->subscription(), ids));
     FillResults(ids, ok, resp);
     return absl::OkStatus();
   });
@@ -354,11 +409,12 @@ grpc::ServerUnaryReactor* BusService::Ack(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* BusService::ModifyAckDeadline(grpc::CallbackServerContext* ctx,
                                                         const v1::ModifyAckDeadlineRequest* req,
                                                         v1::ModifyAckDeadlineResponse* resp) {
-  return RunOnPool(cc_, ctx, [this, tenant = cc_.TenantOf(ctx), req, resp]() -> absl::Status {
+  return RunOnPool(cc_, ctx, [this, req, resp](const auth::Principal& p) -> absl::Status {
+    RETURN_IF_ERROR(AuthorizeSubscription(*bus_, p, auth::Scope::kSubscribe, req->subscription()));
     ASSIGN_OR_RETURN(absl::Duration deadline, FromProto("ack_deadline", req->ack_deadline()));
     std::vector<std::string> ids(req->ack_ids().begin(), req->ack_ids().end());
     ASSIGN_OR_RETURN(bus::LeaseResults ok,
-                     bus_->ModifyAckDeadline(tenant, req->subscription(), ids, deadline));
+                     bus_->ModifyAckDeadline(p.tenant, req->subscription(), ids, deadline));
     FillResults(ids, ok, resp);
     return absl::OkStatus();
   });
@@ -367,9 +423,11 @@ grpc::ServerUnaryReactor* BusService::ModifyAckDeadline(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* BusService::Retrieve(grpc::CallbackServerContext* ctx,
                                                const v1::RetrieveRequest* req,
                                                v1::RetrieveResponse* resp) {
-  return RunOnPool(cc_, ctx, [this, tenant = cc_.TenantOf(ctx), req, resp]() -> absl::Status {
+  return RunOnPool(cc_, ctx, [this, req, resp](const auth::Principal& p) -> absl::Status {
+    RETURN_IF_ERROR(p.CheckScope(auth::Scope::kSubscribe));
     ASSIGN_OR_RETURN(store::RetrieveResult r,
-                     bus_->Retrieve(tenant, req->message_id(), req->offset(), req->length()));
+                     bus_->Retrieve(p.tenant, req->message_id(), req->offset(), req->length()));
+    RETURN_IF_ERROR(p.Check(auth::Scope::kSubscribe, r.message.topic));
     r.message.payload_by_reference = true;
     ToProto(r.message, resp->mutable_message());
     resp->set_data(std::move(r.data));

@@ -30,6 +30,11 @@ class BusService final : public v1::BusService::CallbackService {
       grpc::CallbackServerContext* ctx, v1::UploadPayloadResponse* resp) override;
 
  private:
+  // Checks, validates and queues a Publish; a non-OK return is for the
+  // caller to finish the call with, otherwise the commit finishes it.
+  absl::Status StartPublish(const auth::Principal& principal, const v1::PublishRequest* req,
+                            grpc::ServerUnaryReactor* reactor, v1::PublishResponse* resp);
+
   bus::Bus* const bus_;
   const CallContext cc_;
 };

@@ -47,7 +47,8 @@ Bus::Bus(store::Store* store, WorkerPool* pool, BusOptions options)
       store, pool, Dispatcher::Options{options.poll_interval, /*max_claim_batch=*/100});
   publisher_ = std::make_unique<Publisher>(
       store, options.publish_committers, options.publish_max_batch,
-      [this](const store::TopicKey& key) { dispatcher_->Wake({key}); });
+      [this](const store::TopicKey& key) { dispatcher_->Wake({key}); },
+      static_cast<size_t>(options.max_queued_publishes));
 }
 
 Bus::~Bus() { Shutdown(); }

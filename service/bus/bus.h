@@ -31,6 +31,8 @@ struct BusOptions {
   int64_t max_payload_bytes = int64_t{2} << 30;
   int publish_committers = 2;
   int publish_max_batch = 1000;
+  // Publish calls waiting for a commit before UNAVAILABLE.
+  int max_queued_publishes = 10000;
   absl::Duration poll_interval = absl::Milliseconds(500);
 };
 

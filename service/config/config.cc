@@ -21,6 +21,7 @@ struct Setting {
   bool secret;       // refused as a flag: `ps` would show it
   std::function<absl::Status(Config&, const std::string&)> set;
   std::function<std::string(const Config&)> show;
+  bool is_bool = false;  // `--name` alone means true
 };
 
 std::function<absl::Status(Config&, const std::string&)> Int(
@@ -49,6 +50,24 @@ std::function<absl::Status(Config&, const std::string&)> Str(
   };
 }
 
+std::function<absl::Status(Config&, const std::string&)> Bool(bool Config::*field,
+                                                             const char* name) {
+  return [=](Config& c, const std::string& v) -> absl::Status {
+    std::string l = absl::AsciiStrToLower(v);
+    if (l == "true" || l == "1" || l == "yes" || l == "on") {
+      c.*field = true;
+    } else if (l == "false" || l == "0" || l == "no" || l == "off") {
+      c.*field = false;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("setting ", name, "=\"", v, "\": expected true or false"));
+    }
+    return absl::OkStatus();
+  };
+}
+
+std::string ShowBool(bool b) { return b ? "true" : "false"; }
+
 const std::vector<Setting>& Settings() {
   static const auto* settings = new std::vector<Setting>{
       {"listen", "host:port to serve gRPC on (port 0: any free port)", false,
@@ -57,9 +76,34 @@ const std::vector<Setting>& Settings() {
       {"database_url", "libpq connection string of pgbusd's role", true,
        Str(&Config::database_url, false, "database_url"),
        [](const Config&) { return std::string("(unset)"); }},
-      {"default_tenant", "tenant of requests until API keys exist", false,
+      {"dev_mode", "DEVELOPMENT ONLY: no authentication, every call is default_tenant", false,
+       Bool(&Config::dev_mode, "dev_mode"), [](const Config& c) { return ShowBool(c.dev_mode); },
+       true},
+      {"default_tenant", "the tenant of every call in dev mode", false,
        Str(&Config::default_tenant, false, "default_tenant"),
        [](const Config& c) { return c.default_tenant; }},
+      {"auth_cache_ms", "how long a looked-up API key is trusted (ms)", false,
+       Int(&Config::auth_cache_ms, 0, 600000, "auth_cache_ms"),
+       [](const Config& c) { return std::to_string(c.auth_cache_ms); }},
+      {"tls_cert_file", "TLS certificate chain (PEM); serves TLS only when set", false,
+       Str(&Config::tls_cert_file, true, "tls_cert_file"),
+       [](const Config& c) { return c.tls_cert_file; }},
+      {"tls_key_file", "TLS private key (PEM file)", false,
+       Str(&Config::tls_key_file, true, "tls_key_file"),
+       [](const Config& c) { return c.tls_key_file; }},
+      {"tls_client_ca_file", "mutual TLS: CA bundle client certificates must chain to", false,
+       Str(&Config::tls_client_ca_file, true, "tls_client_ca_file"),
+       [](const Config& c) { return c.tls_client_ca_file; }},
+      {"tls_client_tenant_from_cert",
+       "mutual TLS: a call without a key runs as the tenant named by its certificate's CN",
+       false, Bool(&Config::tls_client_tenant_from_cert, "tls_client_tenant_from_cert"),
+       [](const Config& c) { return ShowBool(c.tls_client_tenant_from_cert); }, true},
+      {"max_streams", "Subscribe streams this process serves at most", false,
+       Int(&Config::max_streams, 1, 1000000, "max_streams"),
+       [](const Config& c) { return std::to_string(c.max_streams); }},
+      {"max_call_memory_mb", "memory gRPC may use for calls in flight (MiB)", false,
+       Int(&Config::max_call_memory_mb, 16, 1 << 20, "max_call_memory_mb"),
+       [](const Config& c) { return std::to_string(c.max_call_memory_mb); }},
       {"workers", "threads and Postgres connections for database work", false,
        Int(&Config::workers, 1, 256, "workers"),
        [](const Config& c) { return std::to_string(c.workers); }},
@@ -180,10 +224,17 @@ absl::StatusOr<Config> Load(const std::vector<std::string>& args,
       value = std::string(arg.substr(eq + 1));
     } else {
       name = std::string(arg);
-      if (i + 1 >= args.size()) {
-        return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
+      for (char& ch : name) {
+        if (ch == '-') ch = '_';
       }
-      value = args[++i];
+      if (const Setting* s = Find(name); s && s->is_bool) {
+        value = "true";
+      } else if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(absl::StrCat("flag --", FlagName(name),
+                                                       " needs a value"));
+      } else {
+        value = args[++i];
+      }
     }
     for (char& ch : name) {
       if (ch == '-') ch = '_';
@@ -225,6 +276,19 @@ absl::StatusOr<Config> Load(const std::vector<std::string>& args,
     if (value) {
       if (absl::Status st = s.set(config, *value); !st.ok()) return st;
     }
+  }
+  if (config.tls_cert_file.empty() != config.tls_key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "settings tls_cert_file and tls_key_file: set both (TLS) or neither (plaintext)");
+  }
+  if (!config.tls_client_ca_file.empty() && config.tls_cert_file.empty()) {
+    return absl::InvalidArgumentError(
+        "setting tls_client_ca_file needs tls_cert_file and tls_key_file: mutual TLS is TLS");
+  }
+  if (config.tls_client_tenant_from_cert && config.tls_client_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "setting tls_client_tenant_from_cert needs tls_client_ca_file: only a verified client "
+        "certificate may name a tenant");
   }
   return config;
 }

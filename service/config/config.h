@@ -22,11 +22,32 @@ struct Config {
   // libpq connection string or URL of the role pgbusd runs as (secret:
   // environment or file only, never a flag).
   std::string database_url;
-  // Requests run as this tenant until API keys exist.
+  // Development only: no authentication; every call runs as
+  // `default_tenant` with every scope. Off by default; the log warns.
+  bool dev_mode = false;
+  // The tenant of every call in dev mode.
   std::string default_tenant = "default";
+  // How long a looked-up API key or tenant is trusted before it is read
+  // again (a revoked key stops working within this time).
+  int auth_cache_ms = 5000;
+  // TLS: server certificate chain and private key (PEM files). Both or none.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // Mutual TLS: CA bundle (PEM) that client certificates must chain to;
+  // when set, a client without a valid certificate cannot connect.
+  std::string tls_client_ca_file;
+  // With mutual TLS: a call without an API key runs as the tenant named by
+  // its certificate's common name, with every scope.
+  bool tls_client_tenant_from_cert = false;
+  // Subscribe streams this process serves at most (UNAVAILABLE beyond).
+  int max_streams = 10000;
+  // Memory gRPC may use for calls in flight, in MiB (new calls wait or fail
+  // with RESOURCE_EXHAUSTED beyond).
+  int max_call_memory_mb = 1024;
   // Threads (and Postgres connections) for database work.
   int workers = 8;
-  // Tasks waiting for a worker before new work is refused with UNAVAILABLE.
+  // Tasks waiting for a worker, and Publish calls waiting for a commit,
+  // before new work is refused with UNAVAILABLE.
   int max_queued_tasks = 10000;
   // Threads (and connections) committing coalesced Publish batches.
   int publish_committers = 2;

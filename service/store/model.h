@@ -107,6 +107,29 @@ struct StatsRecord {
   double oldest_unacked_age_seconds = 0;
 };
 
+// A tenant as the operator set it up. Unset quotas: no limit of its own.
+struct TenantRecord {
+  std::string tenant;
+  std::optional<int64_t> max_message_bytes;
+  std::optional<int64_t> max_stored_bytes;
+  std::optional<int> max_publish_rate;  // messages per second
+  std::optional<int> max_streams;
+  int64_t stored_bytes = 0;  // payload bytes stored now
+  absl::Time created_at;
+};
+
+// An API key; the secret itself is never stored.
+struct ApiKeyRecord {
+  std::string tenant;
+  std::string key_id;
+  std::string secret_sha256;
+  std::vector<std::string> scopes;
+  std::vector<std::string> topics;  // patterns
+  std::string description;
+  absl::Time created_at;
+  std::optional<absl::Time> revoked_at;
+};
+
 // A (tenant, topic) whose subscribers have new messages.
 struct TopicKey {
   std::string tenant;

@@ -13,6 +13,7 @@
 #define PGBUS_SERVICE_STORE_STORE_H_
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -142,6 +143,18 @@ class Store {
   virtual absl::Status StartListening(
       std::function<void(const std::vector<TopicKey>&)> on_publish) = 0;
   virtual void StopListening() = 0;
+};
+
+// What authentication reads before a tenant is known. Implemented by the
+// same store (pgbusd's role) through functions that return one key by its
+// id, never a list.
+class Directory {
+ public:
+  virtual ~Directory() = default;
+  // The key with this id, revoked or not; nullopt when there is none.
+  virtual absl::StatusOr<std::optional<ApiKeyRecord>> LookupApiKey(const std::string& key_id) = 0;
+  // The tenant's row (quotas); nullopt when the tenant does not exist.
+  virtual absl::StatusOr<std::optional<TenantRecord>> LookupTenant(const std::string& tenant) = 0;
 };
 
 }  // namespace pgbus::store

@@ -81,7 +81,9 @@ Pgbusd::Pgbusd(std::vector<std::string> flags, std::string tenant, std::string d
   log_path_ = dir + "/pgbusd.log";
 
   std::vector<std::string> args = {PGBUS_PGBUSD_PATH, "serve", "--listen", "127.0.0.1:0",
-                                   "--port-file", port_file, "--default-tenant", tenant_};
+                                   "--port-file", port_file, "--default-tenant", tenant_,
+                                   // Tests of authentication pass --dev-mode=false.
+                                   "--dev-mode"};
   args.insert(args.end(), flags.begin(), flags.end());
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {

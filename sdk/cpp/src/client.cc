@@ -1,5 +1,6 @@
 #include "pgbus/client.h"
 
+#include <grpcpp/support/client_interceptor.h>
 #include <openssl/evp.h>
 
 #include <sstream>
@@ -80,8 +81,57 @@ Client::Client(std::shared_ptr<grpc::Channel> channel)
       bus_(v1::BusService::NewStub(channel_)),
       admin_(v1::AdminService::NewStub(channel_)) {}
 
+namespace {
+
+// Adds `authorization: Bearer <key>` to every call of the channel, also to
+// calls made through the raw stubs.
+class ApiKeyInterceptor : public grpc::experimental::Interceptor {
+ public:
+  explicit ApiKeyInterceptor(const std::string* header) : header_(header) {}
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(
+            grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      methods->GetSendInitialMetadata()->insert({"authorization", *header_});
+    }
+    methods->Proceed();
+  }
+
+ private:
+  const std::string* header_;
+};
+
+class ApiKeyInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit ApiKeyInterceptorFactory(const std::string& key) : header_("Bearer " + key) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo*) override {
+    return new ApiKeyInterceptor(&header_);
+  }
+
+ private:
+  const std::string header_;
+};
+
+}  // namespace
+
 std::unique_ptr<Client> Client::Connect(const std::string& target) {
-  return std::make_unique<Client>(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  return Connect(target, ClientOptions{});
+}
+
+std::unique_ptr<Client> Client::Connect(const std::string& target,
+                                        const ClientOptions& options) {
+  std::shared_ptr<grpc::ChannelCredentials> creds =
+      options.credentials ? options.credentials : grpc::InsecureChannelCredentials();
+  grpc::ChannelArguments args;
+  if (!options.ssl_target_name.empty()) {
+    args.SetSslTargetNameOverride(options.ssl_target_name);
+  }
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> hooks;
+  if (!options.api_key.empty()) {
+    hooks.push_back(std::make_unique<ApiKeyInterceptorFactory>(options.api_key));
+  }
+  return std::make_unique<Client>(grpc::experimental::CreateCustomChannelWithInterceptors(
+      target, creds, args, std::move(hooks)));
 }
 
 absl::StatusOr<v1::Topic> Client::CreateTopic(const std::string& name) {

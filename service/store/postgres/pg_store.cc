@@ -15,6 +15,7 @@
 #include "service/obs/log.h"
 #include "service/store/postgres/migrator.h"
 #include "service/store/postgres/sql.h"
+#include "service/store/postgres/tenant_admin.h"
 
 namespace pgbus::store::postgres {
 namespace {
@@ -119,6 +120,39 @@ absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgStoreOptions& opt
         LatestVersion(), ": run `pgbusd migrate` first"));
   }
   return store;
+}
+
+absl::StatusOr<std::optional<ApiKeyRecord>> PgStore::LookupApiKey(const std::string& key_id) {
+  std::optional<ApiKeyRecord> out;
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  try {
+    pqxx::work txn(*conn);  // no tenant yet: the function returns one key
+    pqxx::result r = txn.exec_params(sql::kLookupApiKey, key_id);
+    txn.commit();
+    if (!r.empty()) {
+      ApiKeyRecord k;
+      k.key_id = key_id;
+      k.tenant = r[0][0].as<std::string>();
+      k.secret_sha256 = absl::HexStringToBytes(r[0][1].as<std::string>());
+      k.scopes = absl::StrSplit(r[0][2].as<std::string>(), ',');
+      k.topics = absl::StrSplit(r[0][3].as<std::string>(), ',');
+      if (r[0][4].as<bool>()) k.revoked_at = absl::InfinitePast();  // when: not needed here
+      out = std::move(k);
+    }
+  } catch (const std::exception& e) {
+    return StatusFromException(e, &*conn);
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<TenantRecord>> PgStore::LookupTenant(const std::string& tenant) {
+  std::optional<TenantRecord> out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    pqxx::result r = txn.exec(sql::kLookupTenant);
+    if (!r.empty()) out = ReadTenant(r[0]);
+    return absl::OkStatus();
+  }));
+  return out;
 }
 
 absl::Status PgStore::EnsureTenant(const std::string& tenant) {
@@ -644,6 +678,7 @@ absl::StatusOr<int> PgStore::ReapExpired(int batch) {
   try {
     pqxx::work txn(*conn);  // no tenant: the function works across tenants
     int n = txn.exec_params(sql::kReapExpired, batch)[0][0].as<int>();
+    txn.exec(sql::kFoldTenantUsage);
     txn.commit();
     return n;
   } catch (const std::exception& e) {

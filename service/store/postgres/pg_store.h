@@ -21,7 +21,7 @@ struct PgStoreOptions {
   int statement_timeout_ms = 30000;
 };
 
-class PgStore : public Store {
+class PgStore : public Store, public Directory {
  public:
   // Connects once to check the database is reachable and migrated.
   // UNAVAILABLE when Postgres cannot be reached; FAILED_PRECONDITION when
@@ -30,6 +30,8 @@ class PgStore : public Store {
   ~PgStore() override;
 
   absl::Status EnsureTenant(const std::string& tenant) override;
+  absl::StatusOr<std::optional<ApiKeyRecord>> LookupApiKey(const std::string& key_id) override;
+  absl::StatusOr<std::optional<TenantRecord>> LookupTenant(const std::string& tenant) override;
   absl::StatusOr<TopicRecord> CreateTopic(const std::string& tenant,
                                           const TopicRecord& topic) override;
   absl::StatusOr<TopicRecord> GetTopic(const std::string& tenant,

@@ -306,6 +306,8 @@ inline constexpr char kSeek[] =
 
 // $1 batch. Runs as the schema owner (see migrations/0006_reaper.sql).
 inline constexpr char kReapExpired[] = "SELECT pgbus.reap_expired($1)";
+// Folds the stored-bytes ledger to one row per tenant (0007).
+inline constexpr char kFoldTenantUsage[] = "SELECT pgbus.fold_tenant_usage()";
 
 inline constexpr char kTopicStats[] =
     "SELECT count(*) FROM pgbus.messages WHERE tenant_id = " PGBUS_TENANT
@@ -324,6 +326,51 @@ inline constexpr char kSubscriptionStats[] =
     " LEFT JOIN pgbus.messages m ON m.tenant_id = d.tenant_id AND m.id = d.message_id"
     " WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
     " GROUP BY s.tenant_id, s.topic";
+
+
+// --- Tenants and API keys (0007).
+// Authentication, as pgbusd's role: one key by id, through the owner's
+// function. Scopes and patterns never contain commas.
+inline constexpr char kLookupApiKey[] =
+    "SELECT tenant_id, encode(secret_sha256, 'hex'), array_to_string(scopes, ','), "
+    "array_to_string(topics, ','), revoked FROM pgbus.api_key_lookup($1)";
+
+#define PGBUS_TENANT_COLUMNS                                                      \
+  "t.tenant_id, t.max_message_bytes, t.max_stored_bytes, t.max_publish_rate, "   \
+  "t.max_streams, (SELECT coalesce(sum(u.bytes), 0) FROM pgbus.tenant_usage u "   \
+  "WHERE u.tenant_id = t.tenant_id), (extract(epoch from t.created_at) * 1000000)::bigint"
+
+// As pgbusd's role with the tenant set (RLS shows only that tenant's row).
+inline constexpr char kLookupTenant[] =
+    "SELECT " PGBUS_TENANT_COLUMNS " FROM pgbus.tenants t WHERE t.tenant_id = " PGBUS_TENANT;
+
+// The operator's statements (`pgbusd tenant` / `pgbusd key`, as the owner).
+// $1 tenant, $2..$5 quotas as text ('': none)
+inline constexpr char kCreateTenant[] =
+    "INSERT INTO pgbus.tenants (tenant_id, max_message_bytes, max_stored_bytes, "
+    "max_publish_rate, max_streams) VALUES ($1, NULLIF($2, '')::bigint, "
+    "NULLIF($3, '')::bigint, NULLIF($4, '')::int, NULLIF($5, '')::int)";
+inline constexpr char kUpdateTenant[] =
+    "UPDATE pgbus.tenants SET max_message_bytes = NULLIF($2, '')::bigint, "
+    "max_stored_bytes = NULLIF($3, '')::bigint, max_publish_rate = NULLIF($4, '')::int, "
+    "max_streams = NULLIF($5, '')::int WHERE tenant_id = $1";
+inline constexpr char kGetTenant[] =
+    "SELECT " PGBUS_TENANT_COLUMNS " FROM pgbus.tenants t WHERE t.tenant_id = $1";
+inline constexpr char kListTenants[] =
+    "SELECT " PGBUS_TENANT_COLUMNS " FROM pgbus.tenants t ORDER BY t.tenant_id";
+// $1 tenant, $2 key id, $3 secret sha256 (hex), $4 scopes, $5 topics (comma
+// lists), $6 description
+inline constexpr char kInsertApiKey[] =
+    "INSERT INTO pgbus.api_keys (tenant_id, key_id, secret_sha256, scopes, topics, description) "
+    "VALUES ($1, $2, decode($3, 'hex'), string_to_array($4, ','), string_to_array($5, ','), $6)";
+inline constexpr char kListApiKeys[] =
+    "SELECT tenant_id, key_id, array_to_string(scopes, ','), array_to_string(topics, ','), "
+    "description, (extract(epoch from created_at) * 1000000)::bigint, "
+    "(extract(epoch from revoked_at) * 1000000)::bigint "
+    "FROM pgbus.api_keys WHERE tenant_id = $1 ORDER BY created_at, key_id";
+inline constexpr char kRevokeApiKey[] =
+    "UPDATE pgbus.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 "
+    "RETURNING tenant_id";
 
 }  // namespace pgbus::store::postgres::sql
 

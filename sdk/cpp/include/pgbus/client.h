@@ -55,11 +55,22 @@ class Subscriber {
   std::thread reader_;
 };
 
+struct ClientOptions {
+  // Sent as `authorization: Bearer <api_key>` on every call (none if empty).
+  std::string api_key;
+  // grpc::SslCredentials(...) for TLS / mutual TLS; plaintext when null.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  // The name the server certificate must carry, when not the target's host.
+  std::string ssl_target_name;
+};
+
 class Client {
  public:
   explicit Client(std::shared_ptr<grpc::Channel> channel);
-  // An insecure channel to `target` ("host:port").
+  // A plaintext channel to `target` ("host:port") without a key.
   static std::unique_ptr<Client> Connect(const std::string& target);
+  static std::unique_ptr<Client> Connect(const std::string& target,
+                                         const ClientOptions& options);
 
   v1::BusService::Stub& bus() { return *bus_; }
   v1::AdminService::Stub& admin() { return *admin_; }
