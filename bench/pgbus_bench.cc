@@ -4,6 +4,7 @@
 // ratios, not absolute numbers.
 //
 //   pgbus_bench --target 127.0.0.1:PORT [--seconds 3] [--rounds 3]
+#include <cstdlib>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -173,9 +174,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: pgbus_bench --target host:port [--seconds S] [--rounds N]\n");
     return 2;
   }
-  auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
-  pgbus::Client client(channel);
-  auto health = grpc::health::v1::Health::NewStub(channel);
+  // pgbusd runs as in production, with authentication: every call carries
+  // the API key bench.sh issued (PGBUS_API_KEY).
+  pgbus::ClientOptions options;
+  if (const char* key = std::getenv("PGBUS_API_KEY")) options.api_key = key;
+  std::unique_ptr<pgbus::Client> connected = pgbus::Client::Connect(target, options);
+  pgbus::Client& client = *connected;
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   std::string topic = absl::StrCat("bench-", NowNanos());
   if (!client.CreateTopic(topic).ok() || !client.CreateSubscription(topic, topic).ok()) {
     std::fprintf(stderr, "cannot create the bench topic\n");

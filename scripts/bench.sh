@@ -8,6 +8,12 @@ dir="$build/benchpg"
 bash tests/pg_fixture.sh start "$dir" "$build/pgbusd" >/dev/null 2>&1
 port_file="$dir/port"
 rm -f "$port_file"
+# As in production: authentication on, one tenant with an API key.
+owner="host=$dir/run dbname=pgbus user=pgbus_owner"
+PGBUS_DATABASE_URL="$owner" "$build/pgbusd" tenant create bench 2>/dev/null
+PGBUS_API_KEY=$(PGBUS_DATABASE_URL="$owner" "$build/pgbusd" key issue bench \
+  --scopes publish,subscribe,admin 2>/dev/null)
+export PGBUS_API_KEY
 PGBUS_DATABASE_URL="host=$dir/run dbname=pgbus user=pgbus_app" \
   "$build/pgbusd" serve --listen 127.0.0.1:0 --port-file "$port_file" 2>"$dir/pgbusd.log" &
 pid=$!

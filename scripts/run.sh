@@ -14,4 +14,6 @@ if [ -z "${PGBUS_DATABASE_URL:-}" ]; then
   echo "run: throwaway Postgres in ./var/pg (stop: scripts/pg.sh stop var/pg)" >&2
 fi
 PGBUS_DATABASE_URL="${PGBUS_OWNER_DATABASE_URL:-$PGBUS_DATABASE_URL}" "$pgbusd" migrate
-exec "$pgbusd" serve "$@"
+# Development: no authentication (pgbusd logs a warning). Production runs
+# without --dev-mode and with API keys (README, "Security").
+exec "$pgbusd" serve --dev-mode "$@"

@@ -12,8 +12,9 @@ namespace {
 
 using testing::Pgbusd;
 
-const char* const kTables[] = {"tenants",    "topics",   "subscriptions", "messages",
-                               "deliveries", "payloads", "payload_chunks"};
+const char* const kTables[] = {"tenants",  "topics",         "subscriptions", "messages",
+                               "deliveries", "payloads",     "payload_chunks", "idempotency_keys",
+                               "api_keys", "tenant_usage"};
 
 class RlsTest : public ::testing::Test {
  protected:
@@ -22,7 +23,12 @@ class RlsTest : public ::testing::Test {
     auto client = b_.Connect();
     EXPECT_TRUE(client->CreateTopic("secret").ok());
     EXPECT_TRUE(client->CreateSubscription("secret-sub", "secret").ok());
-    EXPECT_TRUE(client->Publish("secret", "b's payload").ok());
+    pgbus::v1::PublishMessage m;
+    m.set_payload("b's payload");
+    m.set_idempotency_key("b-key");
+    std::vector<pgbus::v1::PublishMessage> one = {m};
+    EXPECT_TRUE(client->Publish("secret", one).ok());
+    testing::IssueKey(b_.tenant(), "publish");  // a row in api_keys
   }
   int64_t Count(pqxx::work& txn, const std::string& table) {
     return txn.exec("SELECT count(*) FROM pgbus." + table)[0][0].as<int64_t>();
@@ -141,6 +147,38 @@ TEST_F(RlsTest, ATenantSeesOnlyItsOwnThroughTheApi) {
   txn.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", b_.tenant());
   std::string id = txn.exec1("SELECT id FROM pgbus.messages")[0].as<std::string>();
   EXPECT_EQ(client->RetrievePayload(id).status().code(), absl::StatusCode::kNotFound);
+  // Nor to seek, ack or count, even with B's ack id in hand.
+  {
+    grpc::ClientContext ctx;
+    v1::SeekRequest req;
+    req.set_subscription("secret-sub");
+    req.mutable_time()->set_seconds(0);
+    v1::SeekResponse resp;
+    EXPECT_EQ(client->admin().Seek(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    auto b_client = b_.Connect();
+    auto b_sub = b_client->Subscribe("secret-sub");
+    auto got = testing::Receive(*b_sub, 1, absl::Seconds(10));
+    ASSERT_EQ(got.size(), 1u);
+    b_sub->Cancel();
+    auto acked = client->Ack("secret-sub", {got[0].ack_id()});
+    if (acked.ok()) {
+      EXPECT_EQ((*acked)[0], v1::ACK_STATUS_EXPIRED);
+    } else {
+      EXPECT_EQ(acked.status().code(), absl::StatusCode::kNotFound) << acked.status();
+    }
+  }
+  {
+    grpc::ClientContext ctx;
+    v1::GetStatsRequest req;
+    req.set_subscription("secret-sub");
+    v1::GetStatsResponse resp;
+    EXPECT_EQ(client->admin().GetStats(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+  }
+  // B's message is still there, unacked.
+  EXPECT_EQ(testing::CountAsOwner(b_.tenant(), "SELECT 1 FROM pgbus.deliveries"), 1);
   // Topics are per tenant: A may use the same name.
   EXPECT_TRUE(client->CreateTopic("secret").ok());
 }

@@ -155,6 +155,58 @@ std::string Pgbusd::Log() const {
   return ss.str();
 }
 
+std::unique_ptr<Client> Pgbusd::Connect(const std::string& api_key) const {
+  ClientOptions options;
+  options.api_key = api_key;
+  return Client::Connect(target_, options);
+}
+
+CommandResult RunPgbusd(const std::vector<std::string>& args) {
+  std::string dir = absl::StrCat(::testing::TempDir(), "/", UniqueName("cmd"));
+  std::string cmd = absl::StrCat("PGBUS_DATABASE_URL='", OwnerDsn(), "' ", PGBUS_PGBUSD_PATH);
+  for (const auto& a : args) {
+    std::string quoted = a;
+    size_t pos = 0;
+    while ((pos = quoted.find('\'', pos)) != std::string::npos) {
+      quoted.replace(pos, 1, "'\\''");
+      pos += 4;
+    }
+    absl::StrAppend(&cmd, " '", quoted, "'");
+  }
+  absl::StrAppend(&cmd, " >", dir, ".out 2>", dir, ".err");
+  int status = std::system(cmd.c_str());
+  CommandResult r;
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  r.out = slurp(dir + ".out");
+  r.err = slurp(dir + ".err");
+  return r;
+}
+
+std::string IssueKey(const std::string& tenant, const std::string& scopes,
+                     const std::string& topics) {
+  CommandResult key = RunPgbusd({"key", "issue", tenant, "--scopes", scopes, "--topics", topics});
+  if (key.exit_code != 0) throw std::runtime_error("pgbusd key issue: " + key.err);
+  std::string token = key.out;
+  while (!token.empty() && (token.back() == '\n' || token.back() == '\r')) token.pop_back();
+  return token;
+}
+
+std::string CreateTenantWithKey(const std::string& tenant,
+                                const std::vector<std::string>& quota_flags,
+                                const std::string& scopes, const std::string& topics) {
+  std::vector<std::string> args = {"tenant", "create", tenant};
+  args.insert(args.end(), quota_flags.begin(), quota_flags.end());
+  CommandResult created = RunPgbusd(args);
+  if (created.exit_code != 0) throw std::runtime_error("pgbusd tenant create: " + created.err);
+  return IssueKey(tenant, scopes, topics);
+}
+
 std::vector<v1::ReceivedMessage> Receive(Subscriber& sub, size_t n, absl::Duration timeout) {
   std::vector<v1::ReceivedMessage> out;
   absl::Time deadline = absl::Now() + timeout;

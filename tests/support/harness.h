@@ -41,6 +41,8 @@ class Pgbusd {
   const std::string& target() const { return target_; }
   const std::string& tenant() const { return tenant_; }
   std::unique_ptr<Client> Connect() const { return Client::Connect(target_); }
+  // With this API key on every call.
+  std::unique_ptr<Client> Connect(const std::string& api_key) const;
   // SIGTERM, then waits; returns the exit status (-1 on a signal death).
   int Terminate();
   // The process's log so far.
@@ -55,6 +57,25 @@ class Pgbusd {
   std::string target_;
   std::string log_path_;
 };
+
+// Runs `pgbusd <args>` (an operator command) with the owner's connection
+// string; returns the exit code, stdout and stderr.
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+CommandResult RunPgbusd(const std::vector<std::string>& args);
+
+// Creates `tenant` (with `quota_flags`, e.g. {"--max-streams", "1"}) and
+// issues it a key; returns the key. Throws when either command fails.
+std::string CreateTenantWithKey(const std::string& tenant,
+                                const std::vector<std::string>& quota_flags = {},
+                                const std::string& scopes = "publish,subscribe,admin",
+                                const std::string& topics = ">");
+// Issues another key of an existing tenant.
+std::string IssueKey(const std::string& tenant, const std::string& scopes,
+                     const std::string& topics = ">");
 
 // Receives until `n` messages arrived or `timeout` passed.
 std::vector<v1::ReceivedMessage> Receive(Subscriber& sub, size_t n, absl::Duration timeout);
