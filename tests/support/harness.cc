@@ -231,10 +231,14 @@ v1::GetStatsResponse SubscriptionStats(Client& client, const std::string& subscr
 }
 
 int64_t CountAsOwner(const std::string& tenant, const std::string& sql) {
+  return ScalarAsTenant(tenant, absl::StrCat("SELECT count(*) FROM (", sql, ") q"));
+}
+
+int64_t ScalarAsTenant(const std::string& tenant, const std::string& sql) {
   pqxx::connection conn(AppDsn());
   pqxx::work txn(conn);
   txn.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", tenant);
-  return txn.exec(absl::StrCat("SELECT count(*) FROM (", sql, ") q"))[0][0].as<int64_t>();
+  return txn.exec(sql)[0][0].as<int64_t>();
 }
 
 }  // namespace pgbus::testing

@@ -88,6 +88,8 @@ v1::GetStatsResponse SubscriptionStats(Client& client, const std::string& subscr
 // stored. (Not as the owner: it also sees every tenant's expired rows, for
 // the reaper.)
 int64_t CountAsOwner(const std::string& tenant, const std::string& sql);
+// The one bigint a query returns, run the same way.
+int64_t ScalarAsTenant(const std::string& tenant, const std::string& sql);
 
 }  // namespace pgbus::testing
 

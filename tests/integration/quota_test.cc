@@ -1,0 +1,194 @@
+// Tenant quotas and server limits: RESOURCE_EXHAUSTED naming the limit (or
+// UNAVAILABLE for server overload), and nothing partly stored.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "tests/support/harness.h"
+
+namespace pgbus {
+namespace {
+
+using testing::CountAsOwner;
+using testing::Pgbusd;
+using testing::UniqueName;
+
+const std::vector<std::string> kAuthOn = {"--dev-mode=false", "--auth-cache-ms", "0"};
+
+// What the tenant's ledger says it stores, as pgbusd's role sees it.
+int64_t StoredBytes(const std::string& tenant) {
+  return testing::ScalarAsTenant(tenant,
+                                 "SELECT coalesce(sum(bytes), 0) FROM pgbus.tenant_usage");
+}
+
+TEST(Quota, MaxMessageBytes) {
+  Pgbusd server(kAuthOn);
+  std::string tenant = UniqueName("tenant");
+  auto client = server.Connect(
+      testing::CreateTenantWithKey(tenant, {"--max-message-bytes", "1000"}));
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  EXPECT_TRUE(client->Publish("t", std::string(1000, 'a')).ok());
+  std::vector<v1::PublishMessage> two(2);
+  two[0].set_payload("small");
+  two[1].set_payload(std::string(1001, 'b'));
+  auto st = client->Publish("t", two).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(st.message(), "messages[1]")) << st;
+  EXPECT_TRUE(absl::StrContains(st.message(), "max_message_bytes=1000")) << st;
+  // Uploads count too, and leave nothing behind.
+  std::istringstream in(std::string(3000, 'c'));
+  auto up = client->UploadPayload("t", in);
+  EXPECT_EQ(up.status().code(), absl::StatusCode::kResourceExhausted) << up.status();
+  EXPECT_EQ(CountAsOwner(tenant, "SELECT 1 FROM pgbus.messages"), 1);
+  for (int i = 0; i < 100 && CountAsOwner(tenant, "SELECT 1 FROM pgbus.payloads") > 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(CountAsOwner(tenant, "SELECT 1 FROM pgbus.payloads"), 0);
+}
+
+TEST(Quota, MaxStoredBytesIsEnforcedByPostgres) {
+  Pgbusd server(kAuthOn);
+  std::string tenant = UniqueName("tenant");
+  auto client = server.Connect(
+      testing::CreateTenantWithKey(tenant, {"--max-stored-bytes", "10000"}));
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  ASSERT_TRUE(client->Publish("t", std::string(6000, 'a')).ok());
+  EXPECT_EQ(StoredBytes(tenant), 6000);
+  auto st = client->Publish("t", std::string(5000, 'b')).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(st.message(), "max_stored_bytes=10000")) << st;
+  // A batch that fits only in part is refused as a whole.
+  std::vector<v1::PublishMessage> batch(2);
+  batch[0].set_payload(std::string(3000, 'c'));
+  batch[1].set_payload(std::string(3000, 'd'));
+  EXPECT_EQ(client->Publish("t", batch).status().code(), absl::StatusCode::kResourceExhausted);
+  // Chunks of an upload count as well.
+  std::istringstream in(std::string(5000, 'e'));
+  EXPECT_EQ(client->UploadPayload("t", in).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(CountAsOwner(tenant, "SELECT 1 FROM pgbus.messages"), 1);
+  EXPECT_EQ(StoredBytes(tenant), 6000);
+  testing::CommandResult shown = testing::RunPgbusd({"tenant", "show", tenant});
+  EXPECT_TRUE(absl::StrContains(shown.out, "stored_bytes: 6000")) << shown.out;
+
+  // Raising the quota takes effect at once (it is read by the statement).
+  ASSERT_EQ(testing::RunPgbusd({"tenant", "set", tenant, "--max-stored-bytes", "20000"})
+                .exit_code,
+            0);
+  EXPECT_TRUE(client->Publish("t", batch).ok());
+  EXPECT_EQ(StoredBytes(tenant), 12000);
+  // Deleting the topic gives the bytes back.
+  grpc::ClientContext ctx;
+  v1::DeleteTopicRequest del;
+  del.set_name("t");
+  v1::DeleteTopicResponse resp;
+  ASSERT_TRUE(client->admin().DeleteTopic(&ctx, del, &resp).ok());
+  EXPECT_EQ(StoredBytes(tenant), 0);
+}
+
+TEST(Quota, MaxPublishRate) {
+  Pgbusd server(kAuthOn);
+  std::string tenant = UniqueName("tenant");
+  auto client = server.Connect(
+      testing::CreateTenantWithKey(tenant, {"--max-publish-rate", "5"}));
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  std::vector<v1::PublishMessage> six(6);
+  for (auto& m : six) m.set_payload("x");
+  auto too_big = client->Publish("t", six).status();
+  EXPECT_EQ(too_big.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(too_big.message(), "max_publish_rate=5")) << too_big;
+  // 20 as fast as possible: the bucket holds 5 and refills at 5/s.
+  int ok = 0, limited = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto st = client->Publish("t", "x").status();
+    if (st.ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+      EXPECT_TRUE(absl::StrContains(st.message(), "max_publish_rate=5")) << st;
+      ++limited;
+    }
+  }
+  EXPECT_GE(ok, 5);
+  EXPECT_GT(limited, 0);
+  EXPECT_EQ(CountAsOwner(tenant, "SELECT 1 FROM pgbus.messages"), ok);
+}
+
+TEST(Quota, MaxStreamsOfATenant) {
+  Pgbusd server(kAuthOn);
+  std::string tenant = UniqueName("tenant");
+  auto client = server.Connect(testing::CreateTenantWithKey(tenant, {"--max-streams", "1"}));
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
+  auto first = client->Subscribe("s");
+  ASSERT_TRUE(client->Publish("t", "x").ok());
+  ASSERT_EQ(testing::Receive(*first, 1, absl::Seconds(10)).size(), 1u);  // attached
+  auto second = client->Subscribe("s");
+  auto st = second->Next(absl::Seconds(10)).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(absl::StrContains(st.message(), "max_streams=1")) << st;
+  // Closing the first frees its place.
+  first->Cancel();
+  first.reset();
+  bool attached = false;
+  for (int i = 0; i < 50 && !attached; ++i) {
+    auto third = client->Subscribe("s");
+    auto next = third->Next(absl::Seconds(1));
+    attached = next.ok();  // no message, but no error either: it is attached
+    if (!attached) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(attached);
+}
+
+TEST(Quota, ServerStreamLimitShedsWithUnavailable) {
+  Pgbusd server({"--max-streams", "1"});
+  auto client = server.Connect();
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
+  auto first = client->Subscribe("s");
+  ASSERT_TRUE(client->Publish("t", "x").ok());
+  ASSERT_EQ(testing::Receive(*first, 1, absl::Seconds(10)).size(), 1u);
+  auto st = client->Subscribe("s")->Next(absl::Seconds(10)).status();
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StrContains(st.message(), "max_streams=1")) << st;
+}
+
+TEST(Quota, QueuedWorkIsBoundedAndShedWithUnavailable) {
+  Pgbusd server({"--workers", "1", "--max-queued-tasks", "1"});
+  auto client = server.Connect();
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  // Many calls at once: one runs, one waits, the rest are refused at once.
+  constexpr int kCalls = 200;
+  std::atomic<int> ok{0}, shed{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      for (int k = 0; k < kCalls / 8; ++k) {
+        grpc::ClientContext ctx;
+        v1::GetTopicRequest req;
+        req.set_name("t");
+        v1::GetTopicResponse resp;
+        grpc::Status st = client->admin().GetTopic(&ctx, req, &resp);
+        if (st.ok()) {
+          ++ok;
+        } else if (st.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                   absl::StrContains(st.error_message(), "overloaded")) {
+          ++shed;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_GT(shed.load(), 0);
+  EXPECT_EQ(other.load(), 0);
+  // And it recovers.
+  EXPECT_TRUE(client->CreateTopic("after").ok());
+}
+
+}  // namespace
+}  // namespace pgbus
