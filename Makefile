@@ -2,13 +2,15 @@
 #   make run    install what is missing, build, start a throwaway Postgres
 #               under ./var/ (unless PGBUS_DATABASE_URL is set), migrate, serve
 #   make test   the same installs and build, then every test
-# Also: make build, make lint, make bench, make clean.
+# Also: make build, make lint, make bench, make fuzz, make clean.
 
 BUILD_DIR ?= build
 JOBS ?= 2
 export PATH := $(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: all deps build lint run test test-unit bench clean
+FUZZ_SECONDS ?= 600
+
+.PHONY: all deps build lint run test test-unit bench fuzz clean
 
 all: build
 
@@ -29,12 +31,17 @@ run: build
 
 test: build lint
 	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900 -j $(JOBS)
+	@echo "fuzz: request decoding and validation, 20 s (make fuzz runs $(FUZZ_SECONDS) s)"
+	@bash scripts/fuzz.sh $(BUILD_DIR) 20
 
 test-unit: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -L unit
 
 bench: build
 	@bash scripts/bench.sh $(BUILD_DIR)
+
+fuzz: deps
+	@bash scripts/fuzz.sh $(BUILD_DIR) $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD_DIR)

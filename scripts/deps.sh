@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pgbus needs and is missing; quiet and quick when all is there.
-# Debian packages for the C++ side; buf and grpcurl, pinned, from the Go
-# module proxy into ./.tools/bin.
+# Debian packages for the C++ side (clang only builds the libFuzzer target;
+# openssl makes the throwaway certificates of the TLS tests); buf and
+# grpcurl, pinned, from the Go module proxy into ./.tools/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ APT_PACKAGES=(
   libabsl-dev libpqxx-dev libpq-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   postgresql-15 postgresql-contrib
+  openssl
+  clang-14 libclang-rt-14-dev
 )
 BUF_VERSION=v1.47.2
 GRPCURL_VERSION=v1.9.3
