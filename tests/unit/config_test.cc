@@ -14,6 +14,32 @@ TEST(Config, DefaultsWhenNothingIsSet) {
   EXPECT_EQ(c->listen, "127.0.0.1:50051");
   EXPECT_EQ(c->workers, 8);
   EXPECT_EQ(c->inline_payload_limit, 256 * 1024);
+  EXPECT_FALSE(c->dev_mode);  // authentication is on unless asked otherwise
+}
+
+TEST(Config, BooleanFlagsAndTlsSettings) {
+  auto c = Load({"--dev-mode", "--workers", "2"}, {});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->dev_mode);
+  EXPECT_EQ(c->workers, 2);
+  c = Load({"--dev-mode", "--dev-mode=false"}, {{"PGBUS_DEV_MODE", "true"}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE(c->dev_mode);
+  EXPECT_EQ(Load({"--dev-mode=maybe"}, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"--tls-cert-file", "a.pem"},
+           {"--tls-key-file", "a.key"},
+           {"--tls-client-ca-file", "ca.pem"},
+           {"--tls-cert-file", "a.pem", "--tls-key-file", "a.key",
+            "--tls-client-tenant-from-cert"}}) {
+    auto bad = Load(args, {});
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << args[0];
+    EXPECT_NE(bad.status().message().find("tls_"), std::string::npos) << bad.status();
+  }
+  EXPECT_TRUE(Load({"--tls-cert-file", "a.pem", "--tls-key-file", "a.key",
+                    "--tls-client-ca-file", "ca.pem", "--tls-client-tenant-from-cert"},
+                   {})
+                  .ok());
 }
 
 TEST(Config, FlagsBeatEnvironmentBeatsFile) {
