@@ -5,7 +5,10 @@
 //   pgbus [--server HOST:PORT] retrieve --id ID --out F
 //   pgbus [--server HOST:PORT] subscribe TOPIC [--subscription S] [--count N]
 //
-// The server defaults to $PGBUS_SERVER, else localhost:50051. Transfers show
+// The server defaults to $PGBUS_SERVER, else localhost:50051. The API key
+// comes from $PGBUS_API_KEY (never a flag: `ps` would show it). TLS: set
+// $PGBUS_TLS_CA_FILE (the CA that signed the server's certificate), and for
+// mutual TLS $PGBUS_TLS_CERT_FILE and $PGBUS_TLS_KEY_FILE. Transfers show
 // a progress bar and throughput when stderr is a terminal and are quiet
 // otherwise. Every payload is checked against its SHA-256 end to end.
 // Exit codes: 0 done, 1 failed, 2 usage, 3 checksum mismatch (DATA_LOSS).
@@ -17,6 +20,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -35,7 +39,9 @@ constexpr char kUsage[] =
     "  retrieve --id ID --out F                  write a message's payload to F\n"
     "  subscribe TOPIC [--subscription S] [--count N]\n"
     "                                            print messages as they arrive and ack them\n"
-    "                                            (a temporary subscription unless S is given)\n";
+    "                                            (a temporary subscription unless S is given)\n"
+    "environment: PGBUS_SERVER, PGBUS_API_KEY, PGBUS_TLS_CA_FILE, PGBUS_TLS_CERT_FILE,\n"
+    "             PGBUS_TLS_KEY_FILE\n";
 
 std::atomic<bool> g_stop{false};
 
@@ -229,7 +235,28 @@ int main(int argc, char** argv) {
       args.rest.push_back(a);
     }
   }
-  auto client = pgbus::Client::Connect(server);
+  pgbus::ClientOptions options;
+  if (const char* key = getenv("PGBUS_API_KEY")) options.api_key = key;
+  if (const char* ca = getenv("PGBUS_TLS_CA_FILE")) {
+    auto read = [](const char* path) {
+      std::ifstream in(path);
+      return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    };
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = read(ca);
+    if (tls.pem_root_certs.empty()) {
+      std::fprintf(stderr, "pgbus: cannot read PGBUS_TLS_CA_FILE=%s\n", ca);
+      return 2;
+    }
+    const char* cert = getenv("PGBUS_TLS_CERT_FILE");
+    const char* key = getenv("PGBUS_TLS_KEY_FILE");
+    if (cert && key) {
+      tls.pem_cert_chain = read(cert);
+      tls.pem_private_key = read(key);
+    }
+    options.credentials = grpc::SslCredentials(tls);
+  }
+  auto client = pgbus::Client::Connect(server, options);
   if (command == "topics") return Topics(*client);
   if (command == "publish") return Publish(*client, args);
   if (command == "retrieve") return Retrieve(*client, args);

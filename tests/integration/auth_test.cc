@@ -2,9 +2,12 @@
 // --dev-mode), keys issued by the operator's `pgbusd key issue`.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <pqxx/pqxx>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "service/common/sha256.h"
 #include "tests/support/harness.h"
 
@@ -203,6 +206,29 @@ TEST(Auth, KeysOfOneTenantCannotReachAnother) {
   EXPECT_EQ(CodeOf(a->RetrievePayload(*id).status()), absl::StatusCode::kNotFound);
   EXPECT_EQ(testing::CountAsOwner(b_tenant, "SELECT 1 FROM pgbus.deliveries"), 1);
   EXPECT_EQ(testing::CountAsOwner(a_tenant, "SELECT 1 FROM pgbus.messages"), 0);
+}
+
+TEST(Auth, TheCliSendsTheKeyFromTheEnvironment) {
+  Pgbusd server(kAuthOn);
+  std::string token = testing::CreateTenantWithKey(UniqueName("tenant"));
+  ASSERT_TRUE(server.Connect(token)->CreateTopic("from-cli").ok());
+  auto run = [&](const std::string& env) {
+    std::string cmd = absl::StrCat(env, " ", PGBUS_CLI, " --server ", server.target(),
+                                   " topics 2>&1");
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+    int status = pclose(p);
+    return std::make_pair(WEXITSTATUS(status), out);
+  };
+  auto [denied, denied_out] = run("PGBUS_API_KEY=");
+  EXPECT_EQ(denied, 1);
+  EXPECT_TRUE(absl::StrContains(denied_out, "UNAUTHENTICATED")) << denied_out;
+  auto [ok, listed] = run("PGBUS_API_KEY=" + token);
+  EXPECT_EQ(ok, 0) << listed;
+  EXPECT_TRUE(absl::StrContains(listed, "from-cli")) << listed;
 }
 
 TEST(Auth, OperatorCommandsCheckTheirInput) {
