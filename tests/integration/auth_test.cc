@@ -28,7 +28,8 @@ grpc::Status ListTopics(Client& client, v1::ListTopicsResponse* resp) {
   return client.admin().ListTopics(&ctx, req, resp);
 }
 
-std::string SecretOf(const std::string& token) { return token.substr(token.rfind('_') + 1); }
+// "pgbus_" + 16 hex digits + "_" + secret (which may itself contain "_").
+std::string SecretOf(const std::string& token) { return token.substr(6 + 16 + 1); }
 std::string KeyIdOf(const std::string& token) { return token.substr(6, 16); }
 
 TEST(Auth, WithoutDevModeEveryCallNeedsAKey) {

@@ -58,7 +58,8 @@ TEST(ApiKey, GeneratedKeysParseAndMatchOnlyTheirSecret) {
 TEST(ApiKey, MalformedKeysAreUnauthenticatedWithoutEcho) {
   auto key = auth::GenerateKey();
   ASSERT_TRUE(key.ok());
-  std::string secret = key->token.substr(key->token.rfind('_') + 1);
+  // "pgbus_" + 16 hex + "_"; the secret itself may contain '_'.
+  std::string secret = key->token.substr(6 + 16 + 1);
   for (const std::string& bad :
        {std::string(""), std::string("pgbus_"), key->token + "x", key->token.substr(1),
         "pgbus_ABCDEF0123456789_" + secret, "pgbus_0123456789abcdef-" + secret}) {
