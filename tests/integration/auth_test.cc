@@ -4,6 +4,11 @@
 
 #include <sys/wait.h>
 
+#include <condition_variable>
+#include <mutex>
+
+#include <grpcpp/generic/generic_stub.h>
+
 #include <pqxx/pqxx>
 
 #include "absl/strings/match.h"
@@ -250,6 +255,52 @@ TEST(Auth, OperatorCommandsCheckTheirInput) {
   ASSERT_EQ(set.exit_code, 0) << set.err;
   EXPECT_TRUE(absl::StrContains(set.out, "max_streams: 3")) << set.out;
   EXPECT_TRUE(absl::StrContains(set.out, "max_stored_bytes: none")) << set.out;
+}
+
+}  // namespace
+}  // namespace pgbus
+
+namespace pgbus {
+namespace {
+
+// Bytes that are not a valid request (here: a topic name that is not UTF-8,
+// and a truncated message) never reach pgbus's code: gRPC refuses them
+// while decoding (gRPC 1.51's callback API answers UNIMPLEMENTED, without a
+// message). Nothing is stored and the server keeps serving.
+TEST(HostileInput, UndecodableRequestsStoreNothing) {
+  Pgbusd server;
+  auto client = server.Connect();
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  auto channel = grpc::CreateChannel(server.target(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  v1::PublishRequest req;
+  req.set_topic("t");
+  req.add_messages()->set_payload("x");
+  std::string good = req.SerializeAsString();
+  std::string bad_utf8 = good;
+  bad_utf8.replace(bad_utf8.find('t'), 1, "\xff");  // field 1, length 1: the topic
+  for (const std::string& body : {bad_utf8, good.substr(0, good.size() - 1)}) {
+    grpc::ClientContext ctx;
+    grpc::Slice slice(body);
+    grpc::ByteBuffer request(&slice, 1), response;
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    grpc::Status status;
+    stub.UnaryCall(&ctx, "/pgbus.v1.BusService/Publish", grpc::StubOptions(), &request,
+                   &response, [&](grpc::Status st) {
+                     std::lock_guard<std::mutex> lock(mu);
+                     status = st;
+                     done = true;
+                     cv.notify_one();
+                   });
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done; });
+    EXPECT_FALSE(status.ok());
+    EXPECT_NE(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  }
+  EXPECT_EQ(testing::CountAsOwner(server.tenant(), "SELECT 1 FROM pgbus.messages"), 0);
+  EXPECT_TRUE(client->Publish("t", "still serving").ok());
 }
 
 }  // namespace
