@@ -44,16 +44,16 @@ bool Principal::TopicAllowed(absl::string_view topic) const {
 absl::Status Principal::CheckScope(Scope scope) const {
   if (HasScope(scope)) return absl::OkStatus();
   return absl::PermissionDeniedError(absl::StrCat(
-      "this API key (", identity, ") lacks the ", ScopeName(scope),
-      " scope; issue a key with --scopes including ", ScopeName(scope)));
+      "the caller (", identity, ") lacks the ", ScopeName(scope),
+      " scope; use a key issued with --scopes including ", ScopeName(scope)));
 }
 
 absl::Status Principal::Check(Scope scope, absl::string_view topic) const {
   if (absl::Status st = CheckScope(scope); !st.ok()) return st;
   if (TopicAllowed(topic)) return absl::OkStatus();
-  return absl::PermissionDeniedError(absl::StrCat("this API key (", identity,
-                                                  ") may not use topic \"", topic,
-                                                  "\": it is limited to topics matching ",
+  return absl::PermissionDeniedError(absl::StrCat("the caller (", identity,
+                                                  ") may not use topic \"", topic.substr(0, 200),
+                                                  "\": its key is limited to topics matching ",
                                                   absl::StrJoin(topics, ", ")));
 }
 
