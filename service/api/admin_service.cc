@@ -122,6 +122,7 @@ absl::Status DoGetStats(bus::Bus& bus, const auth::Principal& p, const v1::GetSt
   resp->set_in_flight(stats.first.in_flight);
   resp->set_oldest_unacked_age_seconds(stats.first.oldest_unacked_age_seconds);
   resp->set_active_streams(stats.second);
+  resp->set_dead_lettered(stats.first.dead_lettered);
   return absl::OkStatus();
 }
 
@@ -138,6 +139,29 @@ absl::Status DoListMessages(bus::Bus& bus, const auth::Principal& p,
   return absl::OkStatus();
 }
 
+absl::Status DoListDeadLetters(bus::Bus& bus, const auth::Principal& p,
+                               const v1::ListDeadLettersRequest& req,
+                               v1::ListDeadLettersResponse* resp) {
+  RETURN_IF_ERROR(
+      AuthorizeSubscription(bus, p, Scope::kSubscribe, req.subscription(), Scope::kAdmin));
+  ASSIGN_OR_RETURN(auto page, bus.ListDeadLetters(p.tenant, req.subscription(),
+                                                  bus::Page{req.page_token(), req.page_size()}));
+  for (const auto& m : page.first) ToProto(m, resp->add_messages());
+  resp->set_next_page_token(page.second);
+  return absl::OkStatus();
+}
+
+absl::Status DoRedriveDeadLetters(bus::Bus& bus, const auth::Principal& p,
+                                  const v1::RedriveDeadLettersRequest& req,
+                                  v1::RedriveDeadLettersResponse* resp) {
+  RETURN_IF_ERROR(AuthorizeSubscription(bus, p, Scope::kAdmin, req.subscription()));
+  std::vector<std::string> ids(req.message_ids().begin(), req.message_ids().end());
+  ASSIGN_OR_RETURN(std::vector<int64_t> redriven,
+                   bus.RedriveDeadLetters(p.tenant, req.subscription(), ids, req.limit()));
+  for (int64_t id : redriven) resp->add_message_ids(std::to_string(id));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 PGBUS_ADMIN_HANDLER(CreateTopic)
@@ -151,5 +175,7 @@ PGBUS_ADMIN_HANDLER(DeleteSubscription)
 PGBUS_ADMIN_HANDLER(Seek)
 PGBUS_ADMIN_HANDLER(GetStats)
 PGBUS_ADMIN_HANDLER(ListMessages)
+PGBUS_ADMIN_HANDLER(ListDeadLetters)
+PGBUS_ADMIN_HANDLER(RedriveDeadLetters)
 
 }  // namespace pgbus::api

@@ -26,6 +26,8 @@ class AdminService final : public v1::AdminService::CallbackService {
   PGBUS_ADMIN_RPC(Seek)
   PGBUS_ADMIN_RPC(GetStats)
   PGBUS_ADMIN_RPC(ListMessages)
+  PGBUS_ADMIN_RPC(ListDeadLetters)
+  PGBUS_ADMIN_RPC(RedriveDeadLetters)
 #undef PGBUS_ADMIN_RPC
 
  private:

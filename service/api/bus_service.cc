@@ -414,7 +414,8 @@ grpc::ServerUnaryReactor* BusService::ModifyAckDeadline(grpc::CallbackServerCont
     ASSIGN_OR_RETURN(absl::Duration deadline, FromProto("ack_deadline", req->ack_deadline()));
     std::vector<std::string> ids(req->ack_ids().begin(), req->ack_ids().end());
     ASSIGN_OR_RETURN(bus::LeaseResults ok,
-                     bus_->ModifyAckDeadline(p.tenant, req->subscription(), ids, deadline));
+                     bus_->ModifyAckDeadline(p.tenant, req->subscription(), ids, deadline,
+                                             req->reason()));
     FillResults(ids, ok, resp);
     return absl::OkStatus();
   });

@@ -98,6 +98,15 @@ absl::Status Bus::DeleteTopic(const std::string& tenant, const std::string& name
 absl::StatusOr<store::SubscriptionRecord> Bus::CreateSubscription(const std::string& tenant,
                                                                   store::SubscriptionRecord sub) {
   RETURN_IF_ERROR(ValidateSubscription(sub));
+  if (!sub.dead_letter_topic.empty()) {
+    auto dlq = store_->GetTopic(tenant, sub.dead_letter_topic);
+    if (absl::IsNotFound(dlq.status())) {
+      return absl::NotFoundError(absl::StrCat("subscription.dead_letter_topic: topic \"",
+                                              sub.dead_letter_topic,
+                                              "\" not found; create it first"));
+    }
+    RETURN_IF_ERROR(dlq.status());
+  }
   auto created = store_->CreateSubscription(tenant, sub);
   if (created.status().code() == absl::StatusCode::kAlreadyExists) {
     return absl::AlreadyExistsError(
@@ -204,6 +213,7 @@ absl::StatusOr<std::shared_ptr<Stream>> Bus::Subscribe(const std::string& tenant
   options.max_outstanding_bytes =
       params.max_outstanding_bytes ? params.max_outstanding_bytes : kDefaultMaxOutstandingBytes;
   options.ack_deadline = params.ack_deadline.value_or(sub.ack_deadline);
+  options.dead_letters = sub.max_delivery_attempts > 0;
   return dispatcher_->Open(std::move(options), std::move(sink));
 }
 
@@ -235,15 +245,24 @@ absl::StatusOr<LeaseResults> Bus::Ack(const std::string& tenant, const std::stri
 absl::StatusOr<LeaseResults> Bus::ModifyAckDeadline(const std::string& tenant,
                                                     const std::string& subscription,
                                                     const std::vector<std::string>& ack_ids,
-                                                    absl::Duration deadline) {
+                                                    absl::Duration deadline,
+                                                    const std::string& reason) {
   RETURN_IF_ERROR(ValidateName("subscription", subscription));
   if (deadline < absl::ZeroDuration() || deadline > absl::Minutes(10)) {
     return absl::InvalidArgumentError(
         "ack_deadline: must be from 0 (nack) to 10m");
   }
+  if (reason.size() > kMaxNackReason || reason.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reason: at most ", kMaxNackReason, " bytes, without NUL; got ", reason.size()));
+  }
+  if (!reason.empty() && deadline > absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("reason: only for a nack (ack_deadline 0)");
+  }
   ASSIGN_OR_RETURN(std::vector<store::LeaseKey> keys, DecodeAckIds(ack_ids));
   absl::Time now = absl::Now();
-  ASSIGN_OR_RETURN(LeaseResults ok, store_->ModifyAckDeadline(tenant, subscription, keys, deadline));
+  ASSIGN_OR_RETURN(LeaseResults ok, store_->ModifyAckDeadline(tenant, subscription, keys, deadline,
+                                                                reason));
   std::optional<absl::Time> expiry;
   if (deadline > absl::ZeroDuration()) expiry = now + deadline;
   dispatcher_->LeasesChanged(keys, ok, expiry);
@@ -279,6 +298,56 @@ absl::StatusOr<std::pair<store::StatsRecord, int64_t>> Bus::GetStats(
   ASSIGN_OR_RETURN(store::StatsRecord stats, store_->GetStats(tenant, topic, subscription));
   int64_t streams = subscription.empty() ? 0 : dispatcher_->ActiveStreams(tenant, subscription);
   return std::make_pair(stats, streams);
+}
+
+absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> Bus::ListDeadLetters(
+    const std::string& tenant, const std::string& subscription, const Page& page) {
+  RETURN_IF_ERROR(ValidateName("subscription", subscription));
+  ASSIGN_OR_RETURN(int size, PageSize(page));
+  int64_t after = 0;
+  if (!page.token.empty() && (!absl::SimpleAtoi(page.token, &after) || after < 0)) {
+    return absl::InvalidArgumentError(
+        "page_token: not a token from a previous response; pass next_page_token unchanged");
+  }
+  ASSIGN_OR_RETURN(auto messages, store_->ListDeadLetters(tenant, subscription, after, size + 1));
+  std::string next;
+  if (static_cast<int>(messages.size()) > size) {
+    messages.resize(size);
+    next = std::to_string(messages.back().id);
+  }
+  return std::make_pair(std::move(messages), next);
+}
+
+absl::StatusOr<std::vector<int64_t>> Bus::RedriveDeadLetters(
+    const std::string& tenant, const std::string& subscription,
+    const std::vector<std::string>& message_ids, int limit) {
+  RETURN_IF_ERROR(ValidateName("subscription", subscription));
+  if (limit < 0 || limit > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit: must be from 0 (1000) to 1000; got ", limit));
+  }
+  if (message_ids.size() > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("message_ids: at most 1000; got ", message_ids.size()));
+  }
+  std::vector<int64_t> ids;
+  for (const auto& id : message_ids) {
+    ASSIGN_OR_RETURN(int64_t v, DecodeMessageId(id));
+    ids.push_back(v);
+  }
+  ASSIGN_OR_RETURN(auto redriven,
+                   store_->RedriveDeadLetters(tenant, subscription, ids, limit ? limit : 1000));
+  std::vector<int64_t> out;
+  std::vector<store::TopicKey> woken;
+  for (const auto& [id, topic] : redriven) {
+    out.push_back(id);
+    woken.push_back({tenant, topic});
+  }
+  if (!woken.empty()) dispatcher_->Wake(woken);
+  obs::Info("dead_letters_redriven", {{"tenant", tenant},
+                                      {"subscription", subscription},
+                                      {"count", std::to_string(out.size())}});
+  return out;
 }
 
 absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> Bus::ListMessages(

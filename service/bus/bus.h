@@ -84,11 +84,13 @@ class Bus {
 
   absl::StatusOr<LeaseResults> Ack(const std::string& tenant, const std::string& subscription,
                                    const std::vector<std::string>& ack_ids);
-  // `deadline` zero: nack.
+  // `deadline` zero: nack, with `reason` (at most 1024 bytes) kept for a
+  // dead letter.
   absl::StatusOr<LeaseResults> ModifyAckDeadline(const std::string& tenant,
                                                  const std::string& subscription,
                                                  const std::vector<std::string>& ack_ids,
-                                                 absl::Duration deadline);
+                                                 absl::Duration deadline,
+                                                 const std::string& reason = "");
 
   // OUT_OF_RANGE for an offset past the end; INVALID_ARGUMENT for negative
   // offsets or lengths.
@@ -101,6 +103,14 @@ class Bus {
   absl::StatusOr<std::pair<store::StatsRecord, int64_t>> GetStats(const std::string& tenant,
                                                                    const std::string& topic,
                                                                    const std::string& subscription);
+  // A page of the subscription's dead letters, oldest first.
+  absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> ListDeadLetters(
+      const std::string& tenant, const std::string& subscription, const Page& page);
+  // Publishes dead letters again to their original topics; returns the new
+  // ids. `message_ids` empty: the oldest `limit` (0: 1000).
+  absl::StatusOr<std::vector<int64_t>> RedriveDeadLetters(
+      const std::string& tenant, const std::string& subscription,
+      const std::vector<std::string>& message_ids, int limit);
   absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> ListMessages(
       const std::string& tenant, const std::string& correlation_id, const Page& page);
 

@@ -74,6 +74,19 @@ void Stream::ClaimOnce() {
   }
   int limit = static_cast<int>(std::min<int64_t>(credit_messages,
                                                  dispatcher_->options_.max_claim_batch));
+  if (options_.dead_letters) {
+    // Exhausted deliveries leave before the claim, so the claim does not
+    // hand them out again. A failure (the tenant's storage quota, say)
+    // only delays them: they are delivered again meanwhile.
+    auto moved = dispatcher_->store_->DeadLetter(options_.tenant, options_.subscription,
+                                                 dispatcher_->options_.max_claim_batch);
+    if (!moved.ok()) {
+      obs::Warn("dead_letter_failed", {{"subscription", options_.subscription},
+                                       {"error", moved.status().ToString()}});
+    } else if (!moved->empty()) {
+      dispatcher_->Wake({store::TopicKey{options_.tenant, *moved}});
+    }
+  }
   auto claimed = dispatcher_->store_->Claim(options_.tenant, options_.subscription, lease_,
                                             std::max(limit, 1), std::max<int64_t>(credit_bytes, 1),
                                             options_.ack_deadline);

@@ -45,6 +45,9 @@ struct StreamOptions {
   int64_t max_outstanding_messages = 1000;
   int64_t max_outstanding_bytes = 100 << 20;
   absl::Duration ack_deadline = absl::Seconds(30);
+  // The subscription dead-letters (max_delivery_attempts > 0): each claim
+  // first moves exhausted deliveries to the dead-letter topic.
+  bool dead_letters = false;
 };
 
 class Dispatcher;

@@ -106,16 +106,24 @@ absl::Status ValidateSubscription(const store::SubscriptionRecord& s) {
                    absl::StrCat("must be 0 (never dead-letter) or from 2 to 1000; got ",
                                 s.max_delivery_attempts));
   }
-  // Filters and dead-lettering are part of the v1 contract but not served
-  // yet: refuse rather than accept a setting that would silently do nothing.
+  if ((s.max_delivery_attempts != 0) != !s.dead_letter_topic.empty()) {
+    return Invalid("subscription.dead_letter_topic",
+                   "set together with max_delivery_attempts (both, or neither)");
+  }
+  if (!s.dead_letter_topic.empty()) {
+    if (auto st = ValidateName("subscription.dead_letter_topic", s.dead_letter_topic); !st.ok()) {
+      return st;
+    }
+    if (s.dead_letter_topic == s.topic) {
+      return Invalid("subscription.dead_letter_topic",
+                     "must differ from the subscription's topic");
+    }
+  }
+  // Filters are part of the v1 contract but not served yet: refuse rather
+  // than accept a setting that would silently do nothing.
   if (!s.filter.empty()) {
     return absl::UnimplementedError(
         "subscription.filter: attribute filters are not supported by this server yet");
-  }
-  if (s.max_delivery_attempts != 0 || !s.dead_letter_topic.empty()) {
-    return absl::UnimplementedError(
-        "subscription.dead_letter_topic / max_delivery_attempts: dead-lettering is not "
-        "supported by this server yet");
   }
   return absl::OkStatus();
 }

@@ -19,6 +19,7 @@ inline constexpr size_t kMaxAttributeKey = 256;
 inline constexpr size_t kMaxAttributeValue = 1024;
 inline constexpr size_t kMaxKeyLength = 256;  // correlation, ordering, idempotency
 inline constexpr int32_t kMaxPriority = 1000;
+inline constexpr size_t kMaxNackReason = 1024;
 
 // Topic, subscription and tenant names: 1..200 characters of
 // [A-Za-z0-9._-], the first a letter or digit.

@@ -105,6 +105,7 @@ struct StatsRecord {
   int64_t pending = 0;
   int64_t in_flight = 0;
   double oldest_unacked_age_seconds = 0;
+  int64_t dead_lettered = 0;
 };
 
 // A tenant as the operator set it up. Unset quotas: no limit of its own.

@@ -87,9 +87,11 @@ class Store {
   // Sets the leases to expire `deadline` from now; a zero deadline ends the
   // lease and makes the message visible again after the subscription's
   // backoff. Per key as Ack.
+  // `reason` (a nack's, deadline 0) is kept with the delivery.
   virtual absl::StatusOr<std::vector<bool>> ModifyAckDeadline(
       const std::string& tenant, const std::string& subscription,
-      const std::vector<LeaseKey>& keys, absl::Duration deadline) = 0;
+      const std::vector<LeaseKey>& keys, absl::Duration deadline,
+      const std::string& reason) = 0;
 
   // The message's metadata and payload bytes [offset, offset + length),
   // verified against the stored checksums (the whole inline payload, or
@@ -129,6 +131,24 @@ class Store {
   virtual absl::StatusOr<StatsRecord> GetStats(const std::string& tenant,
                                                const std::string& topic,
                                                const std::string& subscription) = 0;
+
+  // Moves up to `limit` deliveries of the subscription that used up its
+  // max_delivery_attempts and are due again to its dead-letter topic.
+  // Returns the dead-letter topic's name (empty when none moved).
+  virtual absl::StatusOr<std::string> DeadLetter(const std::string& tenant,
+                                                 const std::string& subscription,
+                                                 int limit) = 0;
+  // The subscription's unexpired dead letters with ids above `after_id`.
+  // NOT_FOUND for an unknown subscription.
+  virtual absl::StatusOr<std::vector<MessageRecord>> ListDeadLetters(
+      const std::string& tenant, const std::string& subscription, int64_t after_id,
+      int limit) = 0;
+  // Publishes dead letters (`ids`, or the oldest when empty; at most
+  // `limit`) again to their original topics and removes them. Returns the
+  // new messages' (id, topic). NOT_FOUND for an unknown subscription.
+  virtual absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> RedriveDeadLetters(
+      const std::string& tenant, const std::string& subscription,
+      const std::vector<int64_t>& ids, int limit) = 0;
 
   // Unexpired messages with the correlation id and an id above `after_id`,
   // in publish order, metadata only.

@@ -66,7 +66,8 @@ class RecordingStore : public store::Store {
   UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, Ack, const std::string&, const std::string&,
                 const std::vector<store::LeaseKey>&)
   UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, ModifyAckDeadline, const std::string&,
-                const std::string&, const std::vector<store::LeaseKey>&, absl::Duration)
+                const std::string&, const std::vector<store::LeaseKey>&, absl::Duration,
+                const std::string&)
   UNUSED_METHOD(absl::StatusOr<store::RetrieveResult>, Retrieve, const std::string&, int64_t,
                 int64_t, int64_t)
   UNUSED_METHOD(absl::StatusOr<int64_t>, CreatePayload, const std::string&, const std::string&,
@@ -80,6 +81,13 @@ class RecordingStore : public store::Store {
   UNUSED_METHOD(absl::Status, Seek, const std::string&, const std::string&, absl::Time)
   UNUSED_METHOD(absl::StatusOr<store::StatsRecord>, GetStats, const std::string&,
                 const std::string&, const std::string&)
+  UNUSED_METHOD(absl::StatusOr<std::string>, DeadLetter, const std::string&, const std::string&,
+                int)
+  UNUSED_METHOD(absl::StatusOr<std::vector<store::MessageRecord>>, ListDeadLetters,
+                const std::string&, const std::string&, int64_t, int)
+  using IdTopics = std::vector<std::pair<int64_t, std::string>>;
+  UNUSED_METHOD(absl::StatusOr<IdTopics>, RedriveDeadLetters, const std::string&,
+                const std::string&, const std::vector<int64_t>&, int)
   UNUSED_METHOD(absl::StatusOr<std::vector<store::MessageRecord>>, ListMessages,
                 const std::string&, const std::string&, int64_t, int)
   UNUSED_METHOD(absl::Status, StartListening, std::function<void(const std::vector<store::TopicKey>&)>)

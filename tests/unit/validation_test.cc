@@ -110,6 +110,15 @@ TEST(ValidateSubscription, BoundsAckDeadlineAndBackoff) {
   EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);
   s.topic = "orders.>";
   EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);
+  s.topic = "orders";
+  s.max_delivery_attempts = 5;
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);  // no topic
+  s.dead_letter_topic = "orders";
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);  // itself
+  s.dead_letter_topic = "orders-dlq";
+  EXPECT_TRUE(ValidateSubscription(s).ok());
+  s.max_delivery_attempts = 1;
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -514,13 +514,13 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(const char* statement,
                                                          const std::string& tenant,
                                                          const std::string& subscription,
                                                          const std::vector<LeaseKey>& keys,
-                                                         const int64_t* deadline_ms) {
+                                                         const std::string* param5) {
   std::vector<bool> ok(keys.size(), false);
   LeaseArrays arrays(keys);
   RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
     pqxx::result r =
-        deadline_ms ? txn.exec_params(statement, subscription, arrays.message_ids,
-                                      arrays.attempt_list, arrays.lease_list, *deadline_ms)
+        param5 ? txn.exec_params(statement, subscription, arrays.message_ids,
+                                 arrays.attempt_list, arrays.lease_list, *param5)
                     : txn.exec_params(statement, subscription, arrays.message_ids,
                                       arrays.attempt_list, arrays.lease_list);
     if (r.empty() && txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
@@ -548,11 +548,12 @@ absl::StatusOr<std::vector<bool>> PgStore::Ack(const std::string& tenant,
 absl::StatusOr<std::vector<bool>> PgStore::ModifyAckDeadline(const std::string& tenant,
                                                              const std::string& subscription,
                                                              const std::vector<LeaseKey>& keys,
-                                                             absl::Duration deadline) {
+                                                             absl::Duration deadline,
+                                                             const std::string& reason) {
   if (deadline <= absl::ZeroDuration()) {
-    return ApplyToLeases(sql::kNack, tenant, subscription, keys, nullptr);
+    return ApplyToLeases(sql::kNack, tenant, subscription, keys, &reason);
   }
-  int64_t ms = ToMs(deadline);
+  std::string ms = std::to_string(ToMs(deadline));
   return ApplyToLeases(sql::kExtendLease, tenant, subscription, keys, &ms);
 }
 
@@ -712,12 +713,77 @@ absl::StatusOr<StatsRecord> PgStore::GetStats(const std::string& tenant,
       out.pending = r[0][1].as<int64_t>();
       out.in_flight = r[0][2].as<int64_t>();
       out.oldest_unacked_age_seconds = r[0][3].as<double>();
+      out.dead_lettered =
+          txn.exec_params(sql::kDeadLetterCount, subscription)[0][0].as<int64_t>();
       return absl::OkStatus();
     }
     if (txn.exec_params(sql::kGetTopic, topic).empty()) {
       return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
     }
     out.messages = txn.exec_params(sql::kTopicStats, topic)[0][0].as<int64_t>();
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::string> PgStore::DeadLetter(const std::string& tenant,
+                                                const std::string& subscription, int limit) {
+  std::string topic;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    pqxx::result r = txn.exec_params(sql::kDeadLetter, subscription, limit);
+    if (r.empty()) return absl::OkStatus();
+    topic = r[0][0].as<std::string>();
+    // Wakes the dead-letter topic's subscribers on every replica, once.
+    txn.exec_params(sql::kNotifyPublish, absl::StrCat(tenant, "\t", topic, "\n"));
+    return absl::OkStatus();
+  }));
+  return topic;
+}
+
+absl::StatusOr<std::vector<MessageRecord>> PgStore::ListDeadLetters(
+    const std::string& tenant, const std::string& subscription, int64_t after_id, int limit) {
+  std::vector<MessageRecord> out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection& conn) {
+    if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
+      return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
+    }
+    RETURN_IF_ERROR(conn.PrepareRaw("pgbus_list_dead_letters", sql::kListDeadLetters,
+                                    {kText, kInt8, kInt4}));
+    std::string after_bin = EncodeInt8(after_id), limit_bin = EncodeInt4(limit);
+    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, "pgbus_list_dead_letters",
+                                         {Param::Text(subscription), Param::Binary(after_bin),
+                                          Param::Binary(limit_bin)}));
+    for (int i = 0; i < PQntuples(res.get()); ++i) {
+      MessageRecord m = ReadMessage(BinaryRow(res.get(), i));
+      m.payload_by_reference = true;
+      out.push_back(std::move(m));
+    }
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> PgStore::RedriveDeadLetters(
+    const std::string& tenant, const std::string& subscription, const std::vector<int64_t>& ids,
+    int limit) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+    if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
+      return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
+    }
+    std::string id_list = absl::StrCat("{", absl::StrJoin(ids, ","), "}");
+    std::set<std::string> topics;
+    for (const auto& row : txn.exec_params(sql::kRedriveDeadLetters, subscription, id_list,
+                                           limit)) {
+      out.emplace_back(row[0].as<int64_t>(), row[1].as<std::string>());
+      topics.insert(row[1].as<std::string>());
+    }
+    if (!topics.empty()) {
+      std::string payload;
+      for (const auto& t : topics) absl::StrAppend(&payload, tenant, "\t", t, "\n");
+      if (payload.size() > kMaxNotifyPayload) payload.clear();
+      txn.exec_params(sql::kNotifyPublish, payload);
+    }
     return absl::OkStatus();
   }));
   return out;

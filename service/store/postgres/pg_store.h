@@ -60,7 +60,8 @@ class PgStore : public Store, public Directory {
   absl::StatusOr<std::vector<bool>> ModifyAckDeadline(const std::string& tenant,
                                                       const std::string& subscription,
                                                       const std::vector<LeaseKey>& keys,
-                                                      absl::Duration deadline) override;
+                                                      absl::Duration deadline,
+                                                      const std::string& reason) override;
   absl::StatusOr<RetrieveResult> Retrieve(const std::string& tenant, int64_t id,
                                           int64_t offset, int64_t length) override;
   absl::StatusOr<int64_t> CreatePayload(const std::string& tenant, const std::string& topic,
@@ -75,6 +76,15 @@ class PgStore : public Store, public Directory {
                     absl::Time time) override;
   absl::StatusOr<StatsRecord> GetStats(const std::string& tenant, const std::string& topic,
                                        const std::string& subscription) override;
+  absl::StatusOr<std::string> DeadLetter(const std::string& tenant,
+                                         const std::string& subscription, int limit) override;
+  absl::StatusOr<std::vector<MessageRecord>> ListDeadLetters(const std::string& tenant,
+                                                             const std::string& subscription,
+                                                             int64_t after_id,
+                                                             int limit) override;
+  absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> RedriveDeadLetters(
+      const std::string& tenant, const std::string& subscription,
+      const std::vector<int64_t>& ids, int limit) override;
   absl::StatusOr<std::vector<MessageRecord>> ListMessages(const std::string& tenant,
                                                           const std::string& correlation_id,
                                                           int64_t after_id, int limit) override;
@@ -92,7 +102,7 @@ class PgStore : public Store, public Directory {
                                                   const std::string& tenant,
                                                   const std::string& subscription,
                                                   const std::vector<LeaseKey>& keys,
-                                                  const int64_t* deadline_ms);
+                                                  const std::string* param5);
   void ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish);
 
   const PgStoreOptions options_;

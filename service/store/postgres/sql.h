@@ -87,6 +87,18 @@ inline constexpr char kDeleteSubscription[] =
 // topic that does not exist are not inserted, so their topic is missing.
 // An oversize message or a bad payload handle raises (see migrations).
 inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
+// The last CTE of every statement that inserts messages (CTE `m`, returning
+// tenant_id, id, topic, priority, size, published_at, deliver_at,
+// expires_at, ordering_key): one delivery per subscription of the topic.
+#define PGBUS_FAN_OUT                                                                \
+  "fan_out AS ("                                                                     \
+  "  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size," \
+  "    visible_at, expires_at, ordering_key)"                                        \
+  "  SELECT m.tenant_id, fs.name, m.id, m.priority, m.size,"                         \
+  "    greatest(coalesce(m.deliver_at, m.published_at), m.published_at), m.expires_at," \
+  "    m.ordering_key"                                                               \
+  "  FROM m JOIN pgbus.subscriptions fs ON fs.tenant_id = m.tenant_id AND fs.topic = m.topic) "
+
 inline constexpr char kInsertMessages[] =
     "WITH input AS ("
     "  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::text[],"
@@ -131,13 +143,7 @@ inline constexpr char kInsertMessages[] =
     "u AS ("
     "  UPDATE pgbus.payloads p SET message_id = m.id FROM m"
     "  WHERE p.tenant_id = m.tenant_id AND p.id = m.payload_id), "
-    "d AS ("
-    "  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
-    "    visible_at, expires_at, ordering_key)"
-    "  SELECT m.tenant_id, s.name, m.id, m.priority, m.size,"
-    "    greatest(coalesce(m.deliver_at, m.published_at), m.published_at), m.expires_at,"
-    "    m.ordering_key"
-    "  FROM m JOIN pgbus.subscriptions s ON s.tenant_id = m.tenant_id AND s.topic = m.topic) "
+    PGBUS_FAN_OUT
     "SELECT id, topic FROM m ORDER BY id";
 
 // Claims idempotency keys. $1 topics, $2 keys (unique pairs). Returns the
@@ -188,6 +194,13 @@ inline constexpr char kClaim[] =
     "  SELECT message_id, size, priority FROM pgbus.deliveries d"
     "  WHERE tenant_id = " PGBUS_TENANT " AND subscription = $1 AND visible_at <= now()"
     "    AND (expires_at IS NULL OR expires_at > now())"
+    // A delivery that used up max_delivery_attempts waits for kDeadLetter
+    // (while its dead-letter topic exists; otherwise it goes on being
+    // delivered rather than be stuck).
+    "    AND attempts < coalesce((SELECT s.max_delivery_attempts FROM pgbus.subscriptions s"
+    "      JOIN pgbus.topics t ON t.tenant_id = s.tenant_id AND t.name = s.dead_letter_topic"
+    "      WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
+    "        AND s.max_delivery_attempts > 0), 2147483647)"
     "    AND (ordering_key IS NULL OR NOT EXISTS ("
     "      SELECT 1 FROM pgbus.deliveries e WHERE e.tenant_id = d.tenant_id"
     "        AND e.subscription = d.subscription AND e.ordering_key = d.ordering_key"
@@ -230,8 +243,10 @@ inline constexpr char kExtendLease[] =
 
 // As kAck: ends the lease; visible again after min_backoff doubled per
 // earlier attempt, at most max_backoff.
+// $5 the reason ('': none).
 inline constexpr char kNack[] =
-    "UPDATE pgbus.deliveries d SET lease = NULL, visible_at = now() +"
+    "UPDATE pgbus.deliveries d SET lease = NULL, last_nack_reason = NULLIF($5, ''),"
+    " visible_at = now() +"
     " least(s.max_backoff, s.min_backoff * power(2, least(greatest(d.attempts - 1, 0), 30)))"
     " FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease),"
     " pgbus.subscriptions s"
@@ -308,6 +323,105 @@ inline constexpr char kSeek[] =
 inline constexpr char kReapExpired[] = "SELECT pgbus.reap_expired($1)";
 // Folds the stored-bytes ledger to one row per tenant (0007).
 inline constexpr char kFoldTenantUsage[] = "SELECT pgbus.fold_tenant_usage()";
+
+// --- Dead letters (0008).
+#define PGBUS_DEAD_LETTER_OF(alias, sub)                                    \
+  alias ".attributes ? 'pgbus.dead_letter.subscription' AND " alias        \
+  ".attributes ->> 'pgbus.dead_letter.subscription' = " sub
+
+// Moves up to $2 deliveries of subscription $1 that used up
+// max_delivery_attempts and are due again into new messages of its
+// dead-letter topic (fanned out to that topic's subscriptions), in one
+// statement: a failure moves nothing. An uploaded payload is not copied:
+// the dead letter names the original message, Retrieve-able while retained.
+// Returns the dead-letter topic, once per message moved.
+inline constexpr char kDeadLetterName[] = "pgbus_dead_letter";
+inline constexpr char kDeadLetter[] =
+    "WITH ds AS ("
+    "  SELECT s.name, s.max_delivery_attempts, s.dead_letter_topic,"
+    "    coalesce(t.message_ttl, t.retention) AS ttl"
+    "  FROM pgbus.subscriptions s JOIN pgbus.topics t"
+    "    ON t.tenant_id = s.tenant_id AND t.name = s.dead_letter_topic"
+    "  WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1 AND s.max_delivery_attempts > 0), "
+    "dead AS ("
+    "  DELETE FROM pgbus.deliveries d"
+    "  WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
+    "    AND d.message_id IN ("
+    "      SELECT e.message_id FROM pgbus.deliveries e, ds"
+    "      WHERE e.tenant_id = " PGBUS_TENANT " AND e.subscription = $1"
+    "        AND e.attempts >= ds.max_delivery_attempts AND e.visible_at <= now()"
+    "        AND (e.expires_at IS NULL OR e.expires_at > now())"
+    "      ORDER BY e.message_id LIMIT $2 FOR UPDATE OF e SKIP LOCKED)"
+    "  RETURNING d.message_id, d.attempts, d.last_nack_reason), "
+    "m AS ("
+    "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, priority, correlation_id,"
+    "    attributes, size, sha256, payload)"
+    "  SELECT o.tenant_id, ds.dead_letter_topic, now() + ds.ttl, o.priority, o.correlation_id,"
+    "    o.attributes || jsonb_build_object("
+    "      'pgbus.dead_letter.subscription', ds.name,"
+    "      'pgbus.dead_letter.topic', o.topic,"
+    "      'pgbus.dead_letter.message_id', o.id::text,"
+    "      'pgbus.dead_letter.attempts', dead.attempts::text,"
+    "      'pgbus.dead_letter.reason', coalesce(dead.last_nack_reason, ''))"
+    "      || CASE WHEN o.payload_id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object("
+    "        'pgbus.dead_letter.payload', 'uploaded: Retrieve pgbus.dead_letter.message_id')"
+    "      END,"
+    "    CASE WHEN o.payload_id IS NULL THEN o.size ELSE 0 END,"
+    "    CASE WHEN o.payload_id IS NULL THEN o.sha256 ELSE sha256(''::bytea) END,"
+    "    CASE WHEN o.payload_id IS NULL THEN o.payload ELSE ''::bytea END"
+    "  FROM dead JOIN pgbus.messages o ON o.tenant_id = " PGBUS_TENANT
+    "    AND o.id = dead.message_id CROSS JOIN ds"
+    "  ORDER BY o.id"
+    "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
+    "    expires_at, ordering_key), "
+    PGBUS_FAN_OUT
+    "SELECT topic FROM m";
+
+// Dead letters of subscription $1 after id $2, at most $3.
+inline constexpr char kListDeadLetters[] =
+    "SELECT " PGBUS_MESSAGE_COLUMNS " FROM pgbus.messages m"
+    " WHERE m.tenant_id = " PGBUS_TENANT " AND " PGBUS_DEAD_LETTER_OF("m", "$1")
+    " AND m.id > $2 AND (m.expires_at IS NULL OR m.expires_at > now())"
+    " ORDER BY m.id LIMIT $3";
+
+// Re-publishes up to $3 dead letters of subscription $1 ($2: these ids
+// only, '{}': the oldest) to their original topics, without the
+// `pgbus.dead_letter.*` attributes, and deletes them from the dead-letter
+// topic. Dead letters of uploaded payloads, and of topics deleted since,
+// stay where they are. Returns the new ids.
+inline constexpr char kRedriveDeadLetters[] =
+    "WITH dl AS ("
+    "  DELETE FROM pgbus.messages x"
+    "  WHERE x.tenant_id = " PGBUS_TENANT " AND x.id IN ("
+    "    SELECT y.id FROM pgbus.messages y"
+    "    WHERE y.tenant_id = " PGBUS_TENANT " AND " PGBUS_DEAD_LETTER_OF("y", "$1")
+    "      AND (cardinality($2::int8[]) = 0 OR y.id = ANY($2::int8[]))"
+    "      AND (y.expires_at IS NULL OR y.expires_at > now())"
+    "      AND NOT y.attributes ? 'pgbus.dead_letter.payload'"
+    "      AND EXISTS (SELECT 1 FROM pgbus.topics t WHERE t.tenant_id = y.tenant_id"
+    "        AND t.name = y.attributes ->> 'pgbus.dead_letter.topic')"
+    "    ORDER BY y.id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+    "  RETURNING x.*), "
+    "m AS ("
+    "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, priority, correlation_id,"
+    "    attributes, size, sha256, payload)"
+    "  SELECT dl.tenant_id, t.name, now() + coalesce(t.message_ttl, t.retention), dl.priority,"
+    "    dl.correlation_id,"
+    "    dl.attributes - ARRAY['pgbus.dead_letter.subscription', 'pgbus.dead_letter.topic',"
+    "      'pgbus.dead_letter.message_id', 'pgbus.dead_letter.attempts',"
+    "      'pgbus.dead_letter.reason'],"
+    "    dl.size, dl.sha256, dl.payload"
+    "  FROM dl JOIN pgbus.topics t ON t.tenant_id = dl.tenant_id"
+    "    AND t.name = dl.attributes ->> 'pgbus.dead_letter.topic'"
+    "  ORDER BY dl.id"
+    "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
+    "    expires_at, ordering_key), "
+    PGBUS_FAN_OUT
+    "SELECT id, topic FROM m ORDER BY id";
+
+inline constexpr char kDeadLetterCount[] =
+    "SELECT count(*) FROM pgbus.messages m WHERE m.tenant_id = " PGBUS_TENANT " AND "
+    PGBUS_DEAD_LETTER_OF("m", "$1") " AND (m.expires_at IS NULL OR m.expires_at > now())";
 
 inline constexpr char kTopicStats[] =
     "SELECT count(*) FROM pgbus.messages WHERE tenant_id = " PGBUS_TENANT
