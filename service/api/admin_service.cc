@@ -123,6 +123,8 @@ absl::Status DoGetStats(bus::Bus& bus, const auth::Principal& p, const v1::GetSt
   resp->set_oldest_unacked_age_seconds(stats.first.oldest_unacked_age_seconds);
   resp->set_active_streams(stats.second);
   resp->set_dead_lettered(stats.first.dead_lettered);
+  resp->set_published(stats.first.published);
+  resp->set_acked(stats.first.acked);
   return absl::OkStatus();
 }
 

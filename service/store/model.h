@@ -105,7 +105,9 @@ struct StatsRecord {
   int64_t pending = 0;
   int64_t in_flight = 0;
   double oldest_unacked_age_seconds = 0;
-  int64_t dead_lettered = 0;
+  int64_t published = 0;      // to the topic (of the subscription), ever
+  int64_t acked = 0;          // by the subscription, ever
+  int64_t dead_lettered = 0;  // by the subscription, ever
 };
 
 // A tenant as the operator set it up. Unset quotas: no limit of its own.

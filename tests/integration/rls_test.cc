@@ -14,7 +14,7 @@ using testing::Pgbusd;
 
 const char* const kTables[] = {"tenants",  "topics",         "subscriptions", "messages",
                                "deliveries", "payloads",     "payload_chunks", "idempotency_keys",
-                               "api_keys", "tenant_usage"};
+                               "api_keys", "tenant_usage",   "counters"};
 
 class RlsTest : public ::testing::Test {
  protected:

@@ -534,6 +534,9 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(const char* statement,
     for (size_t i = 0; i < keys.size(); ++i) {
       ok[i] = hits.count({keys[i].message_id, keys[i].attempt, keys[i].lease}) > 0;
     }
+    if (statement == sql::kAck && !r.empty()) {
+      txn.exec_params(sql::kCountSettled, subscription, static_cast<int64_t>(r.size()), 0);
+    }
     return absl::OkStatus();
   }));
   return ok;
@@ -680,6 +683,7 @@ absl::StatusOr<int> PgStore::ReapExpired(int batch) {
     pqxx::work txn(*conn);  // no tenant: the function works across tenants
     int n = txn.exec_params(sql::kReapExpired, batch)[0][0].as<int>();
     txn.exec(sql::kFoldTenantUsage);
+    txn.exec(sql::kFoldCounters);
     txn.commit();
     return n;
   } catch (const std::exception& e) {
@@ -713,14 +717,17 @@ absl::StatusOr<StatsRecord> PgStore::GetStats(const std::string& tenant,
       out.pending = r[0][1].as<int64_t>();
       out.in_flight = r[0][2].as<int64_t>();
       out.oldest_unacked_age_seconds = r[0][3].as<double>();
-      out.dead_lettered =
-          txn.exec_params(sql::kDeadLetterCount, subscription)[0][0].as<int64_t>();
+      pqxx::row c = txn.exec_params1(sql::kSubscriptionCounters, subscription);
+      out.acked = c[0].as<int64_t>();
+      out.dead_lettered = c[1].as<int64_t>();
+      out.published = c[2].as<int64_t>();
       return absl::OkStatus();
     }
     if (txn.exec_params(sql::kGetTopic, topic).empty()) {
       return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
     }
     out.messages = txn.exec_params(sql::kTopicStats, topic)[0][0].as<int64_t>();
+    out.published = txn.exec_params1(sql::kTopicCounters, topic)[0].as<int64_t>();
     return absl::OkStatus();
   }));
   return out;
@@ -733,6 +740,7 @@ absl::StatusOr<std::string> PgStore::DeadLetter(const std::string& tenant,
     pqxx::result r = txn.exec_params(sql::kDeadLetter, subscription, limit);
     if (r.empty()) return absl::OkStatus();
     topic = r[0][0].as<std::string>();
+    txn.exec_params(sql::kCountSettled, subscription, 0, static_cast<int64_t>(r.size()));
     // Wakes the dead-letter topic's subscribers on every replica, once.
     txn.exec_params(sql::kNotifyPublish, absl::StrCat(tenant, "\t", topic, "\n"));
     return absl::OkStatus();

@@ -321,8 +321,24 @@ inline constexpr char kSeek[] =
 
 // $1 batch. Runs as the schema owner (see migrations/0006_reaper.sql).
 inline constexpr char kReapExpired[] = "SELECT pgbus.reap_expired($1)";
-// Folds the stored-bytes ledger to one row per tenant (0007).
+// Folds the stored-bytes ledger to one row per tenant (0007), and the
+// stats counters to one row per topic / subscription (0009).
 inline constexpr char kFoldTenantUsage[] = "SELECT pgbus.fold_tenant_usage()";
+inline constexpr char kFoldCounters[] = "SELECT pgbus.fold_counters()";
+
+// $1 subscription, $2 acked, $3 dead-lettered.
+inline constexpr char kCountSettled[] =
+    "INSERT INTO pgbus.counters (tenant_id, subscription, acked, dead_lettered)"
+    " VALUES (" PGBUS_TENANT ", $1, $2, $3)";
+inline constexpr char kTopicCounters[] =
+    "SELECT coalesce(sum(published), 0)::bigint FROM pgbus.counters"
+    " WHERE tenant_id = " PGBUS_TENANT " AND topic = $1";
+inline constexpr char kSubscriptionCounters[] =
+    "SELECT coalesce(sum(c.acked), 0)::bigint, coalesce(sum(c.dead_lettered), 0)::bigint,"
+    " (SELECT coalesce(sum(p.published), 0)::bigint FROM pgbus.counters p"
+    "   JOIN pgbus.subscriptions s ON s.tenant_id = p.tenant_id AND s.topic = p.topic"
+    "   WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1)"
+    " FROM pgbus.counters c WHERE c.tenant_id = " PGBUS_TENANT " AND c.subscription = $1";
 
 // --- Dead letters (0008).
 #define PGBUS_DEAD_LETTER_OF(alias, sub)                                    \
@@ -418,10 +434,6 @@ inline constexpr char kRedriveDeadLetters[] =
     "    expires_at, ordering_key), "
     PGBUS_FAN_OUT
     "SELECT id, topic FROM m ORDER BY id";
-
-inline constexpr char kDeadLetterCount[] =
-    "SELECT count(*) FROM pgbus.messages m WHERE m.tenant_id = " PGBUS_TENANT " AND "
-    PGBUS_DEAD_LETTER_OF("m", "$1") " AND (m.expires_at IS NULL OR m.expires_at > now())";
 
 inline constexpr char kTopicStats[] =
     "SELECT count(*) FROM pgbus.messages WHERE tenant_id = " PGBUS_TENANT
