@@ -1,7 +1,7 @@
 // libFuzzer target over pgbus's request edge: protobuf decoding of every
 // request a client sends, then the same conversion and validation the
 // handlers run before anything reaches the database, plus the parsers of
-// ack ids, message ids, API keys and topic patterns.
+// ack ids, message ids, API keys, subscription filters and topic patterns.
 //
 // Beyond "no crash, no hang, no sanitizer report", it checks what the edge
 // promises: a refusal is INVALID_ARGUMENT (UNAUTHENTICATED for keys) with a
@@ -19,6 +19,7 @@
 #include "service/api/convert.h"
 #include "service/auth/api_key.h"
 #include "service/bus/ack_id.h"
+#include "service/bus/filter.h"
 #include "service/bus/validation.h"
 #include "service/common/topic_pattern.h"
 
@@ -100,6 +101,7 @@ void Seek(const uint8_t* data, size_t size) {
 void Text(const uint8_t* data, size_t size) {
   absl::string_view s(reinterpret_cast<const char*>(data), size);
   CheckRefusal(pgbus::auth::ParseKey(s).status(), absl::StatusCode::kUnauthenticated);
+  CheckRefusal(pgbus::bus::CompileFilter(s).status());
   absl::Status pattern = pgbus::ValidateTopicPattern("topics", s);
   CheckRefusal(pattern);
   if (pattern.ok()) {

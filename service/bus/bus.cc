@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "service/bus/ack_id.h"
+#include "service/bus/filter.h"
 #include "service/bus/validation.h"
 #include "service/common/sha256.h"
 #include "service/common/status_macros.h"
@@ -98,6 +99,7 @@ absl::Status Bus::DeleteTopic(const std::string& tenant, const std::string& name
 absl::StatusOr<store::SubscriptionRecord> Bus::CreateSubscription(const std::string& tenant,
                                                                   store::SubscriptionRecord sub) {
   RETURN_IF_ERROR(ValidateSubscription(sub));
+  ASSIGN_OR_RETURN(sub.filter_path, CompileFilter(sub.filter));
   if (!sub.dead_letter_topic.empty()) {
     auto dlq = store_->GetTopic(tenant, sub.dead_letter_topic);
     if (absl::IsNotFound(dlq.status())) {

@@ -4,6 +4,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "service/bus/filter.h"
 
 namespace pgbus::bus {
 namespace {
@@ -119,13 +120,7 @@ absl::Status ValidateSubscription(const store::SubscriptionRecord& s) {
                      "must differ from the subscription's topic");
     }
   }
-  // Filters are part of the v1 contract but not served yet: refuse rather
-  // than accept a setting that would silently do nothing.
-  if (!s.filter.empty()) {
-    return absl::UnimplementedError(
-        "subscription.filter: attribute filters are not supported by this server yet");
-  }
-  return absl::OkStatus();
+  return CompileFilter(s.filter).status();
 }
 
 absl::Status ValidateMessage(int index, const store::NewMessage& m, int64_t max_payload) {

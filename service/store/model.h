@@ -28,6 +28,9 @@ struct SubscriptionRecord {
   std::string name;
   std::string topic;
   std::string filter;
+  // The filter compiled to a jsonpath predicate (bus::CompileFilter); set
+  // by the bus on creation, not read back.
+  std::string filter_path;
   absl::Duration ack_deadline = absl::Seconds(30);
   int32_t max_delivery_attempts = 0;
   std::string dead_letter_topic;

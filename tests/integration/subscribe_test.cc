@@ -153,6 +153,58 @@ TEST_F(SubscribeTest, StatsCountPublishedAndAckedAcrossLedgerFolds) {
   EXPECT_LE(testing::CountAsOwner(server_.tenant(), "SELECT 1 FROM pgbus.counters"), 2);
 }
 
+TEST_F(SubscribeTest, FiltersDecideWhichMessagesASubscriptionEverHolds) {
+  auto create = [&](const std::string& name, const std::string& filter) {
+    grpc::ClientContext ctx;
+    v1::CreateSubscriptionRequest req;
+    req.mutable_subscription()->set_name(name);
+    req.mutable_subscription()->set_topic("t");
+    req.mutable_subscription()->set_filter(filter);
+    v1::CreateSubscriptionResponse resp;
+    return client_->admin().CreateSubscription(&ctx, req, &resp);
+  };
+  ASSERT_TRUE(create("eu", R"(attributes.region = "eu" AND NOT attributes:test)").ok());
+  ASSERT_TRUE(create("orders", R"(hasPrefix(attributes.kind, "order.") OR attributes.vip != "no")")
+                  .ok());
+  auto bad = create("bad", R"(attributes.region = "eu" AND)");
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.error_message().find("position 28"), std::string::npos) << bad.error_message();
+
+  auto msg = [](const std::string& payload, std::map<std::string, std::string> attrs) {
+    v1::PublishMessage m = Msg(payload);
+    for (const auto& [k, v] : attrs) (*m.mutable_attributes())[k] = v;
+    return m;
+  };
+  std::vector<v1::PublishMessage> batch = {
+      msg("eu-order", {{"region", "eu"}, {"kind", "order.created"}, {"vip", "no"}}),
+      msg("eu-test", {{"region", "eu"}, {"test", "1"}, {"vip", "no"}}),
+      msg("us-order", {{"region", "us"}, {"kind", "order.paid"}, {"vip", "no"}}),
+      msg("us-vip", {{"region", "us"}, {"kind", "refund"}}),  // vip absent: != holds
+      msg("us-plain", {{"region", "us"}, {"kind", "refund"}, {"vip", "no"}})};
+  ASSERT_TRUE(client_->Publish("t", batch).ok());
+  // Filtered-out messages are never pending.
+  EXPECT_EQ(SubscriptionStats(*client_, "eu").pending(), 1);
+  EXPECT_EQ(SubscriptionStats(*client_, "orders").pending(), 3);
+  auto sub = client_->Subscribe("eu");
+  auto got = Receive(*sub, 2, absl::Seconds(2));
+  EXPECT_EQ(Payloads(got), std::vector<std::string>{"eu-order"});
+  auto orders = client_->Subscribe("orders");
+  got = Receive(*orders, 4, absl::Seconds(2));
+  std::vector<std::string> payloads = Payloads(got);
+  std::sort(payloads.begin(), payloads.end());
+  EXPECT_EQ(payloads, (std::vector<std::string>{"eu-order", "us-order", "us-vip"}));
+  // Seek replays through the same filter.
+  ASSERT_TRUE(client_->Ack("orders", AckIds(got)).ok());
+  orders->Cancel();
+  grpc::ClientContext ctx;
+  v1::SeekRequest seek;
+  seek.set_subscription("orders");
+  seek.mutable_time()->set_seconds(0);
+  v1::SeekResponse seeked;
+  ASSERT_TRUE(client_->admin().Seek(&ctx, seek, &seeked).ok());
+  EXPECT_EQ(SubscriptionStats(*client_, "orders").pending(), 3);
+}
+
 TEST_F(SubscribeTest, NackRedeliversWithoutWaitingForTheDeadline) {
   ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(600)).ok());
   ASSERT_TRUE(client_->Publish("t", "retry me").ok());

@@ -104,7 +104,9 @@ TEST(ValidateSubscription, BoundsAckDeadlineAndBackoff) {
   EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);
   s.min_backoff = absl::Seconds(1);
   s.filter = "a = b";
-  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);
+  s.filter = "attributes.a = \"b\"";
+  EXPECT_TRUE(ValidateSubscription(s).ok());
   s.filter = "";
   s.topic = "orders.*";
   EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);

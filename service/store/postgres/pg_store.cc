@@ -216,7 +216,7 @@ absl::StatusOr<SubscriptionRecord> PgStore::CreateSubscription(const std::string
     pqxx::result r = txn.exec_params(
         sql::kCreateSubscription, sub.name, sub.topic, sub.filter, ToMs(sub.ack_deadline),
         sub.max_delivery_attempts, sub.dead_letter_topic, ToMs(sub.min_backoff),
-        ToMs(sub.max_backoff));
+        ToMs(sub.max_backoff), sub.filter_path);
     if (r.empty()) {
       return absl::NotFoundError(absl::StrCat("topic \"", sub.topic, "\" not found"));
     }

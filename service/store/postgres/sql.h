@@ -56,9 +56,9 @@ inline constexpr char kDeleteTopic[] =
 // No row when the topic does not exist.
 inline constexpr char kCreateSubscription[] =
     "INSERT INTO pgbus.subscriptions (tenant_id, name, topic, filter, ack_deadline, "
-    "max_delivery_attempts, dead_letter_topic, min_backoff, max_backoff) "
+    "max_delivery_attempts, dead_letter_topic, min_backoff, max_backoff, filter_path) "
     "SELECT t.tenant_id, $1, t.name, $3, " PGBUS_MS("$4") ", $5, $6, " PGBUS_MS("$7") ", "
-    PGBUS_MS("$8") " FROM pgbus.topics t WHERE t.tenant_id = " PGBUS_TENANT " AND t.name = $2 "
+    PGBUS_MS("$8") ", NULLIF($9, '')::jsonpath FROM pgbus.topics t WHERE t.tenant_id = " PGBUS_TENANT " AND t.name = $2 "
     "RETURNING " PGBUS_SUBSCRIPTION_COLUMNS;
 
 inline constexpr char kGetSubscription[] =
@@ -89,7 +89,8 @@ inline constexpr char kDeleteSubscription[] =
 inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
 // The last CTE of every statement that inserts messages (CTE `m`, returning
 // tenant_id, id, topic, priority, size, published_at, deliver_at,
-// expires_at, ordering_key): one delivery per subscription of the topic.
+// expires_at, ordering_key, attributes): one delivery per subscription of
+// the topic whose filter (0010) the message's attributes pass.
 #define PGBUS_FAN_OUT                                                                \
   "fan_out AS ("                                                                     \
   "  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size," \
@@ -97,7 +98,8 @@ inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
   "  SELECT m.tenant_id, fs.name, m.id, m.priority, m.size,"                         \
   "    greatest(coalesce(m.deliver_at, m.published_at), m.published_at), m.expires_at," \
   "    m.ordering_key"                                                               \
-  "  FROM m JOIN pgbus.subscriptions fs ON fs.tenant_id = m.tenant_id AND fs.topic = m.topic) "
+  "  FROM m JOIN pgbus.subscriptions fs ON fs.tenant_id = m.tenant_id AND fs.topic = m.topic" \
+  "    AND (fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path))) "
 
 inline constexpr char kInsertMessages[] =
     "WITH input AS ("
@@ -135,7 +137,7 @@ inline constexpr char kInsertMessages[] =
     "  FROM src LEFT JOIN attrs a ON a.ord = src.ord"
     "  ORDER BY src.ord"
     "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at, payload_id, ordering_key, idempotency_key), "
+    "    expires_at, payload_id, ordering_key, idempotency_key, attributes), "
     "k AS ("
     "  UPDATE pgbus.idempotency_keys ik SET message_id = m.id FROM m"
     "  WHERE ik.tenant_id = m.tenant_id AND ik.topic = m.topic"
@@ -316,6 +318,7 @@ inline constexpr char kSeek[] =
     " WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
     "  AND m.published_at >= 'epoch'::timestamptz + $2::bigint * interval '1 microsecond'"
     "  AND (m.expires_at IS NULL OR m.expires_at > now())"
+    "  AND (s.filter_path IS NULL OR jsonb_path_match(m.attributes, s.filter_path))"
     " ON CONFLICT (tenant_id, subscription, message_id)"
     " DO UPDATE SET visible_at = now(), lease = NULL";
 
@@ -389,7 +392,7 @@ inline constexpr char kDeadLetter[] =
     "    AND o.id = dead.message_id CROSS JOIN ds"
     "  ORDER BY o.id"
     "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at, ordering_key), "
+    "    expires_at, ordering_key, attributes), "
     PGBUS_FAN_OUT
     "SELECT topic FROM m";
 
@@ -431,7 +434,7 @@ inline constexpr char kRedriveDeadLetters[] =
     "    AND t.name = dl.attributes ->> 'pgbus.dead_letter.topic'"
     "  ORDER BY dl.id"
     "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at, ordering_key), "
+    "    expires_at, ordering_key, attributes), "
     PGBUS_FAN_OUT
     "SELECT id, topic FROM m ORDER BY id";
 
