@@ -4,11 +4,11 @@
 // ratios, not absolute numbers.
 //
 //   pgbus_bench --target 127.0.0.1:PORT [--seconds 3] [--rounds 3]
-#include <cstdlib>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +16,7 @@
 #include <libpq-fe.h>
 
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <streambuf>
@@ -152,12 +153,191 @@ std::pair<double, double> PlainPostgres(const std::string& dsn, const std::strin
   return {insert, select};
 }
 
+// Runs one SQL statement as the owner; returns the first value of the first row.
+std::string Sql(const std::string& dsn, const std::string& sql) {
+  PGconn* conn = PQconnectdb(dsn.c_str());
+  PGresult* r = PQexec(conn, sql.c_str());
+  std::string out;
+  if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) out = PQgetvalue(r, 0, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK) {
+    std::fprintf(stderr, "bench sql: %s", PQerrorMessage(conn));
+  }
+  PQclear(r);
+  PQfinish(conn);
+  return out;
+}
+
+// Receives and acks (in batches of up to 100) with `streams` Subscribe
+// streams until `n` messages are acked; returns messages/s.
+double Drain(pgbus::Client& client, const std::string& subscription, int64_t n, int streams) {
+  std::atomic<int64_t> acked{0};
+  std::vector<std::thread> threads;
+  auto start = Clock::now();
+  for (int i = 0; i < streams; ++i) {
+    threads.emplace_back([&] {
+      pgbus::v1::SubscribeRequest req;
+      req.set_subscription(subscription);
+      req.set_max_outstanding_messages(1000);
+      auto sub = client.Subscribe(req);
+      std::vector<std::string> ids;
+      while (acked.load() < n) {
+        auto next = sub->Next(absl::Milliseconds(20));
+        bool got = next.ok() && next->has_value();
+        if (got) ids.push_back((*next)->ack_id());
+        if (!ids.empty() && (ids.size() >= 100 || !got)) {
+          auto r = client.Ack(subscription, ids);
+          if (r.ok()) {
+            for (auto s : *r) acked += s == pgbus::v1::ACK_STATUS_OK;
+          }
+          ids.clear();
+        }
+        if (!next.ok()) break;
+      }
+      sub->Cancel();
+    });
+  }
+  for (auto& t : threads) t.join();
+  return acked.load() / Seconds(start);
+}
+
+// Fills the subscription's topic with `n` 1 KiB messages (untimed).
+bool Fill(pgbus::Client& client, const std::string& topic, int64_t n) {
+  const std::string payload(1024, 'c');
+  for (int64_t done = 0; done < n;) {
+    std::vector<pgbus::v1::PublishMessage> batch;
+    for (int i = 0; i < 500 && done < n; ++i, ++done) {
+      pgbus::v1::PublishMessage m;
+      m.set_payload(payload);
+      batch.push_back(std::move(m));
+    }
+    if (!client.Publish(topic, std::move(batch)).ok()) return false;
+  }
+  return true;
+}
+
+// The floor of a Postgres queue without pgbus: pgbench clients each
+// claiming 100 rows of 1 KiB with FOR UPDATE SKIP LOCKED and deleting them
+// (returning the payloads), until the `n` rows are gone. messages/s.
+double PgbenchQueue(const std::string& dsn, const std::string& pgbench, int64_t n, int clients,
+                    const std::string& dir) {
+  Sql(dsn, "DROP TABLE IF EXISTS pgbus_bench_queue");
+  Sql(dsn, "CREATE TABLE pgbus_bench_queue (id bigserial PRIMARY KEY, payload bytea NOT NULL)");
+  Sql(dsn, "INSERT INTO pgbus_bench_queue (payload) SELECT decode(repeat('ab', 1024), 'hex') "
+           "FROM generate_series(1, " + std::to_string(n) + ")");
+  Sql(dsn, "VACUUM ANALYZE pgbus_bench_queue");
+  std::string script = dir + "/claim.sql";
+  std::ofstream(script) << "WITH c AS (SELECT id FROM pgbus_bench_queue ORDER BY id LIMIT 100 "
+                           "FOR UPDATE SKIP LOCKED) DELETE FROM pgbus_bench_queue q USING c "
+                           "WHERE q.id = c.id RETURNING q.id, q.payload;\n";
+  std::string cmd = pgbench + " -n -f " + script + " -c " + std::to_string(clients) +
+                    " -j " + std::to_string(clients) + " -t " +
+                    std::to_string(n / 100 / clients) + " '" + dsn + "' >" + dir +
+                    "/pgbench.log 2>&1";
+  auto start = Clock::now();
+  int rc = std::system(cmd.c_str());
+  double elapsed = Seconds(start);
+  std::string left = Sql(dsn, "SELECT count(*) FROM pgbus_bench_queue");
+  Sql(dsn, "DROP TABLE pgbus_bench_queue");
+  if (rc != 0) {
+    std::fprintf(stderr, "pgbench failed (see %s/pgbench.log)\n", dir.c_str());
+    return 0;
+  }
+  return (n - std::stoll(left.empty() ? "0" : left)) / elapsed;
+}
+
+struct RelationSample {
+  int64_t bytes = 0;
+  int64_t live = 0;
+  int64_t dead = 0;
+};
+
+std::map<std::string, RelationSample> SampleTables(const std::string& dsn) {
+  std::map<std::string, RelationSample> out;
+  PGconn* conn = PQconnectdb(dsn.c_str());
+  PGresult* r = PQexec(conn,
+                       "SELECT relname, pg_total_relation_size(relid), n_live_tup, n_dead_tup "
+                       "FROM pg_stat_user_tables WHERE schemaname = 'pgbus' AND relname IN "
+                       "('messages', 'deliveries', 'tenant_usage', 'counters', "
+                       "'idempotency_keys') ORDER BY relname");
+  for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); ++i) {
+    out[PQgetvalue(r, i, 0)] = RelationSample{std::stoll(PQgetvalue(r, i, 1)),
+                                              std::stoll(PQgetvalue(r, i, 2)),
+                                              std::stoll(PQgetvalue(r, i, 3))};
+  }
+  PQclear(r);
+  PQfinish(conn);
+  return out;
+}
+
 }  // namespace
+
+// Soak: steady publish (500 msg/s, 1 KiB, 30 s TTL) and consume for
+// `seconds`; table sizes and dead tuples once the TTL has turned the data
+// over (after 60 s) and at the end. Flat means the reaper and autovacuum
+// keep up.
+int Soak(pgbus::Client& client, const std::string& owner_dsn, const std::string& prefix,
+         double seconds) {
+  if (owner_dsn.empty() || seconds <= 60) return 0;
+  std::string t = prefix + "-soak";
+  pgbus::v1::Topic topic;
+  topic.set_name(t);
+  topic.mutable_message_ttl()->set_seconds(30);
+  if (!client.CreateTopic(topic).ok() || !client.CreateSubscription(t, t).ok()) return 1;
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> published{0}, acked{0};
+  std::thread publisher([&] {
+    const std::string payload(1024, 's');
+    auto start = Clock::now();
+    for (int64_t tick = 0; !stop; ++tick) {  // 50 batches of 10 a second
+      std::this_thread::sleep_until(start + std::chrono::milliseconds(20) * tick);
+      std::vector<pgbus::v1::PublishMessage> batch(10);
+      for (auto& m : batch) m.set_payload(payload);
+      if (client.Publish(t, std::move(batch)).ok()) published += 10;
+    }
+  });
+  std::thread consumer([&] {
+    auto sub = client.Subscribe(t);
+    std::vector<std::string> ids;
+    while (!stop) {
+      auto next = sub->Next(absl::Milliseconds(50));
+      bool got = next.ok() && next->has_value();
+      if (got) ids.push_back((*next)->ack_id());
+      if (!ids.empty() && (ids.size() >= 100 || !got)) {
+        auto r = client.Ack(t, ids);
+        if (r.ok()) acked += static_cast<int64_t>(ids.size());
+        ids.clear();
+      }
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::seconds(60));
+  auto first = SampleTables(owner_dsn);
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds - 60));
+  auto last = SampleTables(owner_dsn);
+  stop = true;
+  publisher.join();
+  consumer.join();
+  std::printf("\n| soak: %.0f s of 500 msg/s publish + consume, 30 s TTL | at 1 min | at %.0f min | ratio | dead tuples at 1 min / end |\n|---|---|---|---|---|\n",
+              seconds, seconds / 60);
+  for (const auto& [name, a] : first) {
+    const RelationSample& b = last[name];
+    std::printf("| %s (table + indexes, KiB; live rows) | %lld; %lld | %lld; %lld | %.2f | %lld / %lld |\n",
+                name.c_str(), static_cast<long long>(a.bytes / 1024), static_cast<long long>(a.live),
+                static_cast<long long>(b.bytes / 1024), static_cast<long long>(b.live),
+                a.bytes ? static_cast<double>(b.bytes) / a.bytes : 0.0,
+                static_cast<long long>(a.dead), static_cast<long long>(b.dead));
+  }
+  std::printf("\n(%lld published, %lld acked during the soak)\n",
+              static_cast<long long>(published.load()), static_cast<long long>(acked.load()));
+  return 0;
+}
 
 int main(int argc, char** argv) {
   std::string target, owner_dsn;
   int pgbusd_pid = 0;
   int64_t large_mib = 256, rss_mib = 1024;
+  int64_t consume_messages = 20000;
+  double soak_seconds = 600;
+  std::string pgbench = "/usr/lib/postgresql/15/bin/pgbench", work_dir = "/tmp";
   double seconds = 3;
   int rounds = 5;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -169,6 +349,10 @@ int main(int argc, char** argv) {
     if (flag == "--pgbusd-pid") pgbusd_pid = std::stoi(argv[i + 1]);
     if (flag == "--large-mib") large_mib = std::stoll(argv[i + 1]);
     if (flag == "--rss-mib") rss_mib = std::stoll(argv[i + 1]);
+    if (flag == "--consume-messages") consume_messages = std::stoll(argv[i + 1]);
+    if (flag == "--soak-seconds") soak_seconds = std::stod(argv[i + 1]);
+    if (flag == "--pgbench") pgbench = argv[i + 1];
+    if (flag == "--work-dir") work_dir = argv[i + 1];
   }
   if (target.empty()) {
     std::fprintf(stderr, "usage: pgbus_bench --target host:port [--seconds S] [--rounds N]\n");
@@ -290,6 +474,28 @@ int main(int argc, char** argv) {
               kLatencyRate, p99, r99, p99 / r99);
   std::printf("\n(%zu messages received in the latency run)\n", latencies_ms.size());
 
+  // Consume: deliver + ack of 1 KiB messages, against a pgbench queue.
+  if (!owner_dsn.empty() && consume_messages > 0) {
+    std::string ctopic = topic + "-consume";
+    if (!client.CreateTopic(ctopic).ok() || !client.CreateSubscription(ctopic, ctopic).ok()) {
+      return 1;
+    }
+    std::vector<double> mine, floor, ratio;
+    for (int r = 0; r < rounds; ++r) {
+      if (!Fill(client, ctopic, consume_messages)) return 1;
+      double c = Drain(client, ctopic, consume_messages, 2);
+      double f = PgbenchQueue(owner_dsn, pgbench, consume_messages, 2, work_dir);
+      mine.push_back(c);
+      floor.push_back(f);
+      ratio.push_back(f > 0 ? c / f : 0);
+      std::fprintf(stderr, "consume round %d: pgbus %.0f/s, pgbench queue %.0f/s\n", r + 1, c, f);
+    }
+    std::printf("\n| consume (deliver + ack, 1 KiB, 2 streams; %lld messages a round) | pgbus | reference (same run) | ratio |\n|---|---|---|---|\n",
+                static_cast<long long>(consume_messages));
+    std::printf("| messages/s | %.0f | %.0f (pgbench, 2 clients: claim 100 with FOR UPDATE SKIP LOCKED, delete, return payloads) | %.3f |\n",
+                Median(mine), Median(floor), Median(ratio));
+  }
+
   // Large payloads.
   if (owner_dsn.empty() || large_mib <= 0) return 0;
   const std::string big = RandomBytes(static_cast<size_t>(large_mib) << 20);
@@ -342,5 +548,6 @@ int main(int argc, char** argv) {
   const int64_t peak = StatusKiB(pgbusd_pid, "VmHWM");
   std::printf("\npgbusd peak RSS growth during a %lld MiB round trip: %.1f MiB (RSS before: %.1f MiB)\n",
               static_cast<long long>(rss_mib), (peak - rss_before) / 1024.0, rss_before / 1024.0);
-  return 0;
+  std::fflush(stdout);
+  return Soak(client, owner_dsn, topic, soak_seconds);
 }

@@ -20,4 +20,6 @@ pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; bash tests/pg_fixture.sh stop "$dir"' EXIT
 for _ in $(seq 100); do [ -s "$port_file" ] && break; sleep 0.1; done
 "$build/bench/pgbus_bench" --target "127.0.0.1:$(cat "$port_file")" \
-  --owner-dsn "host=$dir/run dbname=pgbus user=pgbus_owner" --pgbusd-pid "$pid" "${@:2}"
+  --owner-dsn "host=$dir/run dbname=pgbus user=pgbus_owner" --pgbusd-pid "$pid" \
+  --pgbench "$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)/pgbench" \
+  --work-dir "$dir" "${@:2}"

@@ -218,8 +218,10 @@ inline constexpr char kClaim[] =
     "c AS ("
     "  UPDATE pgbus.deliveries d SET attempts = d.attempts + 1, lease = $4,"
     "    visible_at = now() + " PGBUS_MS("$5")
-    "  FROM chosen WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
-    "    AND d.message_id = chosen.message_id"
+    // An array, not a join: the planner guesses one row for `chosen` and
+    // would scan every delivery of the subscription against it.
+    "  WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
+    "    AND d.message_id = ANY (ARRAY(SELECT message_id FROM chosen))"
     "  RETURNING d.message_id, d.attempts, d.visible_at) "
     "SELECT " PGBUS_MESSAGE_COLUMNS ", m.payload, c.attempts, c.visible_at"
     " FROM c JOIN pgbus.messages m ON m.tenant_id = " PGBUS_TENANT " AND m.id = c.message_id"
