@@ -35,8 +35,10 @@ bool Principal::AllTopics() const {
 
 bool Principal::TopicAllowed(absl::string_view topic) const {
   if (AllTopics()) return true;  // also a malformed name: validation answers it
+  // `topic` may itself be a pattern (a subscription's): every topic it
+  // matches must be allowed.
   for (const auto& p : topics) {
-    if (TopicMatches(p, topic)) return true;
+    if (PatternCovers(p, topic)) return true;
   }
   return false;
 }

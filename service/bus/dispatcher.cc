@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "service/common/topic_pattern.h"
 #include "service/obs/log.h"
 
 namespace pgbus::bus {
@@ -213,7 +214,9 @@ std::vector<std::shared_ptr<Stream>> Dispatcher::Snapshot(
     if (topics && !topics->empty()) {
       bool match = false;
       for (const auto& t : *topics) {
-        if (t.tenant == s->options().tenant && t.topic == s->options().topic) {
+        // The stream's topic may be a pattern (a plain name matches only
+        // itself).
+        if (t.tenant == s->options().tenant && TopicMatches(s->options().topic, t.topic)) {
           match = true;
           break;
         }

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "service/bus/filter.h"
+#include "service/common/topic_pattern.h"
 
 namespace pgbus::bus {
 namespace {
@@ -80,12 +81,13 @@ absl::Status ValidateTopic(const store::TopicRecord& t) {
 
 absl::Status ValidateSubscription(const store::SubscriptionRecord& s) {
   if (auto st = ValidateName("subscription.name", s.name); !st.ok()) return st;
+  // A topic name, or a pattern (orders.*, orders.>) covering every matching
+  // topic, also those created later.
   if (s.topic.find_first_of("*>") != std::string::npos) {
-    return absl::UnimplementedError(
-        "subscription.topic: topic patterns (orders.*, orders.>) are not supported by this "
-        "server yet; name one topic");
+    if (auto st = ValidateTopicPattern("subscription.topic", s.topic); !st.ok()) return st;
+  } else if (auto st = ValidateName("subscription.topic", s.topic); !st.ok()) {
+    return st;
   }
-  if (auto st = ValidateName("subscription.topic", s.topic); !st.ok()) return st;
   if (auto st = CheckDuration("subscription.ack_deadline", s.ack_deadline, absl::Seconds(1),
                               absl::Minutes(10));
       !st.ok()) {
@@ -115,9 +117,10 @@ absl::Status ValidateSubscription(const store::SubscriptionRecord& s) {
     if (auto st = ValidateName("subscription.dead_letter_topic", s.dead_letter_topic); !st.ok()) {
       return st;
     }
-    if (s.dead_letter_topic == s.topic) {
+    if (TopicMatches(s.topic, s.dead_letter_topic)) {
       return Invalid("subscription.dead_letter_topic",
-                     "must differ from the subscription's topic");
+                     "must not be a topic the subscription receives (dead letters would come "
+                     "back to it)");
     }
   }
   return CompileFilter(s.filter).status();

@@ -57,4 +57,41 @@ bool TopicMatches(absl::string_view pattern, absl::string_view topic) {
   }
 }
 
+bool PatternCovers(absl::string_view outer, absl::string_view inner) {
+  std::vector<absl::string_view> o = absl::StrSplit(outer, '.');
+  std::vector<absl::string_view> i = absl::StrSplit(inner, '.');
+  for (size_t k = 0; k < o.size(); ++k) {
+    if (o[k] == ">") return k < i.size();  // one or more tokens of any kind
+    if (k >= i.size()) return false;
+    if (i[k] == ">") return false;         // inner reaches deeper than outer
+    if (o[k] == "*") continue;             // covers a literal or '*'
+    if (i[k] == "*" || o[k] != i[k]) return false;
+  }
+  return o.size() == i.size();
+}
+
+bool IsTopicPattern(absl::string_view name) {
+  for (absl::string_view t : absl::StrSplit(name, '.')) {
+    if (t == "*" || t == ">") return true;
+  }
+  return false;
+}
+
+std::string TopicPatternRegex(absl::string_view pattern) {
+  std::string out = "^";
+  bool first = true;
+  for (absl::string_view t : absl::StrSplit(pattern, '.')) {
+    if (!first) out += "\\.";
+    first = false;
+    if (t == "*") {
+      out += "[^.]+";
+    } else if (t == ">") {
+      out += ".+";
+    } else {
+      out.append(t.data(), t.size());  // letters, digits, '_', '-' only
+    }
+  }
+  return out + "$";
+}
+
 }  // namespace pgbus

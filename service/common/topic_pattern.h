@@ -6,6 +6,8 @@
 #ifndef PGBUS_SERVICE_COMMON_TOPIC_PATTERN_H_
 #define PGBUS_SERVICE_COMMON_TOPIC_PATTERN_H_
 
+#include <string>
+
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 
@@ -16,6 +18,16 @@ absl::Status ValidateTopicPattern(absl::string_view field, absl::string_view pat
 
 // Whether `topic` matches the (valid) `pattern`.
 bool TopicMatches(absl::string_view pattern, absl::string_view topic);
+
+// Whether every topic that `inner` (a valid pattern, or a plain name)
+// matches also matches `outer`: `orders.>` covers `orders.*` and
+// `orders.eu`, `orders.*` does not cover `orders.>`.
+bool PatternCovers(absl::string_view outer, absl::string_view inner);
+
+bool IsTopicPattern(absl::string_view name);
+
+// A POSIX regular expression (Postgres `~`) matching what `pattern` does.
+std::string TopicPatternRegex(absl::string_view pattern);
 
 }  // namespace pgbus
 

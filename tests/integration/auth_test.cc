@@ -191,10 +191,21 @@ TEST(Auth, ScopesAndTopicPatternsArePermissionDenied) {
   EXPECT_TRUE(orders_admin->CreateTopic("orders.us").ok());
   EXPECT_EQ(CodeOf(orders_admin->CreateSubscription("steal", "billing").status()),
             absl::StatusCode::kPermissionDenied);
+  // A pattern subscription must stay inside the key's patterns.
+  auto eu_admin = server.Connect(testing::IssueKey(tenant, "admin,subscribe", "orders.*"));
+  EXPECT_EQ(CodeOf(eu_admin->CreateSubscription("too-deep", "orders.>").status()),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CodeOf(eu_admin->CreateSubscription("everything", ">").status()),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(eu_admin->CreateSubscription("one-level", "orders.*").ok());
+  auto deep = orders_admin->CreateSubscription("deep", "orders.>");
+  ASSERT_TRUE(deep.ok()) << deep.status();
+  EXPECT_EQ(CodeOf(eu_admin->Subscribe("deep")->Next(absl::Seconds(10)).status()),
+            absl::StatusCode::kPermissionDenied);
   // Nothing was stored by any refused call.
   EXPECT_EQ(testing::CountAsOwner(tenant, "SELECT 1 FROM pgbus.messages"), 2);
   EXPECT_EQ(testing::CountAsOwner(tenant, "SELECT 1 FROM pgbus.payloads"), 0);
-  EXPECT_EQ(testing::CountAsOwner(tenant, "SELECT 1 FROM pgbus.subscriptions"), 3);
+  EXPECT_EQ(testing::CountAsOwner(tenant, "SELECT 1 FROM pgbus.subscriptions"), 5);
 }
 
 TEST(Auth, KeysOfOneTenantCannotReachAnother) {

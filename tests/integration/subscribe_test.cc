@@ -205,6 +205,46 @@ TEST_F(SubscribeTest, FiltersDecideWhichMessagesASubscriptionEverHolds) {
   EXPECT_EQ(SubscriptionStats(*client_, "orders").pending(), 3);
 }
 
+TEST_F(SubscribeTest, TopicPatternsCoverTopicsCreatedLater) {
+  ASSERT_TRUE(client_->CreateTopic("orders.eu").ok());
+  auto any_depth = client_->CreateSubscription("all-orders", "orders.>");
+  ASSERT_TRUE(any_depth.ok()) << any_depth.status();
+  EXPECT_EQ(any_depth->topic(), "orders.>");
+  ASSERT_TRUE(client_->CreateSubscription("regional", "orders.*").ok());
+  EXPECT_EQ(client_->CreateSubscription("bad", "orders.>.x").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto all = client_->Subscribe("all-orders");
+  auto regional = client_->Subscribe("regional");
+  // Topics created after the subscriptions count too.
+  for (const char* t : {"orders.us", "orders.eu.paid", "billing", "ordersx"}) {
+    ASSERT_TRUE(client_->CreateTopic(t).ok());
+  }
+  for (const char* t : {"orders.eu", "orders.us", "orders.eu.paid", "billing", "ordersx"}) {
+    ASSERT_TRUE(client_->Publish(t, t).ok());
+  }
+  auto sorted = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  EXPECT_EQ(sorted(Payloads(Receive(*all, 3, absl::Seconds(10)))),
+            (std::vector<std::string>{"orders.eu", "orders.eu.paid", "orders.us"}));
+  EXPECT_EQ(sorted(Payloads(Receive(*regional, 2, absl::Seconds(10)))),
+            (std::vector<std::string>{"orders.eu", "orders.us"}));
+  // And nothing else (billing, ordersx, or a deeper topic for orders.*).
+  EXPECT_TRUE(Receive(*all, 1, absl::Milliseconds(500)).empty());
+  EXPECT_TRUE(Receive(*regional, 1, absl::Milliseconds(300)).empty());
+  EXPECT_EQ(SubscriptionStats(*client_, "all-orders").published(), 3);
+  // Deleting one matching topic leaves the pattern subscription alone.
+  grpc::ClientContext ctx;
+  v1::DeleteTopicRequest del;
+  del.set_name("orders.us");
+  v1::DeleteTopicResponse resp;
+  ASSERT_TRUE(client_->admin().DeleteTopic(&ctx, del, &resp).ok());
+  EXPECT_TRUE(client_->Publish("orders.eu", "again").ok());
+  EXPECT_EQ(Payloads(Receive(*regional, 1, absl::Seconds(10))),
+            std::vector<std::string>{"again"});
+}
+
 TEST_F(SubscribeTest, NackRedeliversWithoutWaitingForTheDeadline) {
   ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(600)).ok());
   ASSERT_TRUE(client_->Publish("t", "retry me").ok());

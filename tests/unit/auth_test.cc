@@ -25,6 +25,22 @@ TEST(TopicPattern, Matches) {
   EXPECT_FALSE(TopicMatches("ord", "orders"));
 }
 
+TEST(TopicPattern, CoversAndRegex) {
+  EXPECT_TRUE(PatternCovers(">", "orders.>"));
+  EXPECT_TRUE(PatternCovers("orders.>", "orders.*"));
+  EXPECT_TRUE(PatternCovers("orders.>", "orders.eu.>"));
+  EXPECT_TRUE(PatternCovers("orders.*", "orders.eu"));
+  EXPECT_TRUE(PatternCovers("orders.*", "orders.*"));
+  EXPECT_FALSE(PatternCovers("orders.*", "orders.>"));  // reaches deeper
+  EXPECT_FALSE(PatternCovers("orders.eu", "orders.*"));
+  EXPECT_FALSE(PatternCovers("orders.>", "orders"));
+  EXPECT_FALSE(PatternCovers("orders.*.paid", "orders.*.*"));
+  EXPECT_TRUE(IsTopicPattern("a.*"));
+  EXPECT_FALSE(IsTopicPattern("a.b-c"));
+  EXPECT_EQ(TopicPatternRegex("orders.*.paid"), "^orders\\.[^.]+\\.paid$");
+  EXPECT_EQ(TopicPatternRegex("orders.>"), "^orders\\..+$");
+}
+
 TEST(TopicPattern, InvalidPatternsNameThePosition) {
   for (auto [pattern, pos] : std::vector<std::pair<std::string, std::string>>{
            {"orders.>.eu", "position 7"},

@@ -109,9 +109,17 @@ TEST(ValidateSubscription, BoundsAckDeadlineAndBackoff) {
   EXPECT_TRUE(ValidateSubscription(s).ok());
   s.filter = "";
   s.topic = "orders.*";
-  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(ValidateSubscription(s).ok());
   s.topic = "orders.>";
-  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_TRUE(ValidateSubscription(s).ok());
+  s.topic = "orders.>.x";
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);
+  s.topic = "orders.>";
+  s.max_delivery_attempts = 5;
+  s.dead_letter_topic = "orders.dlq";  // matched by the pattern: would loop
+  EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);
+  s.max_delivery_attempts = 0;
+  s.dead_letter_topic = "";
   s.topic = "orders";
   s.max_delivery_attempts = 5;
   EXPECT_EQ(ValidateSubscription(s).code(), absl::StatusCode::kInvalidArgument);  // no topic

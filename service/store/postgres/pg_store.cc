@@ -12,6 +12,7 @@
 #include "absl/strings/escaping.h"
 #include "service/common/sha256.h"
 #include "service/common/status_macros.h"
+#include "service/common/topic_pattern.h"
 #include "service/obs/log.h"
 #include "service/store/postgres/migrator.h"
 #include "service/store/postgres/sql.h"
@@ -213,10 +214,17 @@ absl::StatusOr<SubscriptionRecord> PgStore::CreateSubscription(const std::string
                                                                const SubscriptionRecord& sub) {
   SubscriptionRecord out;
   RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
-    pqxx::result r = txn.exec_params(
-        sql::kCreateSubscription, sub.name, sub.topic, sub.filter, ToMs(sub.ack_deadline),
-        sub.max_delivery_attempts, sub.dead_letter_topic, ToMs(sub.min_backoff),
-        ToMs(sub.max_backoff), sub.filter_path);
+    const bool pattern = IsTopicPattern(sub.topic);
+    pqxx::result r =
+        pattern ? txn.exec_params(sql::kCreatePatternSubscription, sub.name, sub.topic,
+                                  sub.filter, ToMs(sub.ack_deadline), sub.max_delivery_attempts,
+                                  sub.dead_letter_topic, ToMs(sub.min_backoff),
+                                  ToMs(sub.max_backoff), sub.filter_path,
+                                  TopicPatternRegex(sub.topic))
+                : txn.exec_params(sql::kCreateSubscription, sub.name, sub.topic, sub.filter,
+                                  ToMs(sub.ack_deadline), sub.max_delivery_attempts,
+                                  sub.dead_letter_topic, ToMs(sub.min_backoff),
+                                  ToMs(sub.max_backoff), sub.filter_path);
     if (r.empty()) {
       return absl::NotFoundError(absl::StrCat("topic \"", sub.topic, "\" not found"));
     }

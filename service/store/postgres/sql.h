@@ -46,8 +46,13 @@ inline constexpr char kListTopics[] =
 inline constexpr char kDeleteTopic[] =
     "DELETE FROM pgbus.topics WHERE tenant_id = " PGBUS_TENANT " AND name = $1 RETURNING name";
 
+// Whether subscription `s` (an alias) receives messages of topic `t` (an
+// expression): its topic, or a topic its pattern matches (0011).
+#define PGBUS_SUB_MATCHES(s, t) \
+  "(" s ".topic = " t " OR (" s ".topic_regex IS NOT NULL AND " t " ~ " s ".topic_regex))"
+
 #define PGBUS_SUBSCRIPTION_COLUMNS                                                  \
-  "name, topic, filter, " PGBUS_TO_MS("ack_deadline") ", max_delivery_attempts, "  \
+  "name, coalesce(topic, topic_pattern), filter, " PGBUS_TO_MS("ack_deadline") ", max_delivery_attempts, "  \
   "dead_letter_topic, " PGBUS_TO_MS("min_backoff") ", " PGBUS_TO_MS("max_backoff") \
   ", (extract(epoch from created_at) * 1000000)::bigint"
 
@@ -61,6 +66,15 @@ inline constexpr char kCreateSubscription[] =
     PGBUS_MS("$8") ", NULLIF($9, '')::jsonpath FROM pgbus.topics t WHERE t.tenant_id = " PGBUS_TENANT " AND t.name = $2 "
     "RETURNING " PGBUS_SUBSCRIPTION_COLUMNS;
 
+// As kCreateSubscription for a pattern ($2), with $10 its regex; the
+// pattern needs no existing topic.
+inline constexpr char kCreatePatternSubscription[] =
+    "INSERT INTO pgbus.subscriptions (tenant_id, name, topic, topic_pattern, topic_regex, "
+    "filter, ack_deadline, max_delivery_attempts, dead_letter_topic, min_backoff, max_backoff, "
+    "filter_path) VALUES (" PGBUS_TENANT ", $1, NULL, $2, $10, $3, " PGBUS_MS("$4") ", $5, $6, "
+    PGBUS_MS("$7") ", " PGBUS_MS("$8") ", NULLIF($9, '')::jsonpath) "
+    "RETURNING " PGBUS_SUBSCRIPTION_COLUMNS;
+
 inline constexpr char kGetSubscription[] =
     "SELECT " PGBUS_SUBSCRIPTION_COLUMNS " FROM pgbus.subscriptions WHERE tenant_id = "
     PGBUS_TENANT " AND name = $1";
@@ -68,7 +82,8 @@ inline constexpr char kGetSubscription[] =
 // $1 topic ('' = all), $2 after, $3 limit
 inline constexpr char kListSubscriptions[] =
     "SELECT " PGBUS_SUBSCRIPTION_COLUMNS " FROM pgbus.subscriptions WHERE tenant_id = "
-    PGBUS_TENANT " AND ($1 = '' OR topic = $1) AND name > $2 ORDER BY name LIMIT $3";
+    PGBUS_TENANT " AND ($1 = '' OR topic = $1 OR topic_pattern = $1) AND name > $2"
+    " ORDER BY name LIMIT $3";
 
 inline constexpr char kDeleteSubscription[] =
     "DELETE FROM pgbus.subscriptions WHERE tenant_id = " PGBUS_TENANT
@@ -90,7 +105,8 @@ inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
 // The last CTE of every statement that inserts messages (CTE `m`, returning
 // tenant_id, id, topic, priority, size, published_at, deliver_at,
 // expires_at, ordering_key, attributes): one delivery per subscription of
-// the topic whose filter (0010) the message's attributes pass.
+// the topic or of a pattern matching it (0011) whose filter (0010) the
+// message's attributes pass.
 #define PGBUS_FAN_OUT                                                                \
   "fan_out AS ("                                                                     \
   "  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size," \
@@ -98,8 +114,14 @@ inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
   "  SELECT m.tenant_id, fs.name, m.id, m.priority, m.size,"                         \
   "    greatest(coalesce(m.deliver_at, m.published_at), m.published_at), m.expires_at," \
   "    m.ordering_key"                                                               \
-  "  FROM m JOIN pgbus.subscriptions fs ON fs.tenant_id = m.tenant_id AND fs.topic = m.topic" \
-  "    AND (fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path))) "
+  "  FROM m JOIN LATERAL ("                                                         \
+  "    SELECT s1.name, s1.filter_path FROM pgbus.subscriptions s1"                   \
+  "    WHERE s1.tenant_id = m.tenant_id AND s1.topic = m.topic"                      \
+  "    UNION ALL"                                                                    \
+  "    SELECT s2.name, s2.filter_path FROM pgbus.subscriptions s2"                   \
+  "    WHERE s2.tenant_id = m.tenant_id AND s2.topic_regex IS NOT NULL"              \
+  "      AND m.topic ~ s2.topic_regex) fs ON true"                                   \
+  "  WHERE fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path)) "
 
 inline constexpr char kInsertMessages[] =
     "WITH input AS ("
@@ -316,7 +338,7 @@ inline constexpr char kSeek[] =
     "  visible_at, expires_at, ordering_key)"
     " SELECT m.tenant_id, s.name, m.id, m.priority, m.size, now(), m.expires_at, m.ordering_key"
     " FROM pgbus.subscriptions s JOIN pgbus.messages m"
-    "  ON m.tenant_id = s.tenant_id AND m.topic = s.topic"
+    "  ON m.tenant_id = s.tenant_id AND " PGBUS_SUB_MATCHES("s", "m.topic")
     " WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
     "  AND m.published_at >= 'epoch'::timestamptz + $2::bigint * interval '1 microsecond'"
     "  AND (m.expires_at IS NULL OR m.expires_at > now())"
@@ -341,7 +363,8 @@ inline constexpr char kTopicCounters[] =
 inline constexpr char kSubscriptionCounters[] =
     "SELECT coalesce(sum(c.acked), 0)::bigint, coalesce(sum(c.dead_lettered), 0)::bigint,"
     " (SELECT coalesce(sum(p.published), 0)::bigint FROM pgbus.counters p"
-    "   JOIN pgbus.subscriptions s ON s.tenant_id = p.tenant_id AND s.topic = p.topic"
+    "   JOIN pgbus.subscriptions s ON s.tenant_id = p.tenant_id"
+    "     AND " PGBUS_SUB_MATCHES("s", "p.topic")
     "   WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1)"
     " FROM pgbus.counters c WHERE c.tenant_id = " PGBUS_TENANT " AND c.subscription = $1";
 
@@ -447,7 +470,8 @@ inline constexpr char kTopicStats[] =
 inline constexpr char kSubscriptionStats[] =
     "SELECT"
     " (SELECT count(*) FROM pgbus.messages m WHERE m.tenant_id = s.tenant_id"
-    "   AND m.topic = s.topic AND (m.expires_at IS NULL OR m.expires_at > now())),"
+    "   AND " PGBUS_SUB_MATCHES("s", "m.topic")
+    "   AND (m.expires_at IS NULL OR m.expires_at > now())),"
     " count(d.message_id) FILTER (WHERE d.visible_at <= now()),"
     " count(d.message_id) FILTER (WHERE d.visible_at > now() AND d.lease IS NOT NULL),"
     " coalesce(extract(epoch from now() - min(m.published_at)), 0)::float8"
@@ -456,7 +480,7 @@ inline constexpr char kSubscriptionStats[] =
     "  AND (d.expires_at IS NULL OR d.expires_at > now())"
     " LEFT JOIN pgbus.messages m ON m.tenant_id = d.tenant_id AND m.id = d.message_id"
     " WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
-    " GROUP BY s.tenant_id, s.topic";
+    " GROUP BY s.tenant_id, s.name, s.topic, s.topic_regex";
 
 
 // --- Tenants and API keys (0007).
