@@ -1,5 +1,6 @@
 #include "service/bus/bus.h"
 
+#include <functional>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -38,6 +39,27 @@ absl::Status CheckNameToken(const std::string& token) {
         "page_token: not a token from a previous response; pass next_page_token unchanged");
   }
   return absl::OkStatus();
+}
+
+// A page of messages in id order: the token is the last id of the page
+// before; `fetch(after_id, limit)` reads one more than the page to know
+// whether another follows.
+absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> MessagePage(
+    const Page& page,
+    const std::function<absl::StatusOr<std::vector<store::MessageRecord>>(int64_t, int)>& fetch) {
+  ASSIGN_OR_RETURN(int size, PageSize(page));
+  int64_t after = 0;
+  if (!page.token.empty() && (!absl::SimpleAtoi(page.token, &after) || after < 0)) {
+    return absl::InvalidArgumentError(
+        "page_token: not a token from a previous response; pass next_page_token unchanged");
+  }
+  ASSIGN_OR_RETURN(auto messages, fetch(after, size + 1));
+  std::string next;
+  if (static_cast<int>(messages.size()) > size) {
+    messages.resize(size);
+    next = std::to_string(messages.back().id);
+  }
+  return std::make_pair(std::move(messages), next);
 }
 
 }  // namespace
@@ -305,19 +327,9 @@ absl::StatusOr<std::pair<store::StatsRecord, int64_t>> Bus::GetStats(
 absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> Bus::ListDeadLetters(
     const std::string& tenant, const std::string& subscription, const Page& page) {
   RETURN_IF_ERROR(ValidateName("subscription", subscription));
-  ASSIGN_OR_RETURN(int size, PageSize(page));
-  int64_t after = 0;
-  if (!page.token.empty() && (!absl::SimpleAtoi(page.token, &after) || after < 0)) {
-    return absl::InvalidArgumentError(
-        "page_token: not a token from a previous response; pass next_page_token unchanged");
-  }
-  ASSIGN_OR_RETURN(auto messages, store_->ListDeadLetters(tenant, subscription, after, size + 1));
-  std::string next;
-  if (static_cast<int>(messages.size()) > size) {
-    messages.resize(size);
-    next = std::to_string(messages.back().id);
-  }
-  return std::make_pair(std::move(messages), next);
+  return MessagePage(page, [&](int64_t after, int limit) {
+    return store_->ListDeadLetters(tenant, subscription, after, limit);
+  });
 }
 
 absl::StatusOr<std::vector<int64_t>> Bus::RedriveDeadLetters(
@@ -358,19 +370,9 @@ absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> Bus::L
     return absl::InvalidArgumentError(
         absl::StrCat("correlation_id: must be 1 to ", kMaxKeyLength, " bytes"));
   }
-  ASSIGN_OR_RETURN(int size, PageSize(page));
-  int64_t after = 0;
-  if (!page.token.empty() && (!absl::SimpleAtoi(page.token, &after) || after < 0)) {
-    return absl::InvalidArgumentError(
-        "page_token: not a token from a previous response; pass next_page_token unchanged");
-  }
-  ASSIGN_OR_RETURN(auto messages, store_->ListMessages(tenant, correlation_id, after, size + 1));
-  std::string next;
-  if (static_cast<int>(messages.size()) > size) {
-    messages.resize(size);
-    next = std::to_string(messages.back().id);
-  }
-  return std::make_pair(std::move(messages), next);
+  return MessagePage(page, [&](int64_t after, int limit) {
+    return store_->ListMessages(tenant, correlation_id, after, limit);
+  });
 }
 
 }  // namespace pgbus::bus

@@ -76,6 +76,24 @@ MessageRecord ReadMessage(const BinaryRow& row) {
   return m;
 }
 
+// Runs a listing statement ($1 text key, $2 after id, $3 limit; message
+// columns 0..13) and appends its rows, metadata only.
+absl::Status ListMetadata(Connection& conn, const char* name, const char* statement,
+                          const std::string& key, int64_t after_id, int limit,
+                          std::vector<MessageRecord>* out) {
+  RETURN_IF_ERROR(conn.PrepareRaw(name, statement, {kText, kInt8, kInt4}));
+  std::string after_bin = EncodeInt8(after_id), limit_bin = EncodeInt4(limit);
+  ASSIGN_OR_RETURN(Result res, ExecRaw(conn, name,
+                                       {Param::Text(key), Param::Binary(after_bin),
+                                        Param::Binary(limit_bin)}));
+  for (int i = 0; i < PQntuples(res.get()); ++i) {
+    MessageRecord m = ReadMessage(BinaryRow(res.get(), i));
+    m.payload_by_reference = true;
+    out->push_back(std::move(m));
+  }
+  return absl::OkStatus();
+}
+
 // The lease columns of many keys as Postgres array literals (numbers only).
 struct LeaseArrays {
   explicit LeaseArrays(const std::vector<LeaseKey>& keys) {
@@ -763,18 +781,8 @@ absl::StatusOr<std::vector<MessageRecord>> PgStore::ListDeadLetters(
     if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
       return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
     }
-    RETURN_IF_ERROR(conn.PrepareRaw("pgbus_list_dead_letters", sql::kListDeadLetters,
-                                    {kText, kInt8, kInt4}));
-    std::string after_bin = EncodeInt8(after_id), limit_bin = EncodeInt4(limit);
-    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, "pgbus_list_dead_letters",
-                                         {Param::Text(subscription), Param::Binary(after_bin),
-                                          Param::Binary(limit_bin)}));
-    for (int i = 0; i < PQntuples(res.get()); ++i) {
-      MessageRecord m = ReadMessage(BinaryRow(res.get(), i));
-      m.payload_by_reference = true;
-      out.push_back(std::move(m));
-    }
-    return absl::OkStatus();
+    return ListMetadata(conn, sql::kListDeadLettersName, sql::kListDeadLetters, subscription,
+                        after_id, limit, &out);
   }));
   return out;
 }
@@ -810,19 +818,8 @@ absl::StatusOr<std::vector<MessageRecord>> PgStore::ListMessages(
     int limit) {
   std::vector<MessageRecord> out;
   RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work&, Connection& conn) {
-    RETURN_IF_ERROR(conn.PrepareRaw(sql::kListMessagesName, sql::kListMessages,
-                                    {kText, kInt8, kInt4}));
-    std::string after_bin = EncodeInt8(after_id), limit_bin = EncodeInt4(limit);
-    ASSIGN_OR_RETURN(Result res,
-                     ExecRaw(conn, sql::kListMessagesName,
-                             {Param::Text(correlation_id), Param::Binary(after_bin),
-                              Param::Binary(limit_bin)}));
-    for (int i = 0; i < PQntuples(res.get()); ++i) {
-      MessageRecord m = ReadMessage(BinaryRow(res.get(), i));
-      m.payload_by_reference = true;
-      out.push_back(std::move(m));
-    }
-    return absl::OkStatus();
+    return ListMetadata(conn, sql::kListMessagesName, sql::kListMessages, correlation_id,
+                        after_id, limit, &out);
   }));
   return out;
 }

@@ -422,6 +422,7 @@ inline constexpr char kDeadLetter[] =
     "SELECT topic FROM m";
 
 // Dead letters of subscription $1 after id $2, at most $3.
+inline constexpr char kListDeadLettersName[] = "pgbus_list_dead_letters";
 inline constexpr char kListDeadLetters[] =
     "SELECT " PGBUS_MESSAGE_COLUMNS " FROM pgbus.messages m"
     " WHERE m.tenant_id = " PGBUS_TENANT " AND " PGBUS_DEAD_LETTER_OF("m", "$1")
