@@ -271,6 +271,65 @@ std::map<std::string, RelationSample> SampleTables(const std::string& dsn) {
 
 }  // namespace
 
+// Large payloads: upload and download against plain Postgres, then
+// pgbusd's peak RSS over a bigger round trip. 0, or the exit code.
+int LargePayloads(pgbus::Client& client, const std::string& owner_dsn,
+                  const std::string& pub_topic, int64_t large_mib, int64_t rss_mib,
+                  int pgbusd_pid) {
+  if (owner_dsn.empty() || large_mib <= 0) return 0;
+  const std::string big = RandomBytes(static_cast<size_t>(large_mib) << 20);
+  auto start = Clock::now();
+  std::istringstream in(big);
+  auto up = client.UploadPayload(pub_topic, in);
+  if (!up.ok()) {
+    std::fprintf(stderr, "upload failed: %s\n", up.status().ToString().c_str());
+    return 1;
+  }
+  pgbus::v1::PublishMessage handle;
+  handle.set_payload_handle(up->payload_handle());
+  std::vector<pgbus::v1::PublishMessage> one;
+  one.push_back(handle);
+  auto ids = client.Publish(pub_topic, std::move(one));
+  double up_mbs = big.size() / Seconds(start) / 1e6;
+  if (!ids.ok()) return 1;
+  start = Clock::now();
+  NullBuf sink_buf;
+  std::ostream sink(&sink_buf);
+  auto n = client.RetrievePayloadTo((*ids)[0], sink);
+  double down_mbs = big.size() / Seconds(start) / 1e6;
+  if (!n.ok()) {
+    std::fprintf(stderr, "retrieve failed: %s\n", n.status().ToString().c_str());
+    return 1;
+  }
+  auto [ref_up, ref_down] = PlainPostgres(owner_dsn, big);
+  std::printf("\n| large payloads (%lld MiB, random bytes) | pgbus | plain Postgres, same bytes as 1 MiB bytea chunks | ratio |\n|---|---|---|---|\n",
+              static_cast<long long>(large_mib));
+  std::printf("| upload MB/s (UploadPayload + Publish, SHA-256 both ends) | %.0f | %.0f (INSERT per chunk) | %.2f |\n",
+              up_mbs, ref_up, up_mbs / ref_up);
+  std::printf("| download MB/s (ranged Retrieve, verified) | %.0f | %.0f (SELECT per chunk, binary) | %.2f |\n",
+              down_mbs, ref_down, down_mbs / ref_down);
+
+  if (pgbusd_pid <= 0 || rss_mib <= 0) return 0;
+  const int64_t rss_before = StatusKiB(pgbusd_pid, "VmRSS");
+  {
+    const std::string huge = RandomBytes(static_cast<size_t>(rss_mib) << 20);
+    std::istringstream huge_in(huge);
+    auto huge_up = client.UploadPayload(pub_topic, huge_in);
+    if (!huge_up.ok()) return 1;
+    pgbus::v1::PublishMessage h;
+    h.set_payload_handle(huge_up->payload_handle());
+    std::vector<pgbus::v1::PublishMessage> v;
+    v.push_back(h);
+    auto huge_ids = client.Publish(pub_topic, std::move(v));
+    if (!huge_ids.ok()) return 1;
+    if (!client.RetrievePayloadTo((*huge_ids)[0], sink).ok()) return 1;
+  }
+  const int64_t peak = StatusKiB(pgbusd_pid, "VmHWM");
+  std::printf("\npgbusd peak RSS growth during a %lld MiB round trip: %.1f MiB (RSS before: %.1f MiB)\n",
+              static_cast<long long>(rss_mib), (peak - rss_before) / 1024.0, rss_before / 1024.0);
+  return 0;
+}
+
 // Soak: steady publish (500 msg/s, 1 KiB, 30 s TTL) and consume for
 // `seconds`; table sizes and dead tuples once the TTL has turned the data
 // over (after 60 s) and at the end. Flat means the reaper and autovacuum
@@ -496,58 +555,9 @@ int main(int argc, char** argv) {
                 Median(mine), Median(floor), Median(ratio));
   }
 
-  // Large payloads.
-  if (owner_dsn.empty() || large_mib <= 0) return 0;
-  const std::string big = RandomBytes(static_cast<size_t>(large_mib) << 20);
-  auto start = Clock::now();
-  std::istringstream in(big);
-  auto up = client.UploadPayload(pub_topic, in);
-  if (!up.ok()) {
-    std::fprintf(stderr, "upload failed: %s\n", up.status().ToString().c_str());
-    return 1;
+  if (int rc = LargePayloads(client, owner_dsn, pub_topic, large_mib, rss_mib, pgbusd_pid)) {
+    return rc;
   }
-  pgbus::v1::PublishMessage handle;
-  handle.set_payload_handle(up->payload_handle());
-  std::vector<pgbus::v1::PublishMessage> one;
-  one.push_back(handle);
-  auto ids = client.Publish(pub_topic, std::move(one));
-  double up_mbs = big.size() / Seconds(start) / 1e6;
-  if (!ids.ok()) return 1;
-  start = Clock::now();
-  NullBuf sink_buf;
-  std::ostream sink(&sink_buf);
-  auto n = client.RetrievePayloadTo((*ids)[0], sink);
-  double down_mbs = big.size() / Seconds(start) / 1e6;
-  if (!n.ok()) {
-    std::fprintf(stderr, "retrieve failed: %s\n", n.status().ToString().c_str());
-    return 1;
-  }
-  auto [ref_up, ref_down] = PlainPostgres(owner_dsn, big);
-  std::printf("\n| large payloads (%lld MiB, random bytes) | pgbus | plain Postgres, same bytes as 1 MiB bytea chunks | ratio |\n|---|---|---|---|\n",
-              static_cast<long long>(large_mib));
-  std::printf("| upload MB/s (UploadPayload + Publish, SHA-256 both ends) | %.0f | %.0f (INSERT per chunk) | %.2f |\n",
-              up_mbs, ref_up, up_mbs / ref_up);
-  std::printf("| download MB/s (ranged Retrieve, verified) | %.0f | %.0f (SELECT per chunk, binary) | %.2f |\n",
-              down_mbs, ref_down, down_mbs / ref_down);
-
-  if (pgbusd_pid <= 0 || rss_mib <= 0) return 0;
-  const int64_t rss_before = StatusKiB(pgbusd_pid, "VmRSS");
-  {
-    const std::string huge = RandomBytes(static_cast<size_t>(rss_mib) << 20);
-    std::istringstream huge_in(huge);
-    auto huge_up = client.UploadPayload(pub_topic, huge_in);
-    if (!huge_up.ok()) return 1;
-    pgbus::v1::PublishMessage h;
-    h.set_payload_handle(huge_up->payload_handle());
-    std::vector<pgbus::v1::PublishMessage> v;
-    v.push_back(h);
-    auto huge_ids = client.Publish(pub_topic, std::move(v));
-    if (!huge_ids.ok()) return 1;
-    if (!client.RetrievePayloadTo((*huge_ids)[0], sink).ok()) return 1;
-  }
-  const int64_t peak = StatusKiB(pgbusd_pid, "VmHWM");
-  std::printf("\npgbusd peak RSS growth during a %lld MiB round trip: %.1f MiB (RSS before: %.1f MiB)\n",
-              static_cast<long long>(rss_mib), (peak - rss_before) / 1024.0, rss_before / 1024.0);
   std::fflush(stdout);
   return Soak(client, owner_dsn, topic, soak_seconds);
 }
