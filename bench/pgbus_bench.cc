@@ -368,23 +368,41 @@ int Soak(pgbus::Client& client, const std::string& owner_dsn, const std::string&
       }
     }
   });
-  std::this_thread::sleep_for(std::chrono::seconds(60));
-  auto first = SampleTables(owner_dsn);
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds - 60));
-  auto last = SampleTables(owner_dsn);
+  // A sample a minute: the first after the TTL has turned the data over,
+  // the one at the middle, and the last.
+  std::vector<std::map<std::string, RelationSample>> samples;
+  auto begin = Clock::now();
+  for (int minute = 1; minute * 60 <= seconds; ++minute) {
+    std::this_thread::sleep_until(begin + std::chrono::seconds(60 * minute));
+    samples.push_back(SampleTables(owner_dsn));
+  }
   stop = true;
   publisher.join();
   consumer.join();
-  std::printf("\n| soak: %.0f s of 500 msg/s publish + consume, 30 s TTL | at 1 min | at %.0f min | ratio | dead tuples at 1 min / end |\n|---|---|---|---|---|\n",
-              seconds, seconds / 60);
+  const auto& first = samples.front();
+  const auto& middle = samples[samples.size() / 2];
+  const auto& last = samples.back();
+  const int mid_minute = static_cast<int>(samples.size() / 2) + 1;
+  std::printf("\n| soak: %.0f s of 500 msg/s publish + consume, 30 s TTL; table + indexes, KiB (live rows) | at 1 min | at %d min | at %zu min | end / middle | dead tuples at 1 / %d / %zu min |\n|---|---|---|---|---|---|\n",
+              seconds, mid_minute, samples.size(), mid_minute, samples.size());
   for (const auto& [name, a] : first) {
-    const RelationSample& b = last[name];
-    std::printf("| %s (table + indexes, KiB; live rows) | %lld; %lld | %lld; %lld | %.2f | %lld / %lld |\n",
-                name.c_str(), static_cast<long long>(a.bytes / 1024), static_cast<long long>(a.live),
-                static_cast<long long>(b.bytes / 1024), static_cast<long long>(b.live),
-                a.bytes ? static_cast<double>(b.bytes) / a.bytes : 0.0,
-                static_cast<long long>(a.dead), static_cast<long long>(b.dead));
+    const RelationSample& m = middle.at(name);
+    const RelationSample& b = last.at(name);
+    std::printf("| %s | %lld (%lld) | %lld (%lld) | %lld (%lld) | %.2f | %lld / %lld / %lld |\n",
+                name.c_str(), static_cast<long long>(a.bytes / 1024),
+                static_cast<long long>(a.live), static_cast<long long>(m.bytes / 1024),
+                static_cast<long long>(m.live), static_cast<long long>(b.bytes / 1024),
+                static_cast<long long>(b.live),
+                m.bytes ? static_cast<double>(b.bytes) / m.bytes : 0.0,
+                static_cast<long long>(a.dead), static_cast<long long>(m.dead),
+                static_cast<long long>(b.dead));
   }
+  std::printf("\n(per minute, messages KiB:");
+  for (const auto& sample : samples) {
+    auto it = sample.find("messages");
+    std::printf(" %lld", static_cast<long long>(it == sample.end() ? 0 : it->second.bytes / 1024));
+  }
+  std::printf(")\n");
   std::printf("\n(%lld published, %lld acked during the soak)\n",
               static_cast<long long>(published.load()), static_cast<long long>(acked.load()));
   return 0;
