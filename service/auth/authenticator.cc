@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "service/auth/api_key.h"
+#include "service/common/status_macros.h"
 
 namespace pgbus::auth {
 namespace {
@@ -55,7 +56,7 @@ absl::StatusOr<std::pair<Authenticator::Kind, std::string>> Authenticator::Class
 
 absl::StatusOr<Principal> Authenticator::FromKey(const Credentials& creds,
                                                  const std::string& key_id,
-                                                 const KeyEntry& entry) const {
+                                                 const Entry& entry) const {
   // Classify() parsed it already, so this cannot fail now.
   auto parsed =
       ParseKey(absl::StripAsciiWhitespace(absl::string_view(*creds.authorization).substr(7)));
@@ -83,7 +84,7 @@ absl::StatusOr<Principal> Authenticator::FromKey(const Credentials& creds,
 }
 
 absl::StatusOr<Principal> Authenticator::FromTenant(Kind kind, const std::string& tenant,
-                                                    const TenantEntry& entry) const {
+                                                    const Entry& entry) const {
   Principal p;
   p.tenant = tenant;
   p.scopes = kAllScopes;
@@ -101,57 +102,44 @@ absl::StatusOr<Principal> Authenticator::FromTenant(Kind kind, const std::string
   return p;
 }
 
+absl::StatusOr<Authenticator::Entry> Authenticator::Fetch(Kind kind,
+                                                          const std::string& name) const {
+  Entry entry;
+  std::string tenant = name;
+  if (kind == Kind::kKey) {
+    ASSIGN_OR_RETURN(entry.key, directory_->LookupApiKey(name));
+    if (!entry.key) return entry;  // no such key: cached as such
+    tenant = entry.key->tenant;
+  }
+  ASSIGN_OR_RETURN(entry.tenant, directory_->LookupTenant(tenant));
+  return entry;
+}
+
 std::optional<absl::StatusOr<Principal>> Authenticator::Lookup(const Credentials& creds,
                                                                bool may_block) {
   auto what = Classify(creds);
   if (!what.ok()) return absl::StatusOr<Principal>(what.status());
   const auto& [kind, name] = *what;
-  absl::Time now = absl::Now();
-  if (kind == Kind::kKey) {
-    std::optional<KeyEntry> cached;
-    {
-      absl::MutexLock lock(&mu_);
-      auto it = keys_.find(name);
-      if (it != keys_.end() && it->second.expires > now) cached = it->second;
-    }
-    if (cached) return FromKey(creds, name, *cached);
+  const std::string cache_key = absl::StrCat(kind == Kind::kKey ? "key " : "tenant ", name);
+  const absl::Time now = absl::Now();
+  std::optional<Entry> entry;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = cache_.find(cache_key);
+    if (it != cache_.end() && it->second.expires > now) entry = it->second;
+  }
+  if (!entry) {
     if (!may_block) return std::nullopt;
-    KeyEntry entry;
-    auto key = directory_->LookupApiKey(name);
-    if (!key.ok()) return absl::StatusOr<Principal>(key.status());
-    entry.key = *std::move(key);
-    if (entry.key) {
-      auto tenant = directory_->LookupTenant(entry.key->tenant);
-      if (!tenant.ok()) return absl::StatusOr<Principal>(tenant.status());
-      entry.tenant = *std::move(tenant);
-    }
-    entry.expires = now + options_.cache_ttl;
-    {
-      absl::MutexLock lock(&mu_);
-      if (keys_.size() >= kMaxCached) keys_.clear();
-      keys_[name] = entry;
-    }
-    return FromKey(creds, name, entry);
-  }
-  std::optional<TenantEntry> cached;
-  {
+    absl::StatusOr<Entry> fetched = Fetch(kind, name);
+    if (!fetched.ok()) return absl::StatusOr<Principal>(fetched.status());
+    entry = *std::move(fetched);
+    entry->expires = now + options_.cache_ttl;
     absl::MutexLock lock(&mu_);
-    auto it = tenants_.find(name);
-    if (it != tenants_.end() && it->second.expires > now) cached = it->second;
+    if (cache_.size() >= kMaxCached) cache_.clear();
+    cache_[cache_key] = *entry;
   }
-  if (cached) return FromTenant(kind, name, *cached);
-  if (!may_block) return std::nullopt;
-  TenantEntry entry;
-  auto tenant = directory_->LookupTenant(name);
-  if (!tenant.ok()) return absl::StatusOr<Principal>(tenant.status());
-  entry.tenant = *std::move(tenant);
-  entry.expires = now + options_.cache_ttl;
-  {
-    absl::MutexLock lock(&mu_);
-    if (tenants_.size() >= kMaxCached) tenants_.clear();
-    tenants_[name] = entry;
-  }
-  return FromTenant(kind, name, entry);
+  if (kind == Kind::kKey) return FromKey(creds, name, *entry);
+  return FromTenant(kind, name, *entry);
 }
 
 std::optional<absl::StatusOr<Principal>> Authenticator::Cached(const Credentials& creds) {

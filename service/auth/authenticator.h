@@ -49,29 +49,27 @@ class Authenticator {
   absl::StatusOr<Principal> Authenticate(const Credentials& creds);
 
  private:
-  struct KeyEntry {
+  // A looked-up key (with its tenant) or tenant; unset: there is none.
+  struct Entry {
     absl::Time expires;
-    std::optional<store::ApiKeyRecord> key;  // nullopt: no such key
-    std::optional<store::TenantRecord> tenant;
-  };
-  struct TenantEntry {
-    absl::Time expires;
+    std::optional<store::ApiKeyRecord> key;
     std::optional<store::TenantRecord> tenant;
   };
   enum class Kind { kKey, kCert, kDev };
-  // What the credentials name: a key id, a tenant, or nothing.
+  // What the credentials name: a key id, or a tenant.
   absl::StatusOr<std::pair<Kind, std::string>> Classify(const Credentials& creds) const;
+  absl::StatusOr<Entry> Fetch(Kind kind, const std::string& name) const;
   absl::StatusOr<Principal> FromKey(const Credentials& creds, const std::string& key_id,
-                                    const KeyEntry& entry) const;
+                                    const Entry& entry) const;
   absl::StatusOr<Principal> FromTenant(Kind kind, const std::string& tenant,
-                                       const TenantEntry& entry) const;
+                                       const Entry& entry) const;
   std::optional<absl::StatusOr<Principal>> Lookup(const Credentials& creds, bool may_block);
 
   store::Directory* const directory_;
   const AuthOptions options_;
   absl::Mutex mu_;
-  std::map<std::string, KeyEntry> keys_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, TenantEntry> tenants_ ABSL_GUARDED_BY(mu_);
+  // "key <id>" / "tenant <name>" -> what was looked up.
+  std::map<std::string, Entry> cache_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace pgbus::auth
