@@ -245,6 +245,49 @@ TEST_F(SubscribeTest, TopicPatternsCoverTopicsCreatedLater) {
             std::vector<std::string>{"again"});
 }
 
+TEST_F(SubscribeTest, NackBackoffDoublesFromMinToMax) {
+  grpc::ClientContext ctx;
+  v1::CreateSubscriptionRequest req;
+  req.mutable_subscription()->set_name("s");
+  req.mutable_subscription()->set_topic("t");
+  req.mutable_subscription()->mutable_min_backoff()->set_seconds(1);
+  req.mutable_subscription()->mutable_max_backoff()->set_seconds(2);
+  v1::CreateSubscriptionResponse resp;
+  ASSERT_TRUE(client_->admin().CreateSubscription(&ctx, req, &resp).ok());
+  ASSERT_TRUE(client_->Publish("t", "flaky").ok());
+  auto sub = client_->Subscribe("s");
+  auto got = Receive(*sub, 1, absl::Seconds(10));
+  ASSERT_EQ(got.size(), 1u);
+  // Backoff after attempt n: min * 2^(n-1), at most max: 1 s, 2 s, 2 s.
+  for (absl::Duration expected : {absl::Seconds(1), absl::Seconds(2), absl::Seconds(2)}) {
+    absl::Time nacked = absl::Now();
+    ASSERT_TRUE(client_->ModifyAckDeadline("s", {got[0].ack_id()}, absl::ZeroDuration()).ok());
+    EXPECT_TRUE(Receive(*sub, 1, expected - absl::Milliseconds(200)).empty())
+        << "redelivered before the backoff of " << expected;
+    got = Receive(*sub, 1, absl::Seconds(10));
+    ASSERT_EQ(got.size(), 1u);
+    // Not the uncapped 4 s on the third nack (the poll is 100 ms here).
+    EXPECT_LT(absl::Now() - nacked, expected + absl::Milliseconds(1500)) << expected;
+  }
+  EXPECT_EQ(got[0].delivery_attempt(), 4);
+}
+
+TEST_F(SubscribeTest, AStalledConsumerHoldsUpNoOtherSubscription) {
+  ASSERT_TRUE(client_->CreateSubscription("stalled", "t").ok());
+  ASSERT_TRUE(client_->CreateSubscription("busy", "t").ok());
+  v1::SubscribeRequest one;
+  one.set_subscription("stalled");
+  one.set_max_outstanding_messages(1);
+  auto stalled = client_->Subscribe(one);  // takes one message and never acks
+  std::vector<v1::PublishMessage> batch;
+  for (int i = 0; i < 200; ++i) batch.push_back(Msg(std::to_string(i)));
+  ASSERT_TRUE(client_->Publish("t", batch).ok());
+  auto busy = client_->Subscribe("busy");
+  EXPECT_EQ(Receive(*busy, 200, absl::Seconds(10)).size(), 200u);
+  EXPECT_EQ(Receive(*stalled, 2, absl::Milliseconds(500)).size(), 1u);
+  EXPECT_EQ(SubscriptionStats(*client_, "stalled").in_flight(), 1);
+}
+
 TEST_F(SubscribeTest, NackRedeliversWithoutWaitingForTheDeadline) {
   ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(600)).ok());
   ASSERT_TRUE(client_->Publish("t", "retry me").ok());
