@@ -52,11 +52,6 @@ absl::StatusOr<std::unique_ptr<Limiter::StreamSlot>> Limiter::AcquireStream(
   return std::unique_ptr<StreamSlot>(new StreamSlot(this, principal.tenant));
 }
 
-int Limiter::streams() const {
-  absl::MutexLock lock(&mu_);
-  return streams_;
-}
-
 void Limiter::Release(const std::string& tenant) {
   absl::MutexLock lock(&mu_);
   --streams_;

@@ -46,8 +46,6 @@ class Limiter {
   // replica); RESOURCE_EXHAUSTED when the tenant has its max_streams.
   absl::StatusOr<std::unique_ptr<StreamSlot>> AcquireStream(const Principal& principal);
 
-  int streams() const;
-
  private:
   struct Bucket {
     double tokens = 0;
@@ -56,7 +54,7 @@ class Limiter {
   void Release(const std::string& tenant);
 
   const int max_streams_;
-  mutable absl::Mutex mu_;
+  absl::Mutex mu_;
   std::map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int> tenant_streams_ ABSL_GUARDED_BY(mu_);
   int streams_ ABSL_GUARDED_BY(mu_) = 0;

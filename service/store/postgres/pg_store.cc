@@ -540,7 +540,8 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(const char* statement,
                                                          const std::string& tenant,
                                                          const std::string& subscription,
                                                          const std::vector<LeaseKey>& keys,
-                                                         const std::string* param5) {
+                                                         const std::string* param5,
+                                                         bool count_acked) {
   std::vector<bool> ok(keys.size(), false);
   LeaseArrays arrays(keys);
   RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
@@ -560,7 +561,7 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(const char* statement,
     for (size_t i = 0; i < keys.size(); ++i) {
       ok[i] = hits.count({keys[i].message_id, keys[i].attempt, keys[i].lease}) > 0;
     }
-    if (statement == sql::kAck && !r.empty()) {
+    if (count_acked && !r.empty()) {
       txn.exec_params(sql::kCountSettled, subscription, static_cast<int64_t>(r.size()), 0);
     }
     return absl::OkStatus();
@@ -571,7 +572,7 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(const char* statement,
 absl::StatusOr<std::vector<bool>> PgStore::Ack(const std::string& tenant,
                                                const std::string& subscription,
                                                const std::vector<LeaseKey>& keys) {
-  return ApplyToLeases(sql::kAck, tenant, subscription, keys, nullptr);
+  return ApplyToLeases(sql::kAck, tenant, subscription, keys, nullptr, /*count_acked=*/true);
 }
 
 absl::StatusOr<std::vector<bool>> PgStore::ModifyAckDeadline(const std::string& tenant,

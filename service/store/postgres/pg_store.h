@@ -98,11 +98,15 @@ class PgStore : public Store, public Directory {
   // missing topic. A non-OK return means the transaction failed as a whole.
   absl::Status PublishTransaction(const std::vector<const PublishItem*>& items,
                                   std::vector<absl::StatusOr<std::vector<int64_t>>>* results);
+  // Runs a lease statement ($1 subscription, $2..$4 the keys, $5 `param5`
+  // when given); with `count_acked`, the rows it returns are counted as
+  // acked in the stats ledger, in the same transaction.
   absl::StatusOr<std::vector<bool>> ApplyToLeases(const char* sql,
                                                   const std::string& tenant,
                                                   const std::string& subscription,
                                                   const std::vector<LeaseKey>& keys,
-                                                  const std::string* param5);
+                                                  const std::string* param5,
+                                                  bool count_acked = false);
   void ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish);
 
   const PgStoreOptions options_;
