@@ -503,7 +503,13 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
       [&](pqxx::work& txn, Connection& conn) {
         RETURN_IF_ERROR(
             conn.PrepareRaw(sql::kClaimName, sql::kClaim, {kText, kInt4, kInt8, kInt8, kInt8}));
+        RETURN_IF_ERROR(conn.PrepareRaw(sql::kReleaseDueName, sql::kReleaseDue, {kText, kInt4}));
         std::string limit_bin = EncodeInt4(max_messages);
+        // Expired leases, ended backoffs and due deliver_at times become
+        // claimable first (the claim itself reads only ready rows).
+        RETURN_IF_ERROR(ExecRaw(conn, sql::kReleaseDueName,
+                                {Param::Text(subscription), Param::Binary(limit_bin)})
+                            .status());
         std::string budget_bin = EncodeInt8(max_bytes);
         std::string lease_bin = EncodeInt8(lease);
         std::string deadline_bin = EncodeInt8(ToMs(ack_deadline));

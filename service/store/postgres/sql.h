@@ -112,7 +112,7 @@ inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
   "  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size," \
   "    visible_at, expires_at, ordering_key)"                                        \
   "  SELECT m.tenant_id, fs.name, m.id, m.priority, m.size,"                         \
-  "    greatest(coalesce(m.deliver_at, m.published_at), m.published_at), m.expires_at," \
+  "    CASE WHEN m.deliver_at > m.published_at THEN m.deliver_at END, m.expires_at,"  \
   "    m.ordering_key"                                                               \
   "  FROM m JOIN LATERAL ("                                                         \
   "    SELECT s1.name, s1.filter_path FROM pgbus.subscriptions s1"                   \
@@ -206,25 +206,45 @@ inline constexpr char kSubscriptionExists[] =
   "ARRAY(SELECT value FROM jsonb_each_text(m.attributes)), "                   \
   "(m.payload_id IS NOT NULL)"
 
-// Claims in one statement: locks up to $2 deliverable rows in claim order
-// (rows other claimers hold are skipped; a row whose ordering key has an
-// earlier unacked message in the subscription waits for it), keeps the prefix whose payloads
-// fit the byte budget $3 (always the first row), leases those to $4 until
-// now + $5 ms, and returns them with their messages. $1 subscription.
-// Columns: message 0..13, inline payload 14, attempt 15, lease expiry 16.
+// Deliveries of a subscription are ready (visible_at NULL: the claim index
+// holds only these) or held until visible_at (leased, backing off after a
+// nack, or published with deliver_at); see migrations/0013_hot_path.sql.
+//
+// Makes up to $2 held deliveries of subscription $1 whose time has come
+// ready again, earliest first, skipping rows other claimers hold. A delivery
+// that used up max_delivery_attempts stays held for kDeadLetter while its
+// dead-letter topic exists (otherwise it goes on being delivered rather than
+// be stuck). Reads only due rows (deliveries_held), never the backlog.
+inline constexpr char kReleaseDueName[] = "pgbus_release_due";
+inline constexpr char kReleaseDue[] =
+    "UPDATE pgbus.deliveries d SET visible_at = NULL"
+    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
+    // An array, not IN (subquery): the LIMIT ... SKIP LOCKED subquery runs
+    // exactly once (a semi-join may run it again and lock more rows).
+    "   AND d.message_id = ANY (ARRAY("
+    "     SELECT e.message_id FROM pgbus.deliveries e"
+    "     WHERE e.tenant_id = " PGBUS_TENANT " AND e.subscription = $1"
+    "       AND e.visible_at <= now()"
+    "       AND e.attempts < coalesce((SELECT s.max_delivery_attempts FROM pgbus.subscriptions s"
+    "         JOIN pgbus.topics t ON t.tenant_id = s.tenant_id AND t.name = s.dead_letter_topic"
+    "         WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
+    "           AND s.max_delivery_attempts > 0), 2147483647)"
+    "     ORDER BY e.visible_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+// Claims in one statement: locks up to $2 ready rows in claim order (rows
+// other claimers hold are skipped; a row whose ordering key has an earlier
+// unacked message in the subscription waits for it), keeps the prefix whose
+// payloads fit the byte budget $3 (always the first row), leases those to
+// $4 until now + $5 ms, and returns them with their messages. $1
+// subscription. Walks deliveries_ready only: its cost does not grow with
+// the messages in flight. Columns: message 0..13, inline payload 14,
+// attempt 15, lease expiry 16.
 inline constexpr char kClaimName[] = "pgbus_claim";
 inline constexpr char kClaim[] =
     "WITH locked AS ("
     "  SELECT message_id, size, priority FROM pgbus.deliveries d"
-    "  WHERE tenant_id = " PGBUS_TENANT " AND subscription = $1 AND visible_at <= now()"
+    "  WHERE tenant_id = " PGBUS_TENANT " AND subscription = $1 AND visible_at IS NULL"
     "    AND (expires_at IS NULL OR expires_at > now())"
-    // A delivery that used up max_delivery_attempts waits for kDeadLetter
-    // (while its dead-letter topic exists; otherwise it goes on being
-    // delivered rather than be stuck).
-    "    AND attempts < coalesce((SELECT s.max_delivery_attempts FROM pgbus.subscriptions s"
-    "      JOIN pgbus.topics t ON t.tenant_id = s.tenant_id AND t.name = s.dead_letter_topic"
-    "      WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
-    "        AND s.max_delivery_attempts > 0), 2147483647)"
     "    AND (ordering_key IS NULL OR NOT EXISTS ("
     "      SELECT 1 FROM pgbus.deliveries e WHERE e.tenant_id = d.tenant_id"
     "        AND e.subscription = d.subscription AND e.ordering_key = d.ordering_key"
@@ -249,9 +269,6 @@ inline constexpr char kClaim[] =
     " FROM c JOIN pgbus.messages m ON m.tenant_id = " PGBUS_TENANT " AND m.id = c.message_id"
     " ORDER BY m.priority DESC, m.id";
 
-// $1 subscription, $2 message ids, $3 attempts, $4 leases (array literals).
-// A delivery whose lease ran out but that no stream has claimed again is
-// still acked: the work was done, and nobody else holds it.
 inline constexpr char kAck[] =
     "DELETE FROM pgbus.deliveries d"
     " USING unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease)"
@@ -270,10 +287,14 @@ inline constexpr char kExtendLease[] =
 // As kAck: ends the lease; visible again after min_backoff doubled per
 // earlier attempt, at most max_backoff.
 // $5 the reason ('': none).
+#define PGBUS_NACK_BACKOFF \
+  "least(s.max_backoff, s.min_backoff * power(2, least(greatest(d.attempts - 1, 0), 30)))"
 inline constexpr char kNack[] =
     "UPDATE pgbus.deliveries d SET lease = NULL, last_nack_reason = NULLIF($5, ''),"
-    " visible_at = now() +"
-    " least(s.max_backoff, s.min_backoff * power(2, least(greatest(d.attempts - 1, 0), 30)))"
+    // Ready at once without backoff, unless the delivery is exhausted and
+    // waits for kDeadLetter (held and due: kReleaseDue decides).
+    " visible_at = CASE WHEN " PGBUS_NACK_BACKOFF " > interval '0' OR (s.max_delivery_attempts > 0"
+    "   AND d.attempts >= s.max_delivery_attempts) THEN now() + " PGBUS_NACK_BACKOFF " END"
     " FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease),"
     " pgbus.subscriptions s"
     " WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
@@ -336,7 +357,8 @@ inline constexpr char kListMessages[] =
 inline constexpr char kSeek[] =
     "INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
     "  visible_at, expires_at, ordering_key)"
-    " SELECT m.tenant_id, s.name, m.id, m.priority, m.size, now(), m.expires_at, m.ordering_key"
+    " SELECT m.tenant_id, s.name, m.id, m.priority, m.size, NULL::timestamptz, m.expires_at,"
+    "  m.ordering_key"
     " FROM pgbus.subscriptions s JOIN pgbus.messages m"
     "  ON m.tenant_id = s.tenant_id AND " PGBUS_SUB_MATCHES("s", "m.topic")
     " WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1"
@@ -473,7 +495,7 @@ inline constexpr char kSubscriptionStats[] =
     " (SELECT count(*) FROM pgbus.messages m WHERE m.tenant_id = s.tenant_id"
     "   AND " PGBUS_SUB_MATCHES("s", "m.topic")
     "   AND (m.expires_at IS NULL OR m.expires_at > now())),"
-    " count(d.message_id) FILTER (WHERE d.visible_at <= now()),"
+    " count(d.message_id) FILTER (WHERE d.visible_at IS NULL OR d.visible_at <= now()),"
     " count(d.message_id) FILTER (WHERE d.visible_at > now() AND d.lease IS NOT NULL),"
     " coalesce(extract(epoch from now() - min(m.published_at)), 0)::float8"
     " FROM pgbus.subscriptions s"
