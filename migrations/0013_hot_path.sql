@@ -13,11 +13,14 @@ ALTER TABLE pgbus.deliveries DROP CONSTRAINT deliveries_tenant_id_message_id_fke
 
 -- Deleted messages take their deliveries along (reaper, topic deletion,
 -- redrive). Runs as the deleting role: pgbusd's role within its tenant,
--- the owner inside reap_expired() (policy below).
+-- the owner inside reap_expired() (policy below). Each trigger probes an
+-- index per deleted row whatever the statistics say (the SET lines; see
+-- PGBUS_PIN_PLANS in service/store/postgres/sql.h).
 CREATE FUNCTION pgbus.drop_deliveries_of_messages()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgbus
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 BEGIN
   DELETE FROM pgbus.deliveries d USING gone g
@@ -33,6 +36,7 @@ CREATE FUNCTION pgbus.drop_deliveries_of_subscriptions()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgbus
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 BEGIN
   DELETE FROM pgbus.deliveries d USING gone g
@@ -48,6 +52,7 @@ CREATE FUNCTION pgbus.drop_messages_of_topics()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgbus
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 BEGIN
   DELETE FROM pgbus.messages m USING gone g

@@ -12,13 +12,28 @@ namespace pgbus::store::postgres::sql {
 #define PGBUS_MS(p) "(" p "::bigint * interval '1 millisecond')"
 #define PGBUS_TO_MS(e) "(extract(epoch from " e ") * 1000)::bigint"
 
-inline constexpr char kSetTenant[] = "SELECT set_config('pgbus.tenant_id', $1, true)";
+// Every statement here is written for index access: probes by key, ordered
+// index scans under a LIMIT, nested loops over a handful of rows. The
+// planner chooses otherwise when statistics are stale (a table analysed
+// while empty and filled since: until autovacuum visits it, a sequential
+// or bitmap scan of a whole subscription looks cheap), and then a claim or
+// an ack costs the backlog instead of its own rows. So pgbusd's
+// transactions rule out the shapes whose cost grows with a table; where
+// nothing else is possible the planner still uses them. Plans are checked
+// by tests/integration/plan_test.cc.
+#define PGBUS_PIN_PLANS                                                         \
+  "set_config('enable_seqscan', 'off', true), "                                \
+  "set_config('enable_bitmapscan', 'off', true), "                             \
+  "set_config('enable_hashjoin', 'off', true), "                               \
+  "set_config('enable_mergejoin', 'off', true)"
+inline constexpr char kSetTenant[] =
+    "SELECT set_config('pgbus.tenant_id', $1, true), " PGBUS_PIN_PLANS;
 // For claims: a claim lost in a crash only makes the message visible again
 // (redelivery, which at-least-once allows), so its commit need not wait for
 // the WAL flush. Publishes and acks keep synchronous commit.
 inline constexpr char kSetTenantAsyncCommit[] =
     "SELECT set_config('pgbus.tenant_id', $1, true), "
-    "set_config('synchronous_commit', 'off', true)";
+    "set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS;
 
 inline constexpr char kEnsureTenant[] =
     "INSERT INTO pgbus.tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING";
@@ -218,11 +233,10 @@ inline constexpr char kSubscriptionExists[] =
 inline constexpr char kReleaseDueName[] = "pgbus_release_due";
 inline constexpr char kReleaseDue[] =
     "UPDATE pgbus.deliveries d SET visible_at = NULL"
-    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
-    // An array, not IN (subquery): the LIMIT ... SKIP LOCKED subquery runs
-    // exactly once (a semi-join may run it again and lock more rows).
-    "   AND d.message_id = ANY (ARRAY("
-    "     SELECT e.message_id FROM pgbus.deliveries e"
+    // The rows the subquery locked, by their ctid (see kClaim).
+    " WHERE d.tenant_id = " PGBUS_TENANT
+    "   AND d.ctid = ANY (ARRAY("
+    "     SELECT e.ctid FROM pgbus.deliveries e"
     "     WHERE e.tenant_id = " PGBUS_TENANT " AND e.subscription = $1"
     "       AND e.visible_at <= now()"
     "       AND e.attempts < coalesce((SELECT s.max_delivery_attempts FROM pgbus.subscriptions s"
@@ -242,7 +256,7 @@ inline constexpr char kReleaseDue[] =
 inline constexpr char kClaimName[] = "pgbus_claim";
 inline constexpr char kClaim[] =
     "WITH locked AS ("
-    "  SELECT message_id, size, priority FROM pgbus.deliveries d"
+    "  SELECT ctid AS row_id, message_id, size, priority FROM pgbus.deliveries d"
     "  WHERE tenant_id = " PGBUS_TENANT " AND subscription = $1 AND visible_at IS NULL"
     "    AND (expires_at IS NULL OR expires_at > now())"
     "    AND (ordering_key IS NULL OR NOT EXISTS ("
@@ -252,18 +266,21 @@ inline constexpr char kClaim[] =
     "        AND (e.expires_at IS NULL OR e.expires_at > now())))"
     "  ORDER BY priority DESC, message_id LIMIT $2 FOR UPDATE SKIP LOCKED), "
     "chosen AS ("
-    "  SELECT message_id FROM ("
-    "    SELECT message_id, sum(size) OVER w AS running, row_number() OVER w AS n"
+    "  SELECT row_id FROM ("
+    "    SELECT row_id, sum(size) OVER w AS running, row_number() OVER w AS n"
     "    FROM locked WINDOW w AS (ORDER BY priority DESC, message_id"
     "      ROWS UNBOUNDED PRECEDING)) r"
     "  WHERE n = 1 OR running <= $3), "
     "c AS ("
     "  UPDATE pgbus.deliveries d SET attempts = d.attempts + 1, lease = $4,"
     "    visible_at = now() + " PGBUS_MS("$5")
-    // An array, not a join: the planner guesses one row for `chosen` and
-    // would scan every delivery of the subscription against it.
-    "  WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
-    "    AND d.message_id = ANY (ARRAY(SELECT message_id FROM chosen))"
+    // The rows `locked` holds, by ctid: a TID scan, whatever the
+    // statistics say (by message id, stale statistics made the planner
+    // scan the subscription's whole backlog). A locked row cannot move
+    // before this update. An array, not IN (subquery): the LIMIT ... SKIP
+    // LOCKED subquery runs exactly once.
+    "  WHERE d.tenant_id = " PGBUS_TENANT
+    "    AND d.ctid = ANY (ARRAY(SELECT row_id FROM chosen))"
     "  RETURNING d.message_id, d.attempts, d.visible_at) "
     "SELECT " PGBUS_MESSAGE_COLUMNS ", m.payload, c.attempts, c.visible_at"
     " FROM c JOIN pgbus.messages m ON m.tenant_id = " PGBUS_TENANT " AND m.id = c.message_id"
