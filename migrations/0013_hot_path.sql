@@ -85,3 +85,54 @@ CREATE INDEX deliveries_ready ON pgbus.deliveries (tenant_id, subscription, prio
   WHERE visible_at IS NULL;
 CREATE INDEX deliveries_held ON pgbus.deliveries (tenant_id, subscription, visible_at)
   WHERE visible_at IS NOT NULL;
+
+-- 3. The reaper folds only what grew. Folding used to delete and re-insert
+--    every row of both ledgers each round (once a second per replica),
+--    turning the whole table over while publishers' triggers read it. Now
+--    a key with a single row (nothing new since the last fold) is left
+--    alone; rows of deleted topics and subscriptions still go.
+CREATE OR REPLACE FUNCTION pgbus.fold_counters()
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgbus
+AS $$
+  WITH stale AS (
+    SELECT c.tenant_id, c.topic, c.subscription FROM pgbus.counters c
+     GROUP BY c.tenant_id, c.topic, c.subscription
+    HAVING count(*) > 1
+        OR (c.topic IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pgbus.topics t
+              WHERE t.tenant_id = c.tenant_id AND t.name = c.topic))
+        OR (c.subscription IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pgbus.subscriptions s
+              WHERE s.tenant_id = c.tenant_id AND s.name = c.subscription))),
+  gone AS (
+    DELETE FROM pgbus.counters c USING stale s
+     WHERE c.tenant_id = s.tenant_id AND c.topic IS NOT DISTINCT FROM s.topic
+       AND c.subscription IS NOT DISTINCT FROM s.subscription
+    RETURNING c.*)
+  INSERT INTO pgbus.counters (tenant_id, topic, subscription, published, acked, dead_lettered)
+    SELECT g.tenant_id, g.topic, g.subscription, sum(g.published), sum(g.acked),
+           sum(g.dead_lettered)
+      FROM gone g
+     WHERE (g.topic IS NOT NULL AND EXISTS (
+              SELECT 1 FROM pgbus.topics t WHERE t.tenant_id = g.tenant_id AND t.name = g.topic))
+        OR (g.subscription IS NOT NULL AND EXISTS (
+              SELECT 1 FROM pgbus.subscriptions s
+               WHERE s.tenant_id = g.tenant_id AND s.name = g.subscription))
+     GROUP BY g.tenant_id, g.topic, g.subscription;
+$$;
+
+CREATE OR REPLACE FUNCTION pgbus.fold_tenant_usage()
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgbus
+AS $$
+  WITH grown AS (
+    SELECT tenant_id FROM pgbus.tenant_usage GROUP BY tenant_id HAVING count(*) > 1),
+  gone AS (
+    DELETE FROM pgbus.tenant_usage u USING grown g WHERE u.tenant_id = g.tenant_id
+    RETURNING u.tenant_id, u.bytes)
+  INSERT INTO pgbus.tenant_usage (tenant_id, bytes)
+    SELECT tenant_id, sum(bytes) FROM gone GROUP BY tenant_id HAVING sum(bytes) <> 0;
+$$;

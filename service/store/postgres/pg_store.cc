@@ -94,22 +94,6 @@ absl::Status ListMetadata(Connection& conn, const char* name, const char* statem
   return absl::OkStatus();
 }
 
-// The lease columns of many keys as Postgres array literals (numbers only).
-struct LeaseArrays {
-  explicit LeaseArrays(const std::vector<LeaseKey>& keys) {
-    std::vector<std::string> ids, attempts, leases;
-    for (const auto& k : keys) {
-      ids.push_back(std::to_string(k.message_id));
-      attempts.push_back(std::to_string(k.attempt));
-      leases.push_back(std::to_string(k.lease));
-    }
-    message_ids = absl::StrCat("{", absl::StrJoin(ids, ","), "}");
-    attempt_list = absl::StrCat("{", absl::StrJoin(attempts, ","), "}");
-    lease_list = absl::StrCat("{", absl::StrJoin(leases, ","), "}");
-  }
-  std::string message_ids, attempt_list, lease_list;
-};
-
 }  // namespace
 
 PgStore::PgStore(const PgStoreOptions& options)
@@ -542,33 +526,43 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
   return out;
 }
 
-absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(const char* statement,
-                                                         const std::string& tenant,
-                                                         const std::string& subscription,
-                                                         const std::vector<LeaseKey>& keys,
-                                                         const std::string* param5,
-                                                         bool count_acked) {
+absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
+    const char* name, const char* sql, const std::string& tenant, const std::string& subscription,
+    const std::vector<LeaseKey>& keys, const Param* param5, Oid param5_type, bool count_acked) {
   std::vector<bool> ok(keys.size(), false);
-  LeaseArrays arrays(keys);
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
-    pqxx::result r =
-        param5 ? txn.exec_params(statement, subscription, arrays.message_ids,
-                                 arrays.attempt_list, arrays.lease_list, *param5)
-                    : txn.exec_params(statement, subscription, arrays.message_ids,
-                                      arrays.attempt_list, arrays.lease_list);
-    if (r.empty() && txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
+  ArrayBuilder ids(kInt8), attempts(kInt4), leases(kInt8);
+  for (const LeaseKey& k : keys) {
+    ids.Add(EncodeInt8(k.message_id));
+    attempts.Add(EncodeInt4(k.attempt));
+    leases.Add(EncodeInt8(k.lease));
+  }
+  const std::string ids_arr = ids.Finish(), attempts_arr = attempts.Finish(),
+                    leases_arr = leases.Finish();
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection& conn) {
+    std::vector<Oid> types = {kText, kInt8Array, kInt4Array, kInt8Array};
+    std::vector<Param> params = {Param::Text(subscription), Param::Binary(ids_arr),
+                                 Param::Binary(attempts_arr), Param::Binary(leases_arr)};
+    if (param5) {
+      types.push_back(param5_type);
+      params.push_back(*param5);
+    }
+    RETURN_IF_ERROR(conn.PrepareRaw(name, sql, types));
+    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, name, params));
+    const int rows = PQntuples(res.get());
+    if (rows == 0 && txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
       return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
     }
     // Up to 10000 ids a call: match through a set, not ids x rows.
     std::set<std::tuple<int64_t, int32_t, int64_t>> hits;
-    for (const auto& row : r) {
-      hits.emplace(row[0].as<int64_t>(), row[1].as<int32_t>(), row[2].as<int64_t>());
+    for (int r = 0; r < rows; ++r) {
+      BinaryRow row(res.get(), r);
+      hits.emplace(row.Int8(0), row.Int4(1), row.Int8(2));
     }
     for (size_t i = 0; i < keys.size(); ++i) {
       ok[i] = hits.count({keys[i].message_id, keys[i].attempt, keys[i].lease}) > 0;
     }
-    if (count_acked && !r.empty()) {
-      txn.exec_params(sql::kCountSettled, subscription, static_cast<int64_t>(r.size()), 0);
+    if (count_acked && rows > 0) {
+      txn.exec_params(sql::kCountSettled, subscription, static_cast<int64_t>(rows), 0);
     }
     return absl::OkStatus();
   }));
@@ -578,7 +572,8 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(const char* statement,
 absl::StatusOr<std::vector<bool>> PgStore::Ack(const std::string& tenant,
                                                const std::string& subscription,
                                                const std::vector<LeaseKey>& keys) {
-  return ApplyToLeases(sql::kAck, tenant, subscription, keys, nullptr, /*count_acked=*/true);
+  return ApplyToLeases(sql::kAckName, sql::kAck, tenant, subscription, keys, nullptr, 0,
+                       /*count_acked=*/true);
 }
 
 absl::StatusOr<std::vector<bool>> PgStore::ModifyAckDeadline(const std::string& tenant,
@@ -587,10 +582,13 @@ absl::StatusOr<std::vector<bool>> PgStore::ModifyAckDeadline(const std::string& 
                                                              absl::Duration deadline,
                                                              const std::string& reason) {
   if (deadline <= absl::ZeroDuration()) {
-    return ApplyToLeases(sql::kNack, tenant, subscription, keys, &reason);
+    Param why = Param::Text(reason);
+    return ApplyToLeases(sql::kNackName, sql::kNack, tenant, subscription, keys, &why, kText);
   }
-  std::string ms = std::to_string(ToMs(deadline));
-  return ApplyToLeases(sql::kExtendLease, tenant, subscription, keys, &ms);
+  const std::string ms = EncodeInt8(ToMs(deadline));
+  Param p = Param::Binary(ms);
+  return ApplyToLeases(sql::kExtendLeaseName, sql::kExtendLease, tenant, subscription, keys, &p,
+                       kInt8);
 }
 
 absl::StatusOr<RetrieveResult> PgStore::Retrieve(const std::string& tenant, int64_t id,

@@ -101,11 +101,14 @@ class PgStore : public Store, public Directory {
   // Runs a lease statement ($1 subscription, $2..$4 the keys, $5 `param5`
   // when given); with `count_acked`, the rows it returns are counted as
   // acked in the stats ledger, in the same transaction.
-  absl::StatusOr<std::vector<bool>> ApplyToLeases(const char* sql,
+  // Runs the lease statement `name` (kAck, kNack or kExtendLease: $1
+  // subscription, $2..$4 the keys as int8[], int4[], int8[], then `param5`
+  // when given, as `param5_type`) and reports which keys it matched.
+  absl::StatusOr<std::vector<bool>> ApplyToLeases(const char* name, const char* sql,
                                                   const std::string& tenant,
                                                   const std::string& subscription,
                                                   const std::vector<LeaseKey>& keys,
-                                                  const std::string* param5,
+                                                  const Param* param5, Oid param5_type,
                                                   bool count_acked = false);
   void ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish);
 

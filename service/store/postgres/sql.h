@@ -286,6 +286,7 @@ inline constexpr char kClaim[] =
     " FROM c JOIN pgbus.messages m ON m.tenant_id = " PGBUS_TENANT " AND m.id = c.message_id"
     " ORDER BY m.priority DESC, m.id";
 
+inline constexpr char kAckName[] = "pgbus_ack";
 inline constexpr char kAck[] =
     "DELETE FROM pgbus.deliveries d"
     " USING unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease)"
@@ -294,6 +295,7 @@ inline constexpr char kAck[] =
     " RETURNING d.message_id, d.attempts, d.lease";
 
 // As kAck, $5 the new deadline in ms (> 0).
+inline constexpr char kExtendLeaseName[] = "pgbus_extend_lease";
 inline constexpr char kExtendLease[] =
     "UPDATE pgbus.deliveries d SET visible_at = now() + " PGBUS_MS("$5")
     " FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease)"
@@ -306,6 +308,7 @@ inline constexpr char kExtendLease[] =
 // $5 the reason ('': none).
 #define PGBUS_NACK_BACKOFF \
   "least(s.max_backoff, s.min_backoff * power(2, least(greatest(d.attempts - 1, 0), 30)))"
+inline constexpr char kNackName[] = "pgbus_nack";
 inline constexpr char kNack[] =
     "UPDATE pgbus.deliveries d SET lease = NULL, last_nack_reason = NULLIF($5, ''),"
     // Ready at once without backoff, unless the delivery is exhausted and
