@@ -15,6 +15,10 @@
 
 #include <libpq-fe.h>
 
+#include <unistd.h>
+
+#include <cctype>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
@@ -49,11 +53,11 @@ double Percentile(std::vector<double> v, double p) {
 
 // Runs `call` from kCallers threads for `seconds`; returns calls/s.
 template <typename Call>
-double Throughput(double seconds, Call call) {
+double Throughput(double seconds, Call call, int callers = kCallers) {
   std::atomic<bool> go{false}, stop{false};
   std::atomic<int64_t> done{0}, failed{0};
   std::vector<std::thread> threads;
-  for (int i = 0; i < kCallers; ++i) {
+  for (int i = 0; i < callers; ++i) {
     threads.emplace_back([&] {
       while (!go) std::this_thread::yield();
       while (!stop) {
@@ -245,6 +249,95 @@ double PgbenchQueue(const std::string& dsn, const std::string& pgbench, int64_t 
   return (n - std::stoll(left.empty() ? "0" : left)) / elapsed;
 }
 
+// CPU seconds the Postgres cluster has used so far: the postmaster and
+// its live children (backends, autovacuum, checkpointer, ...), plus the
+// children it has reaped (cutime/cstime), so backends that exit between two
+// readings still count.
+double ClusterCpuSeconds(const std::string& data_dir) {
+  std::ifstream pid_file(data_dir + "/postmaster.pid");
+  long postmaster = 0;
+  if (!(pid_file >> postmaster)) return 0;
+  long ticks = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream in(entry.path() / "stat");
+    std::string stat;
+    if (!std::getline(in, stat)) continue;
+    size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 2));
+    std::vector<std::string> f;  // f[0] is field 3 (state)
+    for (std::string x; fields >> x && f.size() < 15;) f.push_back(x);
+    if (f.size() < 15) continue;
+    const long pid = std::stol(name), ppid = std::stol(f[1]);
+    const long utime = std::stol(f[11]), stime = std::stol(f[12]);
+    if (pid == postmaster) {
+      ticks += utime + stime + std::stol(f[13]) + std::stol(f[14]);
+    } else if (ppid == postmaster) {
+      ticks += utime + stime;
+    }
+  }
+  return static_cast<double>(ticks) / sysconf(_SC_CLK_TCK);
+}
+
+// A rate and what it cost Postgres.
+struct Figure {
+  double per_second = 0;
+  double pg_cpu_us = 0;  // Postgres CPU µs per message
+};
+
+// Runs `work` (returns the messages it handled) and measures the rate and
+// Postgres's CPU per message.
+template <typename Work>
+Figure Measure(const std::string& data_dir, Work work) {
+  const double cpu0 = ClusterCpuSeconds(data_dir);
+  auto start = Clock::now();
+  const double messages = work();
+  const double elapsed = Seconds(start);
+  const double cpu = ClusterCpuSeconds(data_dir) - cpu0;
+  Figure f;
+  f.per_second = messages / elapsed;
+  f.pg_cpu_us = messages > 0 ? cpu * 1e6 / messages : 0;
+  return f;
+}
+
+// The plain-SQL floor of a publish: pgbench clients inserting `rows` 1 KiB
+// rows per transaction into a table with a bigserial key, synchronous
+// commit, nothing in front. Returns messages (rows) handled.
+double PgbenchInsert(const std::string& dsn, const std::string& pgbench, int rows, int clients,
+                     double seconds, const std::string& dir) {
+  Sql(dsn, "DROP TABLE IF EXISTS pgbus_bench_pub");
+  Sql(dsn, "CREATE TABLE pgbus_bench_pub (id bigserial PRIMARY KEY, published_at timestamptz "
+           "NOT NULL DEFAULT now(), payload bytea NOT NULL)");
+  std::string script = dir + "/insert.sql";
+  std::ofstream(script) << "INSERT INTO pgbus_bench_pub (payload) SELECT "
+                           "decode(repeat('ab', 1024), 'hex') FROM generate_series(1, "
+                        << rows << ");\n";
+  std::string log = dir + "/pgbench-insert.log";
+  std::string cmd = pgbench + " -n -f " + script + " -c " + std::to_string(clients) +
+                    " -j 2 -T " + std::to_string(static_cast<int>(seconds + 0.5)) + " '" + dsn +
+                    "' >" + log + " 2>&1";
+  int rc = std::system(cmd.c_str());
+  std::string stored = Sql(dsn, "SELECT count(*) FROM pgbus_bench_pub");
+  Sql(dsn, "DROP TABLE pgbus_bench_pub");
+  if (rc != 0) {
+    std::fprintf(stderr, "pgbench failed (see %s)\n", log.c_str());
+    return 0;
+  }
+  return stored.empty() ? 0 : std::stod(stored);
+}
+
+// "median (min–max, ±spread% of the median)" of a figure's rounds.
+std::string Spread(const std::vector<double>& v, int decimals = 0) {
+  if (v.empty()) return "-";
+  auto [lo, hi] = std::minmax_element(v.begin(), v.end());
+  const double med = Median(v);
+  const double spread = med != 0 ? 100 * std::max(med - *lo, *hi - med) / med : 0;
+  return absl::StrFormat("%.*f (%.*f–%.*f, ±%.0f%%)", decimals, med, decimals, *lo, decimals,
+                         *hi, spread);
+}
+
 struct RelationSample {
   int64_t bytes = 0;
   int64_t live = 0;
@@ -413,10 +506,11 @@ int main(int argc, char** argv) {
   int pgbusd_pid = 0;
   int64_t large_mib = 256, rss_mib = 1024;
   int64_t consume_messages = 20000;
+  int64_t backlog = 1000000;
   double soak_seconds = 600;
   std::string pgbench = "/usr/lib/postgresql/15/bin/pgbench", work_dir = "/tmp";
   double seconds = 3;
-  int rounds = 5;
+  int rounds = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--target") target = argv[i + 1];
@@ -428,6 +522,7 @@ int main(int argc, char** argv) {
     if (flag == "--rss-mib") rss_mib = std::stoll(argv[i + 1]);
     if (flag == "--consume-messages") consume_messages = std::stoll(argv[i + 1]);
     if (flag == "--soak-seconds") soak_seconds = std::stod(argv[i + 1]);
+    if (flag == "--backlog") backlog = std::stoll(argv[i + 1]);
     if (flag == "--pgbench") pgbench = argv[i + 1];
     if (flag == "--work-dir") work_dir = argv[i + 1];
   }
@@ -444,17 +539,75 @@ int main(int argc, char** argv) {
   auto health = grpc::health::v1::Health::NewStub(
       grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   std::string topic = absl::StrCat("bench-", NowNanos());
-  if (!client.CreateTopic(topic).ok() || !client.CreateSubscription(topic, topic).ok()) {
-    std::fprintf(stderr, "cannot create the bench topic\n");
+  const std::string data_dir = work_dir + "/data";
+  const std::string payload(kPayloadBytes, 'x');
+  // A topic and its subscriptions (named TOPIC-s0, TOPIC-s1, ...).
+  auto make_topic = [&](const std::string& name, int subscriptions) {
+    if (!client.CreateTopic(name).ok()) return false;
+    for (int i = 0; i < subscriptions; ++i) {
+      if (!client.CreateSubscription(absl::StrCat(name, "-s", i), name).ok()) return false;
+    }
+    return true;
+  };
+  // Publish figures are taken on topics with subscriptions (fan-out is part
+  // of a publish): one with 1, one with 10. Nothing consumes them.
+  const std::string pub_topic = topic + "-pub1", pub10_topic = topic + "-pub10";
+  if (!make_topic(topic, 1) || !make_topic(pub_topic, 1) || !make_topic(pub10_topic, 10)) {
+    std::fprintf(stderr, "cannot create the bench topics\n");
     return 1;
   }
-  // Publish throughput has no subscriber draining it; use a topic without
-  // subscriptions so the fan-out cost is measured separately below.
-  std::string pub_topic = topic + "-pub";
-  if (!client.CreateTopic(pub_topic).ok()) return 1;
-  const std::string payload(kPayloadBytes, 'x');
+  auto batch_of = [&](int n, int priority) {
+    std::vector<pgbus::v1::PublishMessage> batch(n);
+    for (auto& m : batch) {
+      m.set_payload(payload);
+      m.set_priority(priority);
+    }
+    return batch;
+  };
+  // Publish from kCallers threads for `seconds`, `per_call` messages a call.
+  auto publish_figure = [&](const std::string& t, int per_call) {
+    return Measure(data_dir, [&] {
+      std::atomic<int64_t> messages{0};
+      Throughput(seconds, [&] {
+        bool ok = per_call == 1 ? client.Publish(t, payload).ok()
+                                : client.Publish(t, batch_of(per_call, 0)).ok();
+        if (ok) messages += per_call;
+        return ok;
+      });
+      return static_cast<double>(messages.load());
+    });
+  };
+  auto insert_reference = [&](int rows) {
+    return Measure(data_dir, [&] {
+      return PgbenchInsert(owner_dsn, pgbench, rows, kCallers, seconds, work_dir);
+    });
+  };
 
-  std::vector<double> noop_rps, publish_rps, ratios;
+  struct Row {
+    std::string name, reference;
+    std::vector<double> mine, ref, ratio, cpu, ref_cpu, cpu_ratio;
+    void Add(const Figure& m, const Figure& r) {
+      mine.push_back(m.per_second);
+      ref.push_back(r.per_second);
+      ratio.push_back(r.per_second > 0 ? m.per_second / r.per_second : 0);
+      cpu.push_back(m.pg_cpu_us);
+      ref_cpu.push_back(r.pg_cpu_us);
+      cpu_ratio.push_back(r.pg_cpu_us > 0 ? m.pg_cpu_us / r.pg_cpu_us : 0);
+    }
+  };
+  std::vector<Row> rows;
+  std::vector<double> noop_rps, pub1_vs_noop;
+  const struct {
+    const std::string* topic;
+    int subscriptions, per_call;
+  } kPublishCases[] = {{&pub_topic, 1, 1}, {&pub10_topic, 10, 1}, {&pub_topic, 1, 100},
+                       {&pub10_topic, 10, 100}};
+  for (const auto& c : kPublishCases) {
+    rows.push_back(Row{absl::StrCat("publish, ", c.per_call, " msg/call, ", c.subscriptions,
+                                    c.subscriptions == 1 ? " subscription" : " subscriptions"),
+                       absl::StrCat("pgbench INSERT of ", c.per_call,
+                                    c.per_call == 1 ? " row" : " rows", " a transaction")});
+  }
   for (int r = 0; r < rounds; ++r) {
     double noop = Throughput(seconds, [&] {
       grpc::ClientContext ctx;
@@ -462,19 +615,29 @@ int main(int argc, char** argv) {
       grpc::health::v1::HealthCheckResponse resp;
       return health->Check(&ctx, req, &resp).ok();
     });
-    double pub = Throughput(seconds, [&] { return client.Publish(pub_topic, payload).ok(); });
     noop_rps.push_back(noop);
-    publish_rps.push_back(pub);
-    ratios.push_back(pub / noop);
-    std::fprintf(stderr, "round %d: publish %.0f/s, no-op %.0f/s\n", r + 1, pub, noop);
+    const Figure ref1 = insert_reference(1), ref100 = insert_reference(100);
+    for (size_t i = 0; i < std::size(kPublishCases); ++i) {
+      const auto& c = kPublishCases[i];
+      const Figure mine = publish_figure(*c.topic, c.per_call);
+      rows[i].Add(mine, c.per_call == 1 ? ref1 : ref100);
+      if (i == 0) pub1_vs_noop.push_back(mine.per_second / noop);
+      std::fprintf(stderr, "round %d: %s: %.0f msg/s (%.0f µs Postgres CPU/msg)\n", r + 1,
+                   rows[i].name.c_str(), mine.per_second, mine.pg_cpu_us);
+    }
   }
 
-  // Latency: a paced publisher at kLatencyRate msg/s, one stream
-  // receiving and acking; the reference is the no-op call's round trip at
-  // the same pace.
-  std::vector<double> latencies_ms, noop_ms;
-  {
-    auto sub = client.Subscribe(topic);
+  // Latency: a paced publisher at `rate` msg/s, one stream receiving and
+  // acking; the reference is the no-op call's round trip at 1000/s.
+  struct Latency {
+    std::vector<double> p50, p99, cpu;
+    double noop_p50 = 0, noop_p99 = 0;
+    size_t received = 0;
+  };
+  auto latency_run = [&](const std::string& t, const std::string& subscription, int rate,
+                         int priority, Latency* out) {
+    std::vector<double> latencies_ms;
+    auto sub = client.Subscribe(subscription);
     std::atomic<bool> stop{false};
     std::thread receiver([&] {
       std::vector<std::string> acks;
@@ -490,41 +653,55 @@ int main(int argc, char** argv) {
           }
           acks.push_back(m.ack_id());
         }
-        if (!acks.empty() && (acks.size() >= 100 || Clock::now() - last_ack > std::chrono::milliseconds(100))) {
-          (void)client.Ack(topic, acks);
+        if (!acks.empty() &&
+            (acks.size() >= 100 || Clock::now() - last_ack > std::chrono::milliseconds(100))) {
+          (void)client.Ack(subscription, acks);
           acks.clear();
           last_ack = Clock::now();
         }
       }
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    const int total = static_cast<int>(kLatencyRate * seconds * 2);
-    const auto interval = std::chrono::nanoseconds(1000000000 / kLatencyRate);
+    const int total = static_cast<int>(rate * seconds * 2);
+    const auto interval = std::chrono::nanoseconds(1000000000 / rate);
     // Publishes are paced from several threads (a Publish takes longer than
     // the interval); each thread owns every Nth tick.
-    constexpr int kPacers = 16;
+    const int pacers = std::max(16, rate / 100);
+    const double cpu0 = ClusterCpuSeconds(data_dir);
     auto start = Clock::now();
-    std::vector<std::thread> pacers;
-    for (int p = 0; p < kPacers; ++p) {
-      pacers.emplace_back([&, p] {
-        for (int i = p; i < total; i += kPacers) {
+    std::vector<std::thread> threads;
+    for (int p = 0; p < pacers; ++p) {
+      threads.emplace_back([&, p] {
+        for (int i = p; i < total; i += pacers) {
           std::this_thread::sleep_until(start + interval * i);
           pgbus::v1::PublishMessage m;
           m.set_payload(payload);
+          m.set_priority(priority);
           (*m.mutable_attributes())["sent_ns"] = std::to_string(NowNanos());
           std::vector<pgbus::v1::PublishMessage> one;
           one.push_back(std::move(m));
-          (void)client.Publish(topic, std::move(one));
+          (void)client.Publish(t, std::move(one));
         }
       });
     }
-    for (auto& t : pacers) t.join();
+    for (auto& th : threads) th.join();
     std::this_thread::sleep_for(std::chrono::seconds(2));  // drain
     stop = true;
     receiver.join();
-    // Reference: no-op round trips at the same pace.
-    start = Clock::now();
-    for (int i = 0; i < total / 2; ++i) {
+    sub->Cancel();
+    const double cpu = ClusterCpuSeconds(data_dir) - cpu0;
+    if (latencies_ms.empty()) return false;
+    out->p50.push_back(Percentile(latencies_ms, 0.50));
+    out->p99.push_back(Percentile(latencies_ms, 0.99));
+    out->cpu.push_back(cpu * 1e6 / latencies_ms.size());
+    out->received += latencies_ms.size();
+    return true;
+  };
+  std::vector<double> noop_ms;
+  {
+    auto start = Clock::now();
+    const auto interval = std::chrono::milliseconds(1);
+    for (int i = 0; i < static_cast<int>(1000 * seconds); ++i) {
       std::this_thread::sleep_until(start + interval * i);
       auto t0 = Clock::now();
       grpc::ClientContext ctx;
@@ -534,43 +711,144 @@ int main(int argc, char** argv) {
       noop_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
   }
-  if (latencies_ms.empty()) {
-    std::fprintf(stderr, "no message was received in the latency run\n");
-    return 1;
+  const int kLatencyRates[] = {kLatencyRate, 10 * kLatencyRate};
+  std::map<int, Latency> latency;
+  for (int r = 0; r < rounds; ++r) {
+    for (int rate : kLatencyRates) {
+      if (!latency_run(topic, topic + "-s0", rate, 0, &latency[rate])) {
+        std::fprintf(stderr, "no message was received in the latency run at %d msg/s\n", rate);
+        return 1;
+      }
+      std::fprintf(stderr, "latency round %d at %d msg/s: p50 %.2f ms, p99 %.2f ms\n", r + 1,
+                   rate, latency[rate].p50.back(), latency[rate].p99.back());
+    }
   }
 
-  std::printf("\npgbus bench: %d rounds of %.0f s, medians; 1 KiB payloads\n\n", rounds, seconds);
-  std::printf("| figure | pgbus | reference (same run) | ratio |\n|---|---|---|---|\n");
-  std::printf("| Publish RPCs/s, 64 concurrent callers, 1 message each | %.0f | %.0f (no-op unary gRPC call) | %.3f |\n",
-              Median(publish_rps), Median(noop_rps), Median(ratios));
-  double p50 = Percentile(latencies_ms, 0.50), p99 = Percentile(latencies_ms, 0.99);
-  double r50 = Percentile(noop_ms, 0.50), r99 = Percentile(noop_ms, 0.99);
-  std::printf("| publish -> receive latency p50 at %d msg/s (ms) | %.2f | %.2f (no-op round trip) | %.1f |\n",
-              kLatencyRate, p50, r50, p50 / r50);
-  std::printf("| publish -> receive latency p99 at %d msg/s (ms) | %.2f | %.2f (no-op round trip) | %.1f |\n",
-              kLatencyRate, p99, r99, p99 / r99);
-  std::printf("\n(%zu messages received in the latency run)\n", latencies_ms.size());
-
   // Consume: deliver + ack of 1 KiB messages, against a pgbench queue.
-  if (!owner_dsn.empty() && consume_messages > 0) {
-    std::string ctopic = topic + "-consume";
-    if (!client.CreateTopic(ctopic).ok() || !client.CreateSubscription(ctopic, ctopic).ok()) {
-      return 1;
-    }
-    std::vector<double> mine, floor, ratio;
+  Row consume{"consume (deliver + ack), 2 streams",
+              "pgbench, 2 clients: claim 100 with FOR UPDATE SKIP LOCKED, delete, return payloads"};
+  const std::string ctopic = topic + "-consume";
+  const bool consuming = !owner_dsn.empty() && consume_messages > 0;
+  if (consuming) {
+    if (!make_topic(ctopic, 1)) return 1;
     for (int r = 0; r < rounds; ++r) {
       if (!Fill(client, ctopic, consume_messages)) return 1;
-      double c = Drain(client, ctopic, consume_messages, 2);
-      double f = PgbenchQueue(owner_dsn, pgbench, consume_messages, 2, work_dir);
-      mine.push_back(c);
-      floor.push_back(f);
-      ratio.push_back(f > 0 ? c / f : 0);
-      std::fprintf(stderr, "consume round %d: pgbus %.0f/s, pgbench queue %.0f/s\n", r + 1, c, f);
+      const Figure c = Measure(data_dir, [&] {
+        Drain(client, ctopic + "-s0", consume_messages, 2);
+        return static_cast<double>(consume_messages);
+      });
+      const Figure f = Measure(data_dir, [&] {
+        const double rate = PgbenchQueue(owner_dsn, pgbench, consume_messages, 2, work_dir);
+        return rate > 0 ? static_cast<double>(consume_messages) : 0.0;
+      });
+      consume.Add(c, f);
+      std::fprintf(stderr, "consume round %d: pgbus %.0f/s, pgbench queue %.0f/s\n", r + 1,
+                   c.per_second, f.per_second);
     }
-    std::printf("\n| consume (deliver + ack, 1 KiB, 2 streams; %lld messages a round) | pgbus | reference (same run) | ratio |\n|---|---|---|---|\n",
-                static_cast<long long>(consume_messages));
-    std::printf("| messages/s | %.0f | %.0f (pgbench, 2 clients: claim 100 with FOR UPDATE SKIP LOCKED, delete, return payloads) | %.3f |\n",
-                Median(mine), Median(floor), Median(ratio));
+  }
+
+  // Backlog: the same operations with `backlog` messages waiting in a
+  // subscription and 10,000 of them leased to a stream that does not ack:
+  // a figure whose cost followed the backlog would drop here.
+  struct BacklogRow {
+    std::string name;
+    std::vector<double> backlog, empty;
+  };
+  std::vector<BacklogRow> backlog_rows;
+  if (!owner_dsn.empty() && backlog > 0) {
+    const std::string bt = topic + "-backlog", bsub = bt + "-s0";
+    if (!make_topic(bt, 1)) return 1;
+    const char* tenant_env = std::getenv("PGBUS_BENCH_TENANT");
+    const std::string tenant = tenant_env ? tenant_env : "bench";
+    std::fprintf(stderr, "backlog: inserting %lld messages...\n", static_cast<long long>(backlog));
+    for (int64_t done = 0; done < backlog; done += 100000) {
+      const int64_t n = std::min<int64_t>(100000, backlog - done);
+      Sql(owner_dsn, absl::StrCat(
+          "BEGIN; SELECT set_config('pgbus.tenant_id', '", tenant, "', true); "
+          "WITH m AS (INSERT INTO pgbus.messages (tenant_id, topic, expires_at, size, sha256, "
+          "payload) SELECT '", tenant, "', '", bt, "', now() + interval '1 day', 1024, "
+          "sha256(decode(repeat('ab', 1024), 'hex')), decode(repeat('ab', 1024), 'hex') "
+          "FROM generate_series(1, ", n, ") RETURNING tenant_id, id, expires_at) "
+          "INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size, "
+          "visible_at, expires_at) SELECT tenant_id, '", bsub, "', id, 0, 1024, NULL, "
+          "expires_at FROM m; COMMIT"));
+    }
+    // 10,000 in flight: leased to a stream that holds them.
+    pgbus::v1::SubscribeRequest hold_req;
+    hold_req.set_subscription(bsub);
+    hold_req.set_max_outstanding_messages(10000);
+    hold_req.mutable_ack_deadline()->set_seconds(600);
+    auto holder = client.Subscribe(hold_req);
+    int held = 0;
+    while (held < 10000) {
+      auto next = holder->Next(absl::Seconds(10));
+      if (!next.ok() || !next->has_value()) break;
+      ++held;
+    }
+    std::fprintf(stderr, "backlog: %lld waiting, %d in flight\n",
+                 static_cast<long long>(backlog), held);
+    BacklogRow pub{"publish, 1 msg/call, 1 subscription (msg/s)"}, con{"consume (msg/s)"},
+        p50{"latency p50 at 1000 msg/s (ms)"}, p99{"latency p99 at 1000 msg/s (ms)"};
+    for (int r = 0; r < rounds; ++r) {
+      // Publish and latency on the empty-case topics, with the backlog in
+      // the same tables; consume drains the backlogged subscription itself.
+      pub.backlog.push_back(publish_figure(pub_topic, 1).per_second);
+      if (consuming) {
+        con.backlog.push_back(Drain(client, bsub, consume_messages, 2));
+      }
+      Latency l;
+      if (latency_run(topic, topic + "-s0", kLatencyRate, 0, &l)) {
+        p50.backlog.push_back(l.p50.back());
+        p99.backlog.push_back(l.p99.back());
+      }
+    }
+    holder->Cancel();
+    pub.empty = rows[0].mine;
+    con.empty = consume.mine;
+    p50.empty = latency[kLatencyRate].p50;
+    p99.empty = latency[kLatencyRate].p99;
+    backlog_rows = {pub, con, p50, p99};
+  }
+
+  std::printf("\npgbus bench: %d rounds of %.0f s; each cell is the median of the rounds "
+              "(min–max, ±largest distance from the median); 1 KiB payloads, %d concurrent "
+              "callers, synchronous commit everywhere\n\n",
+              rounds, seconds, kCallers);
+  std::printf("| figure | pgbus msg/s | reference msg/s (same run) | ratio | Postgres CPU µs/msg: pgbus | reference | ratio |\n|---|---|---|---|---|---|---|\n");
+  auto print_row = [](const Row& row) {
+    std::printf("| %s | %s | %s: %s | %s | %s | %s | %s |\n", row.name.c_str(),
+                Spread(row.mine).c_str(), row.reference.c_str(), Spread(row.ref).c_str(),
+                Spread(row.ratio, 2).c_str(), Spread(row.cpu).c_str(), Spread(row.ref_cpu).c_str(),
+                Spread(row.cpu_ratio, 2).c_str());
+  };
+  for (const Row& row : rows) print_row(row);
+  if (consuming) print_row(consume);
+  std::printf("\n| figure | pgbus | reference (same run) | ratio |\n|---|---|---|---|\n");
+  std::printf("| Publish RPCs/s, 1 msg/call, 1 subscription | %s | %s (no-op unary gRPC call) | %s |\n",
+              Spread(rows[0].mine).c_str(), Spread(noop_rps).c_str(),
+              Spread(pub1_vs_noop, 2).c_str());
+  const double r50 = Percentile(noop_ms, 0.50), r99 = Percentile(noop_ms, 0.99);
+  for (int rate : kLatencyRates) {
+    const Latency& l = latency[rate];
+    std::printf("| publish -> receive latency p50 at %d msg/s (ms) | %s | %.2f (no-op round trip) | %.1f |\n",
+                rate, Spread(l.p50, 2).c_str(), r50, Median(l.p50) / r50);
+    std::printf("| publish -> receive latency p99 at %d msg/s (ms) | %s | %.2f (no-op round trip) | %.1f |\n",
+                rate, Spread(l.p99, 2).c_str(), r99, Median(l.p99) / r99);
+    std::printf("| Postgres CPU µs/msg at %d msg/s (publish + deliver + ack) | %s | | |\n", rate,
+                Spread(l.cpu).c_str());
+  }
+  if (!backlog_rows.empty()) {
+    std::printf("\n| with %lld messages waiting and 10,000 in flight | backlog | empty | backlog / empty |\n|---|---|---|---|\n",
+                static_cast<long long>(backlog));
+    for (const BacklogRow& b : backlog_rows) {
+      if (b.backlog.empty()) continue;
+      const double ratio = Median(b.backlog) / Median(b.empty);
+      std::printf("| %s | %s | %s | %.2f |\n", b.name.c_str(), Spread(b.backlog, 2).c_str(),
+                  Spread(b.empty, 2).c_str(), ratio);
+    }
+    std::printf("\n(the backlog waits in another subscription of the same tables; consume "
+                "drains the backlogged subscription from its head, behind the 10,000 in flight. "
+                "For rates a ratio above 1 is better, for latencies below 1)\n");
   }
 
   if (int rc = LargePayloads(client, owner_dsn, pub_topic, large_mib, rss_mib, pgbusd_pid)) {
