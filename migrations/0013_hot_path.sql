@@ -136,3 +136,35 @@ AS $$
   INSERT INTO pgbus.tenant_usage (tenant_id, bytes)
     SELECT tenant_id, sum(bytes) FROM gone GROUP BY tenant_id HAVING sum(bytes) <> 0;
 $$;
+
+-- 4. The reaper's batches: the rows its LIMIT ... SKIP LOCKED subqueries
+--    lock, by ctid, in an array (the subquery runs exactly once and the
+--    delete is a TID scan; as IN (subquery) it could be run again and take
+--    more than `batch`, or be planned as a loop over the table).
+CREATE OR REPLACE FUNCTION pgbus.reap_expired(batch int)
+RETURNS int
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pgbus
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
+AS $$
+DECLARE
+  n int;
+BEGIN
+  DELETE FROM pgbus.messages m
+   WHERE m.ctid = ANY (ARRAY(
+     SELECT ctid FROM pgbus.messages
+      WHERE expires_at <= now() ORDER BY expires_at LIMIT batch FOR UPDATE SKIP LOCKED));
+  GET DIAGNOSTICS n = ROW_COUNT;
+  DELETE FROM pgbus.payloads p
+   WHERE p.ctid = ANY (ARRAY(
+     SELECT ctid FROM pgbus.payloads
+      WHERE message_id IS NULL AND created_at <= now() - interval '1 day'
+      LIMIT batch FOR UPDATE SKIP LOCKED));
+  DELETE FROM pgbus.idempotency_keys k
+   WHERE k.ctid = ANY (ARRAY(
+     SELECT ctid FROM pgbus.idempotency_keys
+      WHERE expires_at <= now() LIMIT batch FOR UPDATE SKIP LOCKED));
+  RETURN n;
+END
+$$;

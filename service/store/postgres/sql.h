@@ -443,13 +443,16 @@ inline constexpr char kDeadLetter[] =
     "  WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1 AND s.max_delivery_attempts > 0), "
     "dead AS ("
     "  DELETE FROM pgbus.deliveries d"
-    "  WHERE d.tenant_id = " PGBUS_TENANT " AND d.subscription = $1"
-    "    AND d.message_id IN ("
-    "      SELECT e.message_id FROM pgbus.deliveries e, ds"
+    // The due rows locked, by ctid (see kReleaseDue); IN (subquery) was
+    // planned as a loop over the subscription's backlog on stale statistics.
+    "  WHERE d.tenant_id = " PGBUS_TENANT
+    "    AND d.ctid = ANY (ARRAY("
+    "      SELECT e.ctid FROM pgbus.deliveries e"
     "      WHERE e.tenant_id = " PGBUS_TENANT " AND e.subscription = $1"
-    "        AND e.attempts >= ds.max_delivery_attempts AND e.visible_at <= now()"
+    "        AND e.attempts >= (SELECT ds.max_delivery_attempts FROM ds)"
+    "        AND e.visible_at <= now()"
     "        AND (e.expires_at IS NULL OR e.expires_at > now())"
-    "      ORDER BY e.message_id LIMIT $2 FOR UPDATE OF e SKIP LOCKED)"
+    "      ORDER BY e.visible_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
     "  RETURNING d.message_id, d.attempts, d.last_nack_reason), "
     "m AS ("
     "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, priority, correlation_id,"
@@ -491,15 +494,18 @@ inline constexpr char kListDeadLetters[] =
 inline constexpr char kRedriveDeadLetters[] =
     "WITH dl AS ("
     "  DELETE FROM pgbus.messages x"
-    "  WHERE x.tenant_id = " PGBUS_TENANT " AND x.id IN ("
-    "    SELECT y.id FROM pgbus.messages y"
+    // An array of the locked rows' ctids: the LIMIT ... SKIP LOCKED
+    // subquery runs exactly once (as IN (subquery) it could run again and
+    // take more than $3).
+    "  WHERE x.tenant_id = " PGBUS_TENANT " AND x.ctid = ANY (ARRAY("
+    "    SELECT y.ctid FROM pgbus.messages y"
     "    WHERE y.tenant_id = " PGBUS_TENANT " AND " PGBUS_DEAD_LETTER_OF("y", "$1")
     "      AND (cardinality($2::int8[]) = 0 OR y.id = ANY($2::int8[]))"
     "      AND (y.expires_at IS NULL OR y.expires_at > now())"
     "      AND NOT y.attributes ? 'pgbus.dead_letter.payload'"
     "      AND EXISTS (SELECT 1 FROM pgbus.topics t WHERE t.tenant_id = y.tenant_id"
     "        AND t.name = y.attributes ->> 'pgbus.dead_letter.topic')"
-    "    ORDER BY y.id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+    "    ORDER BY y.id LIMIT $3 FOR UPDATE SKIP LOCKED))"
     "  RETURNING x.*), "
     "m AS ("
     "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, priority, correlation_id,"
