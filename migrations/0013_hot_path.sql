@@ -11,58 +11,40 @@ ALTER TABLE pgbus.messages DROP CONSTRAINT messages_tenant_id_topic_fkey;
 ALTER TABLE pgbus.deliveries DROP CONSTRAINT deliveries_tenant_id_subscription_fkey;
 ALTER TABLE pgbus.deliveries DROP CONSTRAINT deliveries_tenant_id_message_id_fkey;
 
--- Deleted messages take their deliveries along (reaper, topic deletion,
--- redrive). Runs as the deleting role: pgbusd's role within its tenant,
--- the owner inside reap_expired() (policy below). Each trigger probes an
--- index per deleted row whatever the statistics say (the SET lines; see
--- PGBUS_PIN_PLANS in service/store/postgres/sql.h).
-CREATE FUNCTION pgbus.drop_deliveries_of_messages()
+-- What the dropped cascades did, per statement: a deleted topic takes its
+-- messages, a deleted message or subscription its deliveries (the reaper,
+-- topic deletion, redrive, DeleteSubscription). Runs as the deleting role:
+-- pgbusd's role within its tenant, the owner inside reap_expired() (policy
+-- below). Each trigger probes an index per deleted row whatever the
+-- statistics say (the SET line; see PGBUS_PIN_PLANS in
+-- service/store/postgres/sql.h). Every trigger names its transition table
+-- `gone`.
+CREATE FUNCTION pgbus.cascade_delete()
 RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pgbus
 SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 BEGIN
-  DELETE FROM pgbus.deliveries d USING gone g
-   WHERE d.tenant_id = g.tenant_id AND d.message_id = g.id;
+  IF TG_TABLE_NAME = 'topics' THEN
+    DELETE FROM pgbus.messages m USING gone g
+     WHERE m.tenant_id = g.tenant_id AND m.topic = g.name;
+  ELSIF TG_TABLE_NAME = 'subscriptions' THEN
+    DELETE FROM pgbus.deliveries d USING gone g
+     WHERE d.tenant_id = g.tenant_id AND d.subscription = g.name;
+  ELSE  -- messages
+    DELETE FROM pgbus.deliveries d USING gone g
+     WHERE d.tenant_id = g.tenant_id AND d.message_id = g.id;
+  END IF;
   RETURN NULL;
 END
 $$;
-CREATE TRIGGER drop_deliveries AFTER DELETE ON pgbus.messages
-  REFERENCING OLD TABLE AS gone
-  FOR EACH STATEMENT EXECUTE FUNCTION pgbus.drop_deliveries_of_messages();
-
-CREATE FUNCTION pgbus.drop_deliveries_of_subscriptions()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pgbus
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
-AS $$
-BEGIN
-  DELETE FROM pgbus.deliveries d USING gone g
-   WHERE d.tenant_id = g.tenant_id AND d.subscription = g.name;
-  RETURN NULL;
-END
-$$;
-CREATE TRIGGER drop_deliveries AFTER DELETE ON pgbus.subscriptions
-  REFERENCING OLD TABLE AS gone
-  FOR EACH STATEMENT EXECUTE FUNCTION pgbus.drop_deliveries_of_subscriptions();
-
-CREATE FUNCTION pgbus.drop_messages_of_topics()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pgbus
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
-AS $$
-BEGIN
-  DELETE FROM pgbus.messages m USING gone g
-   WHERE m.tenant_id = g.tenant_id AND m.topic = g.name;
-  RETURN NULL;
-END
-$$;
-CREATE TRIGGER drop_messages AFTER DELETE ON pgbus.topics
-  REFERENCING OLD TABLE AS gone
-  FOR EACH STATEMENT EXECUTE FUNCTION pgbus.drop_messages_of_topics();
+CREATE TRIGGER cascade_delete AFTER DELETE ON pgbus.topics
+  REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION pgbus.cascade_delete();
+CREATE TRIGGER cascade_delete AFTER DELETE ON pgbus.subscriptions
+  REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION pgbus.cascade_delete();
+CREATE TRIGGER cascade_delete AFTER DELETE ON pgbus.messages
+  REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION pgbus.cascade_delete();
 
 -- The reaper (as the owner, bound by FORCE ROW LEVEL SECURITY) deletes the
 -- deliveries of the messages it reaps: they expire with their message.

@@ -54,6 +54,12 @@ class DeadLetterTest : public ::testing::Test {
     return resp;
   }
 
+  static v1::PublishMessage Msg(const std::string& payload) {
+    v1::PublishMessage m;
+    m.set_payload(payload);
+    return m;
+  }
+
   Pgbusd server_;
   std::unique_ptr<Client> client_;
 };
@@ -158,6 +164,32 @@ TEST_F(DeadLetterTest, RedrivePublishesAgainToTheOriginalTopic) {
   // The dead-letter topic's own subscription no longer holds it either.
   auto dlq = client_->Subscribe("dlq-reader");
   EXPECT_TRUE(Receive(*dlq, 1, absl::Milliseconds(700)).empty());
+}
+
+TEST_F(DeadLetterTest, RedriveTakesExactlyItsLimit) {
+  // Three dead letters; limit 1 redrives one (a LIMIT ... SKIP LOCKED
+  // subquery that the plan runs again would take more).
+  ASSERT_TRUE(client_->Publish("orders", {Msg("a"), Msg("b"), Msg("c")}).ok());
+  auto sub = client_->Subscribe("billing");
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    auto got = Receive(*sub, 3, absl::Seconds(10));
+    ASSERT_EQ(got.size(), 3u) << "attempt " << attempt;
+    for (const auto& m : got) ASSERT_TRUE(Nack("billing", m.ack_id(), "").ok());
+  }
+  for (int i = 0; i < 100 && List("billing").messages_size() < 3; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_EQ(List("billing").messages_size(), 3);
+  for (int limit : {1, 2}) {
+    grpc::ClientContext ctx;
+    v1::RedriveDeadLettersRequest req;
+    req.set_subscription("billing");
+    req.set_limit(limit);
+    v1::RedriveDeadLettersResponse resp;
+    ASSERT_TRUE(client_->admin().RedriveDeadLetters(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.message_ids_size(), limit);
+  }
+  EXPECT_EQ(List("billing").messages_size(), 0);
 }
 
 TEST_F(DeadLetterTest, SettingsAndReasonsAreChecked) {
