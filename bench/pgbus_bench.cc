@@ -538,6 +538,13 @@ int main(int argc, char** argv) {
   pgbus::Client& client = *connected;
   auto health = grpc::health::v1::Health::NewStub(
       grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  // The reference call: a unary gRPC call that does no work.
+  auto noop_call = [&] {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    grpc::health::v1::HealthCheckResponse resp;
+    return health->Check(&ctx, req, &resp).ok();
+  };
   std::string topic = absl::StrCat("bench-", NowNanos());
   const std::string data_dir = work_dir + "/data";
   const std::string payload(kPayloadBytes, 'x');
@@ -584,6 +591,7 @@ int main(int argc, char** argv) {
   };
 
   struct Row {
+    Row(std::string n, std::string r) : name(std::move(n)), reference(std::move(r)) {}
     std::string name, reference;
     std::vector<double> mine, ref, ratio, cpu, ref_cpu, cpu_ratio;
     void Add(const Figure& m, const Figure& r) {
@@ -609,12 +617,7 @@ int main(int argc, char** argv) {
                                     c.per_call == 1 ? " row" : " rows", " a transaction")});
   }
   for (int r = 0; r < rounds; ++r) {
-    double noop = Throughput(seconds, [&] {
-      grpc::ClientContext ctx;
-      grpc::health::v1::HealthCheckRequest req;
-      grpc::health::v1::HealthCheckResponse resp;
-      return health->Check(&ctx, req, &resp).ok();
-    });
+    double noop = Throughput(seconds, noop_call);
     noop_rps.push_back(noop);
     const Figure ref1 = insert_reference(1), ref100 = insert_reference(100);
     for (size_t i = 0; i < std::size(kPublishCases); ++i) {
@@ -631,8 +634,6 @@ int main(int argc, char** argv) {
   // acking; the reference is the no-op call's round trip at 1000/s.
   struct Latency {
     std::vector<double> p50, p99, cpu;
-    double noop_p50 = 0, noop_p99 = 0;
-    size_t received = 0;
   };
   auto latency_run = [&](const std::string& t, const std::string& subscription, int rate,
                          int priority, Latency* out) {
@@ -694,7 +695,6 @@ int main(int argc, char** argv) {
     out->p50.push_back(Percentile(latencies_ms, 0.50));
     out->p99.push_back(Percentile(latencies_ms, 0.99));
     out->cpu.push_back(cpu * 1e6 / latencies_ms.size());
-    out->received += latencies_ms.size();
     return true;
   };
   std::vector<double> noop_ms;
@@ -704,10 +704,7 @@ int main(int argc, char** argv) {
     for (int i = 0; i < static_cast<int>(1000 * seconds); ++i) {
       std::this_thread::sleep_until(start + interval * i);
       auto t0 = Clock::now();
-      grpc::ClientContext ctx;
-      grpc::health::v1::HealthCheckRequest req;
-      grpc::health::v1::HealthCheckResponse resp;
-      (void)health->Check(&ctx, req, &resp);
+      (void)noop_call();
       noop_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
   }
@@ -773,6 +770,14 @@ int main(int argc, char** argv) {
           "visible_at, expires_at) SELECT tenant_id, '", bsub, "', id, 0, 1024, NULL, "
           "expires_at FROM m; COMMIT"));
     }
+    const std::string stored = Sql(owner_dsn, absl::StrCat(
+        "BEGIN; SELECT set_config('pgbus.tenant_id', '", tenant, "', true); "
+        "SELECT count(*) FROM pgbus.deliveries WHERE subscription = '", bsub, "'"));
+    if (stored.empty() || std::stoll(stored) < backlog) {
+      std::fprintf(stderr, "backlog: only %s of %lld messages were stored\n", stored.c_str(),
+                   static_cast<long long>(backlog));
+      return 1;
+    }
     // 10,000 in flight: leased to a stream that holds them.
     pgbus::v1::SubscribeRequest hold_req;
     hold_req.set_subscription(bsub);
@@ -785,8 +790,10 @@ int main(int argc, char** argv) {
       if (!next.ok() || !next->has_value()) break;
       ++held;
     }
-    std::fprintf(stderr, "backlog: %lld waiting, %d in flight\n",
-                 static_cast<long long>(backlog), held);
+    if (held < 10000) {
+      std::fprintf(stderr, "backlog: only %d of 10000 messages could be leased\n", held);
+      return 1;
+    }
     BacklogRow pub{"publish, 1 msg/call, 1 subscription (msg/s)"}, con{"consume (msg/s)"},
         p50{"latency p50 at 1000 msg/s (ms)"}, p99{"latency p99 at 1000 msg/s (ms)"};
     for (int r = 0; r < rounds; ++r) {
