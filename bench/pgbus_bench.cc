@@ -748,6 +748,7 @@ int main(int argc, char** argv) {
   // subscription and 10,000 of them leased to a stream that does not ack:
   // a figure whose cost followed the backlog would drop here.
   struct BacklogRow {
+    explicit BacklogRow(std::string n) : name(std::move(n)) {}
     std::string name;
     std::vector<double> backlog, empty;
   };
