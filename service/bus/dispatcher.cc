@@ -67,11 +67,13 @@ void Stream::Kick() {
 
 void Stream::ClaimOnce() {
   int64_t credit_messages, credit_bytes;
+  bool idle;
   {
     absl::MutexLock lock(&mu_);
     if (state_ == State::kClosed) return;
     credit_messages = options_.max_outstanding_messages - static_cast<int64_t>(outstanding_.size());
     credit_bytes = options_.max_outstanding_bytes - outstanding_bytes_;
+    idle = outstanding_.empty();
   }
   int limit = static_cast<int>(std::min<int64_t>(credit_messages,
                                                  dispatcher_->options_.max_claim_batch));
@@ -89,8 +91,8 @@ void Stream::ClaimOnce() {
     }
   }
   auto claimed = dispatcher_->store_->Claim(options_.tenant, options_.subscription, lease_,
-                                            std::max(limit, 1), std::max<int64_t>(credit_bytes, 1),
-                                            options_.ack_deadline);
+                                            std::max(limit, 1), std::max<int64_t>(credit_bytes, 0),
+                                            /*first_may_exceed=*/idle, options_.ack_deadline);
   std::shared_ptr<StreamSink> sink;
   bool again = false;
   {

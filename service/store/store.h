@@ -68,13 +68,15 @@ class Store {
 
   // Leases to `lease` up to `max_messages` deliverable messages of the
   // subscription (visible, not expired), highest priority first then publish
-  // order, stopping before `max_bytes` of payload is exceeded (but always at
-  // least one message). Each is leased until now + ack_deadline.
-  // NOT_FOUND when the subscription does not exist.
+  // order, stopping before `max_bytes` of payload is exceeded. When
+  // `first_may_exceed`, the first message is taken whatever its size (a
+  // consumer with nothing outstanding must be able to take a message larger
+  // than its whole budget, or it would never make progress). Each is leased
+  // until now + ack_deadline. NOT_FOUND when the subscription does not exist.
   virtual absl::StatusOr<std::vector<Delivery>> Claim(const std::string& tenant,
                                                       const std::string& subscription,
                                                       int64_t lease, int max_messages,
-                                                      int64_t max_bytes,
+                                                      int64_t max_bytes, bool first_may_exceed,
                                                       absl::Duration ack_deadline) = 0;
 
   // Removes the leased deliveries from the subscription. Per key: true when

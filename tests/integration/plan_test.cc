@@ -141,7 +141,8 @@ class PlanTest : public ::testing::Test {
 std::string PlanTest::owner_dsn_, PlanTest::app_dsn_, PlanTest::lease_keys_;
 
 TEST_F(PlanTest, ClaimReadsOnlyReadyRows) {
-  auto plan = Plan("text, int4, int8, int8, int8", sql::kClaim, "'q', 100, 1000000, 9, 30000");
+  auto plan = Plan("text, int4, int8, int8, int8, bool", sql::kClaim,
+                   "'q', 100, 1000000, 9, 30000, true");
   ExpectBounded(plan);
   const std::string text = absl::StrJoin(plan, "\n");
   EXPECT_NE(text.find("deliveries_ready"), std::string::npos) << text;

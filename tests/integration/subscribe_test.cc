@@ -332,6 +332,29 @@ TEST_F(SubscribeTest, ByteLimitStillLetsOneMessageThrough) {
   EXPECT_EQ(Receive(*sub, 1, absl::Seconds(5)).size(), 1u);
 }
 
+// The byte budget is a ceiling: only a stream with nothing outstanding may
+// go over it, by one message.
+TEST_F(SubscribeTest, ByteLimitIsNeverExceededWhileSomethingIsOutstanding) {
+  for (int size : {100000, 150000}) {
+    SCOPED_TRACE(size);
+    std::string name = "s" + std::to_string(size);
+    ASSERT_TRUE(client_->CreateSubscription(name, "t").ok());
+    std::vector<v1::PublishMessage> batch;
+    for (int i = 0; i < 5; ++i) batch.push_back(Msg(std::string(size, 'a' + i)));
+    ASSERT_TRUE(client_->Publish("t", batch).ok());
+    v1::SubscribeRequest req;
+    req.set_subscription(name);
+    req.set_max_outstanding_bytes(250000);
+    auto sub = client_->Subscribe(req);
+    auto got = Receive(*sub, 5, absl::Seconds(2));
+    ASSERT_EQ(got.size(), static_cast<size_t>(250000 / size))
+        << "more than 250,000 bytes outstanding";
+    // Freeing one message's bytes lets exactly one more through.
+    ASSERT_TRUE(client_->Ack(name, {got[0].ack_id()}).ok());
+    EXPECT_EQ(Receive(*sub, 5, absl::Seconds(2)).size(), 1u);
+  }
+}
+
 TEST_F(SubscribeTest, StreamsOfOneSubscriptionShareTheWork) {
   ASSERT_TRUE(client_->CreateSubscription("s", "t").ok());
   auto a = client_->Subscribe("s");

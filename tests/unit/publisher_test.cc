@@ -62,7 +62,7 @@ class RecordingStore : public store::Store {
                 const std::string&, const std::string&, const std::string&, int)
   UNUSED_METHOD(absl::Status, DeleteSubscription, const std::string&, const std::string&)
   UNUSED_METHOD(absl::StatusOr<std::vector<store::Delivery>>, Claim, const std::string&,
-                const std::string&, int64_t, int, int64_t, absl::Duration)
+                const std::string&, int64_t, int, int64_t, bool, absl::Duration)
   UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, Ack, const std::string&, const std::string&,
                 const std::vector<store::LeaseKey>&)
   UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, ModifyAckDeadline, const std::string&,

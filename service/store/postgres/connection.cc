@@ -173,6 +173,8 @@ std::string EncodeInt4(int32_t v) {
   return std::string(reinterpret_cast<const char*>(&be), 4);
 }
 
+std::string EncodeBool(bool v) { return std::string(1, v ? '\1' : '\0'); }
+
 void ArrayBuilder::Add(absl::string_view binary_element) {
   elements_ += EncodeInt4(static_cast<int32_t>(binary_element.size()));
   elements_.append(binary_element.data(), binary_element.size());

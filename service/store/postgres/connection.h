@@ -129,6 +129,7 @@ class ArrayBuilder {
 // Encodes int8 as a binary parameter.
 std::string EncodeInt8(int64_t v);
 std::string EncodeInt4(int32_t v);
+std::string EncodeBool(bool v);
 
 // Maps a SQLSTATE and message to a Status (see store.h for the codes).
 absl::Status StatusFromSqlState(const std::string& sqlstate, const std::string& message);

@@ -21,7 +21,7 @@
 namespace pgbus::store::postgres {
 namespace {
 
-constexpr Oid kInt4 = 23, kInt8 = 20, kText = 25, kBytea = 17;
+constexpr Oid kBool = 16, kInt4 = 23, kInt8 = 20, kText = 25, kBytea = 17;
 constexpr Oid kTextArray = 1009, kInt4Array = 1007, kInt8Array = 1016, kByteaArray = 1001;
 // NOTIFY payloads are capped near 8000 bytes; past this, announce "all".
 constexpr size_t kMaxNotifyPayload = 7000;
@@ -480,13 +480,14 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
                                                      const std::string& subscription,
                                                      int64_t lease, int max_messages,
                                                      int64_t max_bytes,
+                                                     bool first_may_exceed,
                                                      absl::Duration ack_deadline) {
   std::vector<Delivery> out;
   RETURN_IF_ERROR(InTenantTransaction(
       pool_, tenant,
       [&](pqxx::work& txn, Connection& conn) {
         RETURN_IF_ERROR(
-            conn.PrepareRaw(sql::kClaimName, sql::kClaim, {kText, kInt4, kInt8, kInt8, kInt8}));
+            conn.PrepareRaw(sql::kClaimName, sql::kClaim, {kText, kInt4, kInt8, kInt8, kInt8, kBool}));
         RETURN_IF_ERROR(conn.PrepareRaw(sql::kReleaseDueName, sql::kReleaseDue, {kText, kInt4}));
         std::string limit_bin = EncodeInt4(max_messages);
         // Expired leases, ended backoffs and due deliver_at times become
@@ -497,10 +498,12 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
         std::string budget_bin = EncodeInt8(max_bytes);
         std::string lease_bin = EncodeInt8(lease);
         std::string deadline_bin = EncodeInt8(ToMs(ack_deadline));
+        std::string first_bin = EncodeBool(first_may_exceed);
         ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kClaimName,
                                              {Param::Text(subscription), Param::Binary(limit_bin),
                                               Param::Binary(budget_bin), Param::Binary(lease_bin),
-                                              Param::Binary(deadline_bin)}));
+                                              Param::Binary(deadline_bin),
+                                              Param::Binary(first_bin)}));
         int n = PQntuples(res.get());
         if (n == 0) {
           if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {

@@ -53,6 +53,7 @@ class PgStore : public Store, public Directory {
   absl::StatusOr<std::vector<Delivery>> Claim(const std::string& tenant,
                                               const std::string& subscription, int64_t lease,
                                               int max_messages, int64_t max_bytes,
+                                              bool first_may_exceed,
                                               absl::Duration ack_deadline) override;
   absl::StatusOr<std::vector<bool>> Ack(const std::string& tenant,
                                         const std::string& subscription,

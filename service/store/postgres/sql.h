@@ -248,7 +248,8 @@ inline constexpr char kReleaseDue[] =
 // Claims in one statement: locks up to $2 ready rows in claim order (rows
 // other claimers hold are skipped; a row whose ordering key has an earlier
 // unacked message in the subscription waits for it), keeps the prefix whose
-// payloads fit the byte budget $3 (always the first row), leases those to
+// payloads fit the byte budget $3 (the first row whatever its size when $6),
+// leases those to
 // $4 until now + $5 ms, and returns them with their messages. $1
 // subscription. Walks deliveries_ready only: its cost does not grow with
 // the messages in flight. Columns: message 0..13, inline payload 14,
@@ -270,7 +271,7 @@ inline constexpr char kClaim[] =
     "    SELECT row_id, sum(size) OVER w AS running, row_number() OVER w AS n"
     "    FROM locked WINDOW w AS (ORDER BY priority DESC, message_id"
     "      ROWS UNBOUNDED PRECEDING)) r"
-    "  WHERE n = 1 OR running <= $3), "
+    "  WHERE running <= $3 OR (n = 1 AND $6)), "
     "c AS ("
     "  UPDATE pgbus.deliveries d SET attempts = d.attempts + 1, lease = $4,"
     "    visible_at = now() + " PGBUS_MS("$5")
