@@ -124,6 +124,28 @@ class PlanTest : public ::testing::Test {
     return lines;
   }
 
+  // Rows the statement changed (or returned) on its last of `runs`
+  // executions, as Plan() runs it, after `setup` in the same transaction.
+  static int64_t RowsTaken(const std::string& types, const char* statement,
+                           const std::string& args, const std::string& setup = "",
+                           int runs = 6) {
+    pqxx::connection conn(app_dsn_);
+    {
+      pqxx::nontransaction n(conn);
+      n.exec(absl::StrCat("PREPARE s(", types, ") AS ", statement));
+    }
+    int64_t rows = -1;
+    for (int i = 0; i < runs; ++i) {
+      pqxx::work w(conn);
+      w.exec_params(sql::kSetTenant, kTenant);
+      if (!setup.empty()) w.exec(setup);
+      pqxx::result r = w.exec(absl::StrCat("EXECUTE s(", args, ")"));
+      rows = r.columns() > 0 ? static_cast<int64_t>(r.size()) : r.affected_rows();
+      w.abort();
+    }
+    return rows;
+  }
+
   // The plan reads only what the statement works on.
   static void ExpectBounded(const std::vector<std::string>& plan) {
     const std::string text = absl::StrJoin(plan, "\n");
@@ -190,6 +212,35 @@ TEST_F(PlanTest, PublishFansOutByKey) {
 TEST_F(PlanTest, DeadLetteringReadsOnlyDueRows) {
   auto plan = Plan("text, int4", sql::kDeadLetter, "'q', 100");
   ExpectBounded(plan);
+}
+
+// Every statement that takes LIMIT n rows with SKIP LOCKED takes exactly n
+// when more are there (as `IN (subquery)` the subquery may run more than
+// once and take more), with its generic plan.
+TEST_F(PlanTest, EveryLimitTakesExactlyItsCount) {
+  EXPECT_EQ(RowsTaken("text, int4", sql::kReleaseDue, "'q', 3"), 3);
+  EXPECT_EQ(RowsTaken("text, int4, int8, int8, int8, bool", sql::kClaim,
+                      "'q', 7, 1000000, 9, 30000, true"),
+            7);
+  // Only as many as fit the byte budget (5 bytes each).
+  EXPECT_EQ(RowsTaken("text, int4, int8, int8, int8, bool", sql::kClaim,
+                      "'q', 7, 12, 9, 30000, false"),
+            2);
+  const std::string exhaust =
+      "UPDATE pgbus.deliveries SET attempts = 5"
+      " WHERE subscription = 'q' AND visible_at <= now()";
+  EXPECT_EQ(RowsTaken("text, int4", sql::kDeadLetter, "'q', 4", exhaust), 4);
+  const std::string expire =
+      "UPDATE pgbus.messages SET expires_at = now() - interval '1 second'"
+      " WHERE id IN (SELECT id FROM pgbus.messages ORDER BY id LIMIT 20)";
+  {
+    pqxx::connection conn(app_dsn_);
+    pqxx::work w(conn);
+    w.exec_params(sql::kSetTenant, kTenant);
+    w.exec(expire);
+    EXPECT_EQ(w.exec1("SELECT pgbus.reap_expired(3)")[0].as<int>(), 3);
+    w.abort();
+  }
 }
 
 }  // namespace
