@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "tests/support/harness.h"
 
 namespace pgbus {
@@ -93,6 +94,33 @@ TEST(Quota, MaxStoredBytesIsEnforcedByPostgres) {
     if (rows != 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_EQ(rows, 0);
+}
+
+// An uploaded payload is stored once (its chunks), however it is published.
+TEST(Quota, AnUploadCountsOnceAgainstStoredBytes) {
+  Pgbusd server(kAuthOn);
+  std::string tenant = UniqueName("tenant");
+  constexpr int64_t kMiB = 1 << 20;
+  auto client = server.Connect(testing::CreateTenantWithKey(
+      tenant, {"--max-stored-bytes", std::to_string(3 * kMiB)}));
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  const std::string data = testing::RandomBytes(2 * kMiB, 7);
+  auto id = client->PublishPayload("t", data, /*inline_limit=*/0);
+  ASSERT_TRUE(id.ok()) << id.status();
+  EXPECT_EQ(StoredBytes(tenant), 2 * kMiB);
+  testing::CommandResult shown = testing::RunPgbusd({"tenant", "show", tenant});
+  EXPECT_TRUE(absl::StrContains(shown.out, absl::StrCat("stored_bytes: ", 2 * kMiB)))
+      << shown.out;
+  // What is left of the quota is still usable.
+  auto more = client->Publish("t", std::string(kMiB / 4, 'x'));
+  EXPECT_TRUE(more.ok()) << more.status();
+  // Deleting the topic gives back exactly what was counted.
+  grpc::ClientContext ctx;
+  v1::DeleteTopicRequest del;
+  del.set_name("t");
+  v1::DeleteTopicResponse resp;
+  ASSERT_TRUE(client->admin().DeleteTopic(&ctx, del, &resp).ok());
+  EXPECT_EQ(StoredBytes(tenant), 0);
 }
 
 TEST(Quota, MaxPublishRate) {
