@@ -9,15 +9,26 @@ namespace pgbus::bus {
 absl::StatusOr<std::unique_ptr<Upload>> Upload::Begin(store::Store* store, std::string tenant,
                                                       const std::string& topic,
                                                       int64_t max_bytes, bool compressed) {
-  ASSIGN_OR_RETURN(int64_t id, store->CreatePayload(tenant, topic, kChunkSize, compressed));
-  return std::unique_ptr<Upload>(new Upload(store, std::move(tenant), id, max_bytes));
+  ASSIGN_OR_RETURN(store::Store::NewPayload p,
+                   store->CreatePayload(tenant, topic, kChunkSize, compressed));
+  return std::unique_ptr<Upload>(
+      new Upload(store, std::move(tenant), topic, p.id, max_bytes, p.topic_max_message_bytes));
 }
 
 absl::Status Upload::Append(absl::string_view data) {
-  if (size_ + static_cast<int64_t>(data.size()) > max_bytes_) {
+  int64_t size = size_ + static_cast<int64_t>(data.size());
+  if (size > max_bytes_) {
     Abort();
     return absl::InvalidArgumentError(absl::StrCat(
         "data: the payload exceeds this server's max_payload_bytes (", max_bytes_, ")"));
+  }
+  // Refused as soon as it passes the topic's limit, as Publish would refuse
+  // it (RESOURCE_EXHAUSTED), rather than stored and left for the reaper.
+  if (topic_max_bytes_ > 0 && size > topic_max_bytes_) {
+    Abort();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "payload is more than ", topic_max_bytes_, " bytes; topic \"", topic_,
+        "\" accepts at most ", topic_max_bytes_, " (max_message_bytes); nothing was stored"));
   }
   hash_.Update(data);
   size_ += data.size();

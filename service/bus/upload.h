@@ -31,7 +31,8 @@ class Upload {
   static absl::StatusOr<std::unique_ptr<Upload>> Begin(store::Store* store, std::string tenant,
                                                        const std::string& topic,
                                                        int64_t max_bytes, bool compressed);
-  // INVALID_ARGUMENT past max_bytes (and the upload is aborted).
+  // INVALID_ARGUMENT past max_bytes, RESOURCE_EXHAUSTED past the topic's
+  // max_message_bytes (and the upload is aborted: nothing stays stored).
   absl::Status Append(absl::string_view data);
   // Writes the rest, compares `client_sha256` when given (DATA_LOSS on a
   // mismatch, and nothing is kept), and completes the upload.
@@ -41,14 +42,22 @@ class Upload {
   bool finished() const { return finished_; }
 
  private:
-  Upload(store::Store* store, std::string tenant, int64_t id, int64_t max_bytes)
-      : store_(store), tenant_(std::move(tenant)), id_(id), max_bytes_(max_bytes) {}
+  Upload(store::Store* store, std::string tenant, std::string topic, int64_t id,
+         int64_t max_bytes, int64_t topic_max_bytes)
+      : store_(store),
+        tenant_(std::move(tenant)),
+        topic_(std::move(topic)),
+        id_(id),
+        max_bytes_(max_bytes),
+        topic_max_bytes_(topic_max_bytes) {}
   absl::Status Flush();
 
   store::Store* const store_;
   const std::string tenant_;
+  const std::string topic_;
   const int64_t id_;
   const int64_t max_bytes_;
+  const int64_t topic_max_bytes_;  // 0: none
   std::string buffer_;
   int seq_ = 0;
   int64_t size_ = 0;

@@ -109,9 +109,13 @@ class Store {
   // message it can be deleted. CreatePayload: NOT_FOUND for an unknown
   // topic. WriteChunk / CompletePayload: FAILED_PRECONDITION when the upload
   // is not in progress.
-  virtual absl::StatusOr<int64_t> CreatePayload(const std::string& tenant,
-                                                const std::string& topic, int chunk_size,
-                                                bool compressed) = 0;
+  struct NewPayload {
+    int64_t id = 0;
+    int64_t topic_max_message_bytes = 0;  // the topic's limit; 0: none
+  };
+  virtual absl::StatusOr<NewPayload> CreatePayload(const std::string& tenant,
+                                                   const std::string& topic, int chunk_size,
+                                                   bool compressed) = 0;
   virtual absl::Status WriteChunk(const std::string& tenant, int64_t payload_id, int seq,
                                   const std::string& sha256, const std::string& bytes) = 0;
   virtual absl::Status CompletePayload(const std::string& tenant, int64_t payload_id,

@@ -11,6 +11,7 @@
 #include <pqxx/pqxx>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/time/clock.h"
 #include "service/common/sha256.h"
 #include "tests/support/harness.h"
@@ -201,6 +202,27 @@ TEST_F(PayloadTest, AnUploadThatBreaksOffLeavesNothing) {
   EXPECT_EQ(Rows(server_, "payloads"), 0);
   EXPECT_EQ(Rows(server_, "payload_chunks"), 0);
   EXPECT_EQ(Rows(server_, "messages"), 0);
+}
+
+// A topic's max_message_bytes refuses an upload as soon as it passes the
+// limit, and what the upload wrote is deleted then, not left for the reaper.
+TEST_F(PayloadTest, AnUploadPastTheTopicsLimitIsRefusedAndLeavesNothing) {
+  v1::Topic capped;
+  capped.set_name("capped");
+  capped.set_max_message_bytes(2 * kChunk);
+  ASSERT_TRUE(client_->CreateTopic(capped).ok());
+  auto up = Upload(*client_, "capped", RandomBytes(3 * kChunk, 11));
+  EXPECT_EQ(up.status().code(), absl::StatusCode::kResourceExhausted) << up.status();
+  EXPECT_TRUE(absl::StrContains(up.status().message(), "max_message_bytes")) << up.status();
+  EXPECT_TRUE(absl::StrContains(up.status().message(), "\"capped\"")) << up.status();
+  EXPECT_EQ(Rows(server_, "payloads"), 0);
+  EXPECT_EQ(Rows(server_, "payload_chunks"), 0);
+  // Exactly the limit is accepted, and publishes.
+  auto fits = Upload(*client_, "capped", RandomBytes(2 * kChunk, 12));
+  ASSERT_TRUE(fits.ok()) << fits.status();
+  v1::PublishMessage m;
+  m.set_payload_handle(fits->payload_handle());
+  EXPECT_TRUE(client_->Publish("capped", {m}).ok());
 }
 
 TEST_F(PayloadTest, HandlesArePublishedOnceToTheirOwnTopic) {

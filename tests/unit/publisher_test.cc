@@ -70,7 +70,7 @@ class RecordingStore : public store::Store {
                 const std::string&)
   UNUSED_METHOD(absl::StatusOr<store::RetrieveResult>, Retrieve, const std::string&, int64_t,
                 int64_t, int64_t)
-  UNUSED_METHOD(absl::StatusOr<int64_t>, CreatePayload, const std::string&, const std::string&,
+  UNUSED_METHOD(absl::StatusOr<store::Store::NewPayload>, CreatePayload, const std::string&, const std::string&,
                 int, bool)
   UNUSED_METHOD(absl::Status, WriteChunk, const std::string&, int64_t, int, const std::string&,
                 const std::string&)

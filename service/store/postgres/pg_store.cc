@@ -661,17 +661,18 @@ absl::StatusOr<RetrieveResult> PgStore::Retrieve(const std::string& tenant, int6
   return out;
 }
 
-absl::StatusOr<int64_t> PgStore::CreatePayload(const std::string& tenant,
-                                               const std::string& topic, int chunk_size,
-                                               bool compressed) {
-  int64_t id = 0;
+absl::StatusOr<Store::NewPayload> PgStore::CreatePayload(const std::string& tenant,
+                                                        const std::string& topic,
+                                                        int chunk_size, bool compressed) {
+  NewPayload out;
   RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
     pqxx::result r = txn.exec_params(sql::kCreatePayload, topic, chunk_size, compressed);
     if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
-    id = r[0][0].as<int64_t>();
+    out.id = r[0][0].as<int64_t>();
+    out.topic_max_message_bytes = r[0][1].as<int64_t>();
     return absl::OkStatus();
   }));
-  return id;
+  return out;
 }
 
 absl::Status PgStore::WriteChunk(const std::string& tenant, int64_t payload_id, int seq,

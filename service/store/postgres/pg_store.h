@@ -65,7 +65,7 @@ class PgStore : public Store, public Directory {
                                                       const std::string& reason) override;
   absl::StatusOr<RetrieveResult> Retrieve(const std::string& tenant, int64_t id,
                                           int64_t offset, int64_t length) override;
-  absl::StatusOr<int64_t> CreatePayload(const std::string& tenant, const std::string& topic,
+  absl::StatusOr<NewPayload> CreatePayload(const std::string& tenant, const std::string& topic,
                                         int chunk_size, bool compressed) override;
   absl::Status WriteChunk(const std::string& tenant, int64_t payload_id, int seq,
                           const std::string& sha256, const std::string& bytes) override;

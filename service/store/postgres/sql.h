@@ -352,11 +352,14 @@ inline constexpr char kReadChunks[] =
     " WHERE tenant_id = " PGBUS_TENANT " AND payload_id = $1 AND seq BETWEEN $2 AND $3"
     " ORDER BY seq";
 
-// $1 topic, $2 chunk size, $3 compressed. No row when the topic is missing.
+// $1 topic, $2 chunk size, $3 compressed. Returns the upload's id and the
+// topic's max_message_bytes (0: none); no row when the topic is missing.
 inline constexpr char kCreatePayload[] =
-    "INSERT INTO pgbus.payloads (tenant_id, topic, chunk_size, compressed)"
-    " SELECT t.tenant_id, t.name, $2, $3 FROM pgbus.topics t"
-    " WHERE t.tenant_id = " PGBUS_TENANT " AND t.name = $1 RETURNING id";
+    "WITH t AS (SELECT tenant_id, name, max_message_bytes FROM pgbus.topics"
+    "  WHERE tenant_id = " PGBUS_TENANT " AND name = $1), "
+    "p AS (INSERT INTO pgbus.payloads (tenant_id, topic, chunk_size, compressed)"
+    "  SELECT t.tenant_id, t.name, $2, $3 FROM t RETURNING id) "
+    "SELECT p.id, coalesce(t.max_message_bytes, 0) FROM p CROSS JOIN t";
 
 // $1 payload id, $2 seq, $3 size, $4 sha256, $5 bytes. No row when the
 // upload is not (or no longer) in progress.
