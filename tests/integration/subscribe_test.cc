@@ -111,6 +111,39 @@ TEST_F(SubscribeTest, RedeliversWhenTheAckDeadlinePasses) {
   EXPECT_EQ(*acked, (std::vector<v1::AckStatus>{v1::ACK_STATUS_EXPIRED, v1::ACK_STATUS_OK}));
 }
 
+// The other half of the contract: a lease that ran out while nobody claimed
+// the message again can still be acked (OK: the message is done and will
+// not be delivered again, and no one else holds it), as it can be extended.
+TEST_F(SubscribeTest, ALateAckBeforeAnyRedeliveryIsOk) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(1)).ok());
+  ASSERT_TRUE(client_->Publish("t", {Msg("a"), Msg("b")}).ok());
+  std::vector<v1::ReceivedMessage> got;
+  {
+    auto sub = client_->Subscribe("s");
+    got = Receive(*sub, 2, absl::Seconds(10));
+  }  // the stream ends: nothing claims the messages again
+  ASSERT_EQ(got.size(), 2u);
+  // Wait until both leases have run out (as Postgres's clock says).
+  const std::string expired =
+      "SELECT count(*) FROM pgbus.deliveries WHERE subscription = 's'"
+      " AND (visible_at IS NULL OR visible_at <= now())";
+  for (int i = 0; i < 100 && testing::ScalarAsTenant(server_.tenant(), expired) < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_EQ(testing::ScalarAsTenant(server_.tenant(), expired), 2);
+  auto acked = client_->Ack("s", {got[0].ack_id()});
+  ASSERT_TRUE(acked.ok());
+  EXPECT_EQ((*acked)[0], v1::ACK_STATUS_OK);
+  auto extended = client_->ModifyAckDeadline("s", {got[1].ack_id()}, absl::Seconds(60));
+  ASSERT_TRUE(extended.ok());
+  EXPECT_EQ((*extended)[0], v1::ACK_STATUS_OK);
+  // The acked message is gone; the extended one is held again.
+  auto sub = client_->Subscribe("s");
+  EXPECT_TRUE(Receive(*sub, 1, absl::Seconds(2)).empty());
+  EXPECT_EQ(testing::CountAsOwner(server_.tenant(), "SELECT 1 FROM pgbus.deliveries"), 1);
+  EXPECT_EQ((*client_->Ack("s", {got[1].ack_id()}))[0], v1::ACK_STATUS_OK);
+}
+
 TEST_F(SubscribeTest, ExtendedLeaseIsNotRedelivered) {
   ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(1)).ok());
   ASSERT_TRUE(client_->Publish("t", "slow work").ok());
