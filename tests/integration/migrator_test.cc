@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
 #include <thread>
 
 #include <pqxx/pqxx>
@@ -24,6 +26,51 @@ TEST(Migrator, SecondRunAppliesNothing) {
   ASSERT_TRUE(applied.ok()) << applied.status();
   EXPECT_EQ(*applied, 0);
   EXPECT_EQ(AppliedRows(), static_cast<int>(EmbeddedMigrations().size()));
+}
+
+// Who may call each function of the schema, besides its owner: PUBLIC may
+// call none, pgbusd's role exactly those its statements call. A new
+// function fails this test until it is listed here, deliberately.
+TEST(Migrator, FunctionsAreCallableOnlyByTheRolesThatNeedThem) {
+  const std::map<std::string, std::string> expected = {
+      {"pgbus.account_stored_bytes()", ""},  // trigger: needs no grant
+      {"pgbus.api_key_lookup(text)", "pgbus_app"},
+      {"pgbus.cascade_delete()", ""},   // trigger
+      {"pgbus.count_published()", ""},  // trigger
+      {"pgbus.fold_counters()", "pgbus_app"},
+      {"pgbus.fold_tenant_usage()", "pgbus_app"},
+      {"pgbus.isolate_tenant_table(regclass)", ""},  // migrations only
+      {"pgbus.reap_expired(integer)", "pgbus_app"},
+      {"pgbus.reject_handle(bigint)", "pgbus_app"},
+      {"pgbus.reject_oversize(text,bigint,bigint)", "pgbus_app"},
+  };
+  pqxx::connection conn(testing::OwnerDsn());
+  pqxx::nontransaction q(conn);
+  std::map<std::string, std::string> actual;
+  for (const auto& row : q.exec(
+           "SELECT p.oid::regprocedure::text, coalesce(string_agg("
+           "    CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE a.grantee::regrole::text END, ','"
+           "    ORDER BY a.grantee::regrole::text) FILTER (WHERE a.grantee <> p.proowner), '')"
+           " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+           " CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a"
+           " WHERE n.nspname = 'pgbus' AND a.privilege_type = 'EXECUTE'"
+           " GROUP BY p.oid")) {
+    actual[row[0].as<std::string>()] = row[1].as<std::string>();
+  }
+  EXPECT_EQ(actual, expected);
+
+  // And Postgres refuses: a role that may use the schema but was granted
+  // nothing cannot run the reaper.
+  pqxx::connection su(testing::SuperuserDsn());
+  pqxx::work w(su);
+  w.exec("CREATE ROLE pgbus_test_nobody NOLOGIN");
+  w.exec("GRANT USAGE ON SCHEMA pgbus TO pgbus_test_nobody");
+  w.exec("SET LOCAL ROLE pgbus_test_nobody");
+  try {
+    w.exec("SELECT pgbus.reap_expired(1)");
+    ADD_FAILURE() << "a role with no grant ran pgbus.reap_expired";
+  } catch (const pqxx::insufficient_privilege&) {
+  }
 }
 
 TEST(Migrator, ReplicasStartingTogetherTakeTurns) {

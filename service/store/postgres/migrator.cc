@@ -21,6 +21,15 @@ constexpr char kCreateLedger[] =
     "CREATE TABLE IF NOT EXISTS pgbus.schema_migrations ("
     "  version int PRIMARY KEY, name text NOT NULL, sha256 text NOT NULL,"
     "  applied_at timestamptz NOT NULL DEFAULT now())";
+// The functions pgbusd's statements call, granted to its role (migration
+// 0015 takes EXECUTE from PUBLIC): the reaper and the ledger folds (SECURITY
+// DEFINER, each bounded to what it may delete or fold), the API key lookup
+// (SECURITY DEFINER: keys are read before a tenant is known), and the
+// helpers that raise clear errors inside the publish statement.
+constexpr char kAppFunctions[] =
+    "pgbus.reap_expired(int), pgbus.fold_counters(), pgbus.fold_tenant_usage(), "
+    "pgbus.api_key_lookup(text), pgbus.reject_oversize(text, bigint, bigint), "
+    "pgbus.reject_handle(bigint)";
 constexpr char kAppliedMigrations[] = "SELECT version, name, sha256 FROM pgbus.schema_migrations";
 constexpr char kRecordMigration[] =
     "INSERT INTO pgbus.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)";
@@ -98,6 +107,7 @@ absl::StatusOr<int> Migrate(const std::string& dsn, const std::string& app_role,
       grants.exec(absl::StrCat(
           "REVOKE INSERT, UPDATE, DELETE ON pgbus.schema_migrations FROM ", role));
       grants.exec(absl::StrCat("GRANT USAGE ON ALL SEQUENCES IN SCHEMA pgbus TO ", role));
+      grants.exec(absl::StrCat("GRANT EXECUTE ON FUNCTION ", kAppFunctions, " TO ", role));
       grants.commit();
     }
     pqxx::nontransaction unlock(conn);
