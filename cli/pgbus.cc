@@ -1,6 +1,7 @@
 // pgbus: the command-line client.
 //
 //   pgbus [--server HOST:PORT] topics
+//   pgbus [--server HOST:PORT] create-topic T [--retention SECONDS]
 //   pgbus [--server HOST:PORT] publish --topic T --file F [--compressed]
 //   pgbus [--server HOST:PORT] retrieve --id ID --out F
 //   pgbus [--server HOST:PORT] subscribe TOPIC [--subscription S] [--count N]
@@ -35,15 +36,18 @@ namespace {
 constexpr char kUsage[] =
     "usage: pgbus [--server HOST:PORT] COMMAND\n"
     "  topics                                    list topics\n"
+    "  create-topic T [--retention SECONDS]      create a topic (default retention 7 days)\n"
     "  publish --topic T --file F [--compressed] publish a file of any size\n"
     "  retrieve --id ID --out F                  write a message's payload to F\n"
     "  subscribe TOPIC [--subscription S] [--count N]\n"
     "                                            print messages as they arrive and ack them\n"
-    "                                            (a temporary subscription unless S is given)\n"
+    "                                            (a temporary subscription unless S is given,\n"
+    "                                            deleted on exit, Ctrl-C, SIGTERM or SIGHUP)\n"
     "environment: PGBUS_SERVER, PGBUS_API_KEY, PGBUS_TLS_CA_FILE, PGBUS_TLS_CERT_FILE,\n"
     "             PGBUS_TLS_KEY_FILE\n";
 
-std::atomic<bool> g_stop{false};
+std::atomic<bool> g_stop{false};  // set by signal handlers
+static_assert(std::atomic<bool>::is_always_lock_free);
 
 int Fail(const absl::Status& st) {
   std::fprintf(stderr, "pgbus: %s\n", st.ToString().c_str());
@@ -104,6 +108,27 @@ int Topics(pgbus::Client& client) {
     for (const auto& t : resp.topics()) std::printf("%s\n", t.name().c_str());
     token = resp.next_page_token();
   } while (!token.empty());
+  return 0;
+}
+
+int CreateTopic(pgbus::Client& client, const Args& args) {
+  if (args.rest.size() != 1) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  pgbus::v1::Topic topic;
+  topic.set_name(args.rest[0]);
+  if (args.Has("retention")) {
+    int64_t seconds = 0;
+    if (!absl::SimpleAtoi(args.Get("retention"), &seconds) || seconds <= 0) {
+      std::fputs(kUsage, stderr);
+      return 2;
+    }
+    topic.mutable_retention()->set_seconds(seconds);
+  }
+  auto created = client.CreateTopic(topic);
+  if (!created.ok()) return Fail(created.status());
+  std::printf("%s\n", created->name().c_str());
   return 0;
 }
 
@@ -170,7 +195,16 @@ int Subscribe(pgbus::Client& client, const Args& args) {
     std::fputs(kUsage, stderr);
     return 2;
   }
-  signal(SIGINT, [](int) { g_stop = true; });
+  // However it is stopped (Ctrl-C, SIGTERM from a supervisor or `timeout`,
+  // SIGHUP when the terminal goes, a closed pipe on stdout), it ends the
+  // loop below and deletes the temporary subscription, which would
+  // otherwise collect every message of the topic until someone deletes it.
+  // (Only SIGKILL leaves it behind.)
+  struct sigaction stop = {};
+  stop.sa_handler = [](int) { g_stop = true; };
+  sigemptyset(&stop.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &stop, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   auto stream = client.Subscribe(sub);
   int64_t got = 0;
   int rc = 0;
@@ -189,7 +223,10 @@ int Subscribe(pgbus::Client& client, const Args& args) {
       std::printf("%s\t%s\t%s\n", m.id().c_str(), m.topic().c_str(),
                   absl::CHexEscape(m.payload()).c_str());
     }
-    std::fflush(stdout);
+    if (std::fflush(stdout) != 0) {  // the reader went away: not acked
+      rc = 1;
+      break;
+    }
     (void)client.Ack(sub, {(*next)->ack_id()});
     ++got;
   }
@@ -258,6 +295,7 @@ int main(int argc, char** argv) {
   }
   auto client = pgbus::Client::Connect(server, options);
   if (command == "topics") return Topics(*client);
+  if (command == "create-topic") return CreateTopic(*client, args);
   if (command == "publish") return Publish(*client, args);
   if (command == "retrieve") return Retrieve(*client, args);
   if (command == "subscribe") return Subscribe(*client, args);
