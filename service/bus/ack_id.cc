@@ -10,7 +10,7 @@ namespace pgbus::bus {
 
 std::string EncodeAckId(const store::LeaseKey& key) {
   return absl::StrCat(key.message_id, "-", key.attempt, "-",
-                      absl::Hex(static_cast<uint64_t>(key.lease)));
+                      absl::Hex(static_cast<uint64_t>(key.lease), absl::kZeroPad16));
 }
 
 absl::StatusOr<store::LeaseKey> DecodeAckId(absl::string_view ack_id) {

@@ -12,6 +12,14 @@ TEST(AckId, RoundTripsEveryField) {
   EXPECT_EQ(*decoded, key);
 }
 
+// The lease is always 16 hex digits, so ack ids of one message and attempt
+// have one length (a lease with leading zero digits used to be shorter).
+TEST(AckId, TheLeaseIsAlwaysSixteenHexDigits) {
+  EXPECT_EQ(EncodeAckId({42, 3, 0x0123456789abcdefLL}), "42-3-0123456789abcdef");
+  EXPECT_EQ(EncodeAckId({42, 3, 1}), "42-3-0000000000000001");
+  EXPECT_EQ(*DecodeAckId("42-3-0000000000000001"), (store::LeaseKey{42, 3, 1}));
+}
+
 TEST(AckId, RejectsWhatItDidNotMake) {
   for (const char* bad : {"", "1", "1-2", "1-2-3-4", "x-1-ff", "1-x-ff", "1-1-zz", "0-1-ff",
                           "1-0-ff", "-1-1-ff", "1-1-", "1-1-11111111111111111"}) {
