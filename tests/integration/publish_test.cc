@@ -230,6 +230,42 @@ TEST(Publish, RepeatedIdempotencyKeyReturnsTheOriginalAndStoresNothing) {
   EXPECT_NE(*other, *first);
 }
 
+// At-least-once at the edge: a publish can commit and its answer be lost
+// (here the replica is killed -9 after the commit, before the answer
+// reached the caller, who sees UNAVAILABLE). Retried with the same
+// idempotency key, on another replica, it returns the id stored the first
+// time and stores nothing more.
+TEST(Publish, ARetryAfterTheAnswerWasLostReturnsTheOriginalId) {
+  Pgbusd first;
+  ASSERT_TRUE(first.Connect()->CreateTopic("t").ok());
+  testing::Relay relay(first.target());
+  auto via = Client::Connect(relay.target());
+  ASSERT_TRUE(via->Publish("t", {Msg("warm-up")}).ok());  // the connection is up
+  relay.DropAnswers();
+  absl::StatusOr<std::vector<std::string>> lost;
+  std::thread caller([&] { lost = via->Publish("t", {Keyed("charge 42", "charge-42")}); });
+  const std::string stored =
+      "SELECT 1 FROM pgbus.messages WHERE idempotency_key = 'charge-42'";
+  for (int i = 0; i < 400 && CountAsOwner(first.tenant(), stored) == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(25));
+  }
+  ASSERT_EQ(CountAsOwner(first.tenant(), stored), 1) << "the publish never committed";
+  first.Kill();
+  relay.Cut();
+  caller.join();
+  ASSERT_FALSE(lost.ok()) << "the answer got through";
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kUnavailable) << lost.status();
+
+  Pgbusd second({}, first.tenant());
+  auto retried = second.Connect()->Publish("t", {Keyed("charge 42", "charge-42")});
+  ASSERT_TRUE(retried.ok()) << retried.status();
+  EXPECT_EQ(std::to_string(testing::ScalarAsTenant(
+                first.tenant(),
+                "SELECT id FROM pgbus.messages WHERE idempotency_key = 'charge-42'")),
+            (*retried)[0]);
+  EXPECT_EQ(CountAsOwner(first.tenant(), stored), 1);
+}
+
 TEST(Publish, ConcurrentDuplicatesStoreOneMessage) {
   Pgbusd server;
   auto client = server.Connect();

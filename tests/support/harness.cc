@@ -1,6 +1,10 @@
 #include "tests/support/harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -128,6 +132,90 @@ Pgbusd::~Pgbusd() {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
   }
+}
+
+void Pgbusd::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+Relay::Relay(const std::string& target) {
+  size_t colon = target.rfind(':');
+  std::string host = target.substr(0, colon);
+  int port = std::stoi(target.substr(colon + 1));
+  int listener = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (listener < 0 || bind(listener, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+      listen(listener, 4) != 0 ||
+      getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    throw std::runtime_error(absl::StrCat("relay: cannot listen: ", std::strerror(errno)));
+  }
+  target_ = absl::StrCat("127.0.0.1:", ntohs(addr.sin_port));
+  thread_ = std::thread([this, listener, host, port] { Run(listener, host, port); });
+}
+
+Relay::~Relay() {
+  Cut();
+  thread_.join();
+}
+
+void Relay::DropAnswers() { drop_ = true; }
+void Relay::Cut() { cut_ = true; }
+
+void Relay::Run(int listener, std::string host, int port) {
+  int client = -1, server = -1;
+  auto close_pair = [&] {
+    if (client >= 0) close(client);
+    if (server >= 0) close(server);
+    client = server = -1;
+  };
+  char buf[64 * 1024];
+  while (!cut_) {
+    if (client < 0) {
+      pollfd p{listener, POLLIN, 0};
+      if (poll(&p, 1, 20) <= 0) continue;
+      client = accept(listener, nullptr, nullptr);
+      server = socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_port = htons(static_cast<uint16_t>(port));
+      inet_pton(AF_INET, host == "localhost" ? "127.0.0.1" : host.c_str(), &addr.sin_addr);
+      if (client < 0 || server < 0 ||
+          connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        close_pair();
+      }
+      continue;
+    }
+    pollfd p[2] = {{client, POLLIN, 0}, {server, POLLIN, 0}};
+    if (poll(p, 2, 20) <= 0) continue;
+    bool closed = false;
+    for (int i = 0; i < 2 && !closed; ++i) {
+      if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t n = read(p[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        closed = true;
+        break;
+      }
+      if (i == 1 && drop_) continue;  // the server's answer is lost
+      int to = i == 0 ? server : client;
+      for (ssize_t off = 0; off < n;) {
+        ssize_t w = write(to, buf + off, n - off);
+        if (w <= 0) {
+          closed = true;
+          break;
+        }
+        off += w;
+      }
+    }
+    if (closed) close_pair();
+  }
+  close_pair();
+  close(listener);
 }
 
 int Pgbusd::Terminate() {

@@ -5,8 +5,10 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pgbus/client.h"
@@ -45,6 +47,8 @@ class Pgbusd {
   std::unique_ptr<Client> Connect(const std::string& api_key) const;
   // SIGTERM, then waits; returns the exit status (-1 on a signal death).
   int Terminate();
+  // SIGKILL (kill -9), then waits.
+  void Kill();
   // The process's log so far.
   std::string Log() const;
   pid_t pid() const { return pid_; }
@@ -56,6 +60,27 @@ class Pgbusd {
   std::string tenant_;
   std::string target_;
   std::string log_path_;
+};
+
+// A TCP relay between a client and `target` on 127.0.0.1:<free port>, for
+// faults on the wire: it can drop everything the server sends from some
+// moment on (the client then waits for answers that never come) and cut
+// the connections. One client connection at a time.
+class Relay {
+ public:
+  explicit Relay(const std::string& target);
+  ~Relay();  // Cut()s
+  const std::string& target() const { return target_; }
+  // From now on, bytes from the server are read and thrown away.
+  void DropAnswers();
+  // Closes both sides of the connection; the client sees it reset.
+  void Cut();
+
+ private:
+  void Run(int listener, std::string host, int port);
+  std::string target_;
+  std::atomic<bool> drop_{false}, cut_{false};
+  std::thread thread_;
 };
 
 // Runs `pgbusd <args>` (an operator command) with the owner's connection
