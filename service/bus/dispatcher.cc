@@ -95,10 +95,12 @@ void Stream::ClaimOnce() {
                                             /*first_may_exceed=*/idle, options_.ack_deadline);
   std::shared_ptr<StreamSink> sink;
   bool again = false;
+  bool ended = false;
   {
     absl::MutexLock lock(&mu_);
-    if (state_ == State::kClosed) return;  // leases run out and are redelivered
-    if (!claimed.ok()) {
+    if (state_ == State::kClosed) {
+      ended = true;
+    } else if (!claimed.ok()) {
       state_ = State::kIdle;
       if (claimed.status().code() == absl::StatusCode::kNotFound) {
         state_ = State::kClosed;
@@ -119,6 +121,11 @@ void Stream::ClaimOnce() {
       sink = sink_;
     }
   }
+  if (ended) {
+    // Ended while claiming: nobody got these; give them back now.
+    if (claimed.ok()) Release(LeaseKeys(*claimed));
+    return;
+  }
   if (!claimed.ok()) {
     if (sink) sink->End(claimed.status());
     return;
@@ -128,7 +135,29 @@ void Stream::ClaimOnce() {
     return;
   }
   if (claimed->empty()) return;
-  if (!sink->Send(*std::move(claimed))) Close();
+  std::vector<store::LeaseKey> keys = LeaseKeys(*claimed);
+  if (!sink->Send(*std::move(claimed))) {
+    // The stream ended before the batch went out: nobody got it.
+    Close();
+    Release(keys);
+  }
+}
+
+std::vector<store::LeaseKey> Stream::LeaseKeys(const std::vector<store::Delivery>& batch) const {
+  std::vector<store::LeaseKey> keys;
+  keys.reserve(batch.size());
+  for (const auto& d : batch) keys.push_back({d.message.id, d.attempt, lease_});
+  return keys;
+}
+
+void Stream::Release(const std::vector<store::LeaseKey>& keys) {
+  if (keys.empty()) return;
+  auto released = dispatcher_->store_->ReleaseLeases(options_.tenant, options_.subscription,
+                                                     options_.topic, keys);
+  if (!released.ok()) {  // they come back when their deadline passes
+    obs::Warn("release_failed", {{"subscription", options_.subscription},
+                                 {"error", released.status().ToString()}});
+  }
 }
 
 void Stream::OnSent() {
@@ -265,15 +294,31 @@ void Dispatcher::Shutdown(const absl::Status& status) {
     if (shutting_down_) return;
     shutting_down_ = true;
   }
+  // Each stream's unacked leases are given back before its end is sent, so
+  // a client that reconnects to another replica finds its messages ready
+  // rather than waiting out their ack deadlines. (An ack for one of them
+  // still succeeds until the message is claimed again.) A claim still
+  // running gives back what it gets (ClaimOnce).
+  int64_t released = 0;
   for (const auto& s : Snapshot(nullptr)) {
     std::shared_ptr<StreamSink> sink;
+    std::vector<store::LeaseKey> held;
     {
       absl::MutexLock lock(&s->mu_);
       sink = s->sink_;
       s->state_ = Stream::State::kClosed;
+      s->PruneExpired(absl::Now());
+      for (const auto& [key, unused] : s->outstanding_) {
+        held.push_back({key.first, key.second, s->lease_});
+      }
+      s->outstanding_.clear();
+      s->outstanding_bytes_ = 0;
     }
+    s->Release(held);
+    released += static_cast<int64_t>(held.size());
     if (sink) sink->End(status);
   }
+  if (released > 0) obs::Info("leases_released", {{"count", std::to_string(released)}});
 }
 
 void Dispatcher::PollLoop() {

@@ -73,6 +73,9 @@ class Stream : public std::enable_shared_from_this<Stream> {
   void ClaimOnce();
   // Drops leases that ran out; they are no longer this stream's.
   void PruneExpired(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::vector<store::LeaseKey> LeaseKeys(const std::vector<store::Delivery>& batch) const;
+  // Gives the leases back at once (store::Store::ReleaseLeases); blocks.
+  void Release(const std::vector<store::LeaseKey>& keys);
   // Acked, nacked or extended leases (same replica).
   void LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::vector<bool>& ok,
                      std::optional<absl::Time> new_expiry);
@@ -114,7 +117,9 @@ class Dispatcher {
                      std::optional<absl::Time> new_expiry);
   // Streams open on this replica for the subscription.
   int64_t ActiveStreams(const std::string& tenant, const std::string& subscription);
-  // Ends every stream with `status` and refuses new ones.
+  // Ends every stream with `status` and refuses new ones, first giving back
+  // the leases each stream holds (blocks on the store: call it from a
+  // thread that may wait, not a gRPC one).
   void Shutdown(const absl::Status& status);
 
  private:

@@ -95,6 +95,17 @@ class Store {
       const std::vector<LeaseKey>& keys, absl::Duration deadline,
       const std::string& reason) = 0;
 
+  // Ends the leases without waiting for their deadline (a stopping replica
+  // gives back what its streams held): the messages are deliverable again
+  // at once, with their attempt counts as they are (an exhausted one goes
+  // to the dead-letter topic, as on an expired lease). Listeners on every
+  // replica are told that `topic` (the subscription's topic or pattern)
+  // has messages. Per key as Ack.
+  virtual absl::StatusOr<std::vector<bool>> ReleaseLeases(const std::string& tenant,
+                                                          const std::string& subscription,
+                                                          const std::string& topic,
+                                                          const std::vector<LeaseKey>& keys) = 0;
+
   // The message's metadata and payload bytes [offset, offset + length),
   // verified against the stored checksums (the whole inline payload, or
   // every chunk the range touches). NOT_FOUND for an unknown or expired

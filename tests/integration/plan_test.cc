@@ -183,7 +183,8 @@ TEST_F(PlanTest, AckNackAndExtendProbeEachKey) {
        std::vector<std::pair<std::string, const char*>>{
            {"text, int8[], int4[], int8[]", sql::kAck},
            {"text, int8[], int4[], int8[], text", sql::kNack},
-           {"text, int8[], int4[], int8[], int8", sql::kExtendLease}}) {
+           {"text, int8[], int4[], int8[], int8", sql::kExtendLease},
+           {"text, int8[], int4[], int8[]", sql::kReleaseLeases}}) {
     std::string args = absl::StrCat("'q', ", lease_keys_);
     if (statement == sql::kNack) args += ", 'why'";
     if (statement == sql::kExtendLease) args += ", 60000";

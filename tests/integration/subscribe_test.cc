@@ -619,5 +619,33 @@ TEST_F(SubscribeTest, ListMessagesFindsACorrelationInPublishOrder) {
   EXPECT_EQ(*client_->RetrievePayload(ids[1]), "b");
 }
 
+// A replica that is stopped (SIGTERM, as in a rolling update) gives back
+// the leases of the streams it ends: another replica delivers those
+// messages at once, not after their ack deadline (5 minutes here).
+TEST(Shutdown, AStoppingReplicaGivesBackItsLeasesAtOnce) {
+  Pgbusd a;
+  Pgbusd b({}, a.tenant());
+  auto ca = a.Connect();
+  auto cb = b.Connect();
+  ASSERT_TRUE(ca->CreateTopic("t").ok());
+  ASSERT_TRUE(ca->CreateSubscription("s", "t", absl::Minutes(5)).ok());
+  ASSERT_TRUE(ca->Publish("t", {Msg("1"), Msg("2"), Msg("3")}).ok());
+  auto on_a = ca->Subscribe("s");
+  auto first = Receive(*on_a, 3, absl::Seconds(10));
+  ASSERT_EQ(first.size(), 3u);
+  auto on_b = cb->Subscribe("s");
+  EXPECT_TRUE(Receive(*on_b, 1, absl::Seconds(1)).empty()) << "leased to a, yet delivered to b";
+
+  EXPECT_EQ(a.Terminate(), 0);
+  auto ended = on_a->Next(absl::Seconds(10));
+  EXPECT_EQ(ended.status().code(), absl::StatusCode::kUnavailable) << ended.status();
+  auto again = Receive(*on_b, 3, absl::Seconds(20));
+  ASSERT_EQ(again.size(), 3u) << "the leases were not given back";
+  for (const auto& m : again) EXPECT_EQ(m.delivery_attempt(), 2) << "the attempt count changed";
+  auto acked = cb->Ack("s", AckIds(again));
+  ASSERT_TRUE(acked.ok());
+  for (auto st : *acked) EXPECT_EQ(st, v1::ACK_STATUS_OK);
+}
+
 }  // namespace
 }  // namespace pgbus

@@ -68,6 +68,8 @@ class RecordingStore : public store::Store {
   UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, ModifyAckDeadline, const std::string&,
                 const std::string&, const std::vector<store::LeaseKey>&, absl::Duration,
                 const std::string&)
+  UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, ReleaseLeases, const std::string&,
+                const std::string&, const std::string&, const std::vector<store::LeaseKey>&)
   UNUSED_METHOD(absl::StatusOr<store::RetrieveResult>, Retrieve, const std::string&, int64_t,
                 int64_t, int64_t)
   UNUSED_METHOD(absl::StatusOr<store::Store::NewPayload>, CreatePayload, const std::string&, const std::string&,

@@ -531,7 +531,8 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
 
 absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
     const char* name, const char* sql, const std::string& tenant, const std::string& subscription,
-    const std::vector<LeaseKey>& keys, const Param* param5, Oid param5_type, bool count_acked) {
+    const std::vector<LeaseKey>& keys, const Param* param5, Oid param5_type, bool count_acked,
+    const TopicKey* announce) {
   std::vector<bool> ok(keys.size(), false);
   ArrayBuilder ids(kInt8), attempts(kInt4), leases(kInt8);
   for (const LeaseKey& k : keys) {
@@ -567,6 +568,10 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
     if (count_acked && rows > 0) {
       txn.exec_params(sql::kCountSettled, subscription, static_cast<int64_t>(rows), 0);
     }
+    if (announce && rows > 0) {
+      txn.exec_params(sql::kNotifyPublish,
+                      absl::StrCat(announce->tenant, "\t", announce->topic, "\n"));
+    }
     return absl::OkStatus();
   }));
   return ok;
@@ -592,6 +597,15 @@ absl::StatusOr<std::vector<bool>> PgStore::ModifyAckDeadline(const std::string& 
   Param p = Param::Binary(ms);
   return ApplyToLeases(sql::kExtendLeaseName, sql::kExtendLease, tenant, subscription, keys, &p,
                        kInt8);
+}
+
+absl::StatusOr<std::vector<bool>> PgStore::ReleaseLeases(const std::string& tenant,
+                                                         const std::string& subscription,
+                                                         const std::string& topic,
+                                                         const std::vector<LeaseKey>& keys) {
+  const TopicKey announce{tenant, topic};
+  return ApplyToLeases(sql::kReleaseLeasesName, sql::kReleaseLeases, tenant, subscription, keys,
+                       nullptr, 0, /*count_acked=*/false, &announce);
 }
 
 absl::StatusOr<RetrieveResult> PgStore::Retrieve(const std::string& tenant, int64_t id,

@@ -63,6 +63,10 @@ class PgStore : public Store, public Directory {
                                                       const std::vector<LeaseKey>& keys,
                                                       absl::Duration deadline,
                                                       const std::string& reason) override;
+  absl::StatusOr<std::vector<bool>> ReleaseLeases(const std::string& tenant,
+                                                  const std::string& subscription,
+                                                  const std::string& topic,
+                                                  const std::vector<LeaseKey>& keys) override;
   absl::StatusOr<RetrieveResult> Retrieve(const std::string& tenant, int64_t id,
                                           int64_t offset, int64_t length) override;
   absl::StatusOr<NewPayload> CreatePayload(const std::string& tenant, const std::string& topic,
@@ -99,18 +103,19 @@ class PgStore : public Store, public Directory {
   // missing topic. A non-OK return means the transaction failed as a whole.
   absl::Status PublishTransaction(const std::vector<const PublishItem*>& items,
                                   std::vector<absl::StatusOr<std::vector<int64_t>>>* results);
-  // Runs a lease statement ($1 subscription, $2..$4 the keys, $5 `param5`
-  // when given); with `count_acked`, the rows it returns are counted as
-  // acked in the stats ledger, in the same transaction.
-  // Runs the lease statement `name` (kAck, kNack or kExtendLease: $1
-  // subscription, $2..$4 the keys as int8[], int4[], int8[], then `param5`
-  // when given, as `param5_type`) and reports which keys it matched.
+  // Runs the lease statement `name` (kAck, kNack, kExtendLease or
+  // kReleaseLeases: $1 subscription, $2..$4 the keys as int8[], int4[],
+  // int8[], then `param5` when given, as `param5_type`) and reports which
+  // keys it matched. With `count_acked`, the rows it returns are counted as
+  // acked in the stats ledger; with `announce`, listeners are told the
+  // topic has messages when any row changed; both in the same transaction.
   absl::StatusOr<std::vector<bool>> ApplyToLeases(const char* name, const char* sql,
                                                   const std::string& tenant,
                                                   const std::string& subscription,
                                                   const std::vector<LeaseKey>& keys,
                                                   const Param* param5, Oid param5_type,
-                                                  bool count_acked = false);
+                                                  bool count_acked = false,
+                                                  const TopicKey* announce = nullptr);
   void ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish);
 
   const PgStoreOptions options_;

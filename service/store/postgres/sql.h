@@ -335,6 +335,20 @@ inline constexpr char kNack[] =
     " AND s.tenant_id = d.tenant_id AND s.name = d.subscription"
     " RETURNING d.message_id, d.attempts, ($4::bigint[])[array_position($2::bigint[], d.message_id)]";
 
+// As kNack, for leases a stopping replica gives back: no backoff (the
+// consumer did not fail; its stream was ended), ready at once unless
+// exhausted (then held and due, for kDeadLetter, as an expired lease would
+// be). The attempt count stays.
+inline constexpr char kReleaseLeasesName[] = "pgbus_release_leases";
+inline constexpr char kReleaseLeases[] =
+    "UPDATE pgbus.deliveries d SET lease = NULL,"
+    " visible_at = CASE WHEN s.max_delivery_attempts > 0"
+    "   AND d.attempts >= s.max_delivery_attempts THEN now() END"
+    " FROM pgbus.subscriptions s"
+    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY (" PGBUS_LEASED_ROWS ")"
+    " AND s.tenant_id = d.tenant_id AND s.name = d.subscription"
+    " RETURNING d.message_id, d.attempts, ($4::bigint[])[array_position($2::bigint[], d.message_id)]";
+
 // $1 id. Columns: message 0..13, inline payload 14 (whole: it is verified
 // before any range of it is returned), payload id 15, chunk size 16.
 inline constexpr char kRetrieveName[] = "pgbus_retrieve";
