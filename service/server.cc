@@ -81,6 +81,9 @@ absl::Status Serve(const config::Config& config) {
   ASSIGN_OR_RETURN(std::shared_ptr<grpc::ServerCredentials> credentials,
                    ServerCredentials(config));
 
+  // Payload bytes of calls in flight, from decode to commit (or to the end
+  // of an upload): past this, calls are refused with UNAVAILABLE.
+  MemoryBudget call_memory(int64_t{config.max_call_memory_mb} << 20);
   WorkerPool pool("db", config.workers, static_cast<size_t>(config.max_queued_tasks));
   bus::BusOptions bus_options;
   bus_options.inline_payload_limit = config.inline_payload_limit;
@@ -105,7 +108,7 @@ absl::Status Serve(const config::Config& config) {
   auth_options.cache_ttl = absl::Milliseconds(config.auth_cache_ms);
   auth::Authenticator authenticator(store.get(), auth_options);
   auth::Limiter limiter(config.max_streams);
-  api::CallContext cc{&pool, &authenticator, &limiter};
+  api::CallContext cc{&pool, &authenticator, &limiter, &call_memory};
   api::BusService bus_service(&bus, cc);
   api::AdminService admin_service(&bus, cc);
 
@@ -117,11 +120,12 @@ absl::Status Serve(const config::Config& config) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(config.listen, credentials, &port);
-  // Calls in flight may hold this much memory; past it gRPC refuses new
-  // calls instead of growing without bound.
+  // gRPC's own buffers get the same bound (its transport reads, before a
+  // call reaches pgbusd's budget above).
   grpc::ResourceQuota quota("pgbusd");
   quota.Resize(static_cast<size_t>(config.max_call_memory_mb) << 20);
   builder.SetResourceQuota(quota);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, config.max_calls_per_connection);
   builder.RegisterService(&bus_service);
   builder.RegisterService(&admin_service);
   // Payloads above the inline limit are uploaded in chunks; the receive

@@ -244,7 +244,17 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
  public:
   UploadReactor(bus::Bus* bus, const CallContext& cc, grpc::CallbackServerContext* ctx,
                 v1::UploadPayloadResponse* resp)
-      : bus_(bus), cc_(cc), creds_(CredentialsOf(ctx)), ctx_(ctx), resp_(resp) {
+      : bus_(bus),
+        cc_(cc),
+        creds_(CredentialsOf(ctx)),
+        ctx_(ctx),
+        resp_(resp),
+        // One request being read, one chunk being filled, one being written.
+        memory_(cc.memory->TryReserve(3 * int64_t{bus::kChunkSize})) {
+    if (!memory_) {
+      Finish(OutOfCallMemory(*cc_.memory));
+      return;
+    }
     StartRead(&req_);
   }
 
@@ -331,6 +341,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
   bool compressed_ = false;
   std::string client_sha256_;
   std::shared_ptr<bus::Upload> upload_;
+  std::shared_ptr<MemoryBudget::Reservation> memory_;  // for the call's life
 };
 
 }  // namespace
@@ -339,21 +350,30 @@ grpc::ServerUnaryReactor* BusService::Publish(grpc::CallbackServerContext* ctx,
                                               const v1::PublishRequest* req,
                                               v1::PublishResponse* resp) {
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  // Until the commit answers the call its payload is held up to four times:
+  // the decoded request, the messages handed to the store, the statement's
+  // array parameter and libpq's send buffer.
+  std::shared_ptr<MemoryBudget::Reservation> memory =
+      cc_.memory->TryReserve(4 * static_cast<int64_t>(req->ByteSizeLong()));
+  if (!memory) {
+    reactor->Finish(OutOfCallMemory(*cc_.memory));
+    return reactor;
+  }
   auth::Credentials creds = CredentialsOf(ctx);
   // A cached principal (the usual case) goes on at once on this thread:
   // validation and hashing are CPU work, and the commit happens on a
   // committer thread, which finishes the call. Otherwise the key is looked
   // up on the pool first.
   if (auto principal = cc_.auth->Cached(creds)) {
-    absl::Status st = principal->ok() ? StartPublish(**principal, req, reactor, resp)
+    absl::Status st = principal->ok() ? StartPublish(**principal, req, reactor, resp, memory)
                                       : principal->status();
     if (!st.ok()) reactor->Finish(ToGrpcStatus(st));
     return reactor;
   }
-  if (!cc_.pool->Submit([this, creds = std::move(creds), req, reactor, resp] {
+  if (!cc_.pool->Submit([this, creds = std::move(creds), req, reactor, resp, memory] {
         absl::StatusOr<auth::Principal> principal = cc_.auth->Authenticate(creds);
-        absl::Status st =
-            principal.ok() ? StartPublish(*principal, req, reactor, resp) : principal.status();
+        absl::Status st = principal.ok() ? StartPublish(*principal, req, reactor, resp, memory)
+                                         : principal.status();
         if (!st.ok()) reactor->Finish(ToGrpcStatus(st));
       })) {
     reactor->Finish(Overloaded());
@@ -364,7 +384,8 @@ grpc::ServerUnaryReactor* BusService::Publish(grpc::CallbackServerContext* ctx,
 absl::Status BusService::StartPublish(const auth::Principal& principal,
                                       const v1::PublishRequest* req,
                                       grpc::ServerUnaryReactor* reactor,
-                                      v1::PublishResponse* resp) {
+                                      v1::PublishResponse* resp,
+                                      std::shared_ptr<MemoryBudget::Reservation> memory) {
   RETURN_IF_ERROR(principal.Check(auth::Scope::kPublish, req->topic()));
   std::vector<store::NewMessage> messages;
   messages.reserve(req->messages_size());
@@ -381,7 +402,7 @@ absl::Status BusService::StartPublish(const auth::Principal& principal,
   }
   RETURN_IF_ERROR(cc_.limiter->AdmitPublish(principal, req->messages_size()));
   bus_->Publish(principal.tenant, req->topic(), std::move(messages),
-                [reactor, resp](absl::StatusOr<std::vector<int64_t>> ids) {
+                [reactor, resp, memory](absl::StatusOr<std::vector<int64_t>> ids) {
                   if (ids.ok()) {
                     for (int64_t id : *ids) resp->add_message_ids(std::to_string(id));
                   }

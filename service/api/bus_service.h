@@ -32,8 +32,10 @@ class BusService final : public v1::BusService::CallbackService {
  private:
   // Checks, validates and queues a Publish; a non-OK return is for the
   // caller to finish the call with, otherwise the commit finishes it.
+  // `memory` (the call's share of max_call_memory_mb) is held until then.
   absl::Status StartPublish(const auth::Principal& principal, const v1::PublishRequest* req,
-                            grpc::ServerUnaryReactor* reactor, v1::PublishResponse* resp);
+                            grpc::ServerUnaryReactor* reactor, v1::PublishResponse* resp,
+                            std::shared_ptr<MemoryBudget::Reservation> memory);
 
   bus::Bus* const bus_;
   const CallContext cc_;

@@ -1,5 +1,7 @@
 #include "service/api/call.h"
 
+#include "absl/strings/str_cat.h"
+
 namespace pgbus::api {
 
 auth::Credentials CredentialsOf(grpc::CallbackServerContext* ctx) {
@@ -15,6 +17,13 @@ auth::Credentials CredentialsOf(grpc::CallbackServerContext* ctx) {
     }
   }
   return creds;
+}
+
+grpc::Status OutOfCallMemory(const MemoryBudget& memory) {
+  return grpc::Status(
+      grpc::StatusCode::UNAVAILABLE,
+      absl::StrCat("server overloaded: the memory for calls in flight (max_call_memory_mb=",
+                   memory.limit() >> 20, ") is in use; retry with backoff"));
 }
 
 absl::Status AuthorizeSubscription(bus::Bus& bus, const auth::Principal& principal,

@@ -15,6 +15,7 @@
 #include "service/auth/limiter.h"
 #include "service/auth/principal.h"
 #include "service/bus/bus.h"
+#include "service/common/memory_budget.h"
 #include "service/common/worker_pool.h"
 
 namespace pgbus::api {
@@ -23,7 +24,11 @@ struct CallContext {
   WorkerPool* pool;
   auth::Authenticator* auth;
   auth::Limiter* limiter;
+  MemoryBudget* memory;  // max_call_memory_mb
 };
+
+// The answer to a call that would pass max_call_memory_mb.
+grpc::Status OutOfCallMemory(const MemoryBudget& memory);
 
 // The `authorization` header and the verified client certificate's CN.
 auth::Credentials CredentialsOf(grpc::CallbackServerContext* ctx);

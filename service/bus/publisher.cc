@@ -7,32 +7,27 @@ namespace pgbus::bus {
 namespace {
 // Payload bytes in one group commit (one call may exceed it alone): bounds
 // the memory of the statement that carries them.
-constexpr int64_t kMaxBatchBytes = 16 << 20;
+constexpr int64_t kMaxBatchBytes = 8 << 20;
 }  // namespace
 
 Publisher::Publisher(store::Store* store, int committers, int max_batch_messages,
-                     Committed on_committed, size_t max_queued_calls, int64_t max_queued_bytes)
+                     Committed on_committed, size_t max_queued_calls)
     : store_(store),
       max_batch_messages_(max_batch_messages),
       on_committed_(std::move(on_committed)),
-      max_queued_calls_(max_queued_calls),
-      max_queued_bytes_(max_queued_bytes) {
+      max_queued_calls_(max_queued_calls) {
   for (int i = 0; i < committers; ++i) threads_.emplace_back([this] { Run(); });
 }
 
 Publisher::~Publisher() { Stop(); }
 
 void Publisher::Publish(store::PublishItem item, Done done) {
-  int64_t bytes = 0;
-  for (const auto& m : item.messages) bytes += static_cast<int64_t>(m.payload.size());
   bool stopping;
   {
     absl::MutexLock lock(&mu_);
     stopping = stopping_;
-    if (!stopping_ && queue_.size() < max_queued_calls_ &&
-        (queue_.empty() || queued_bytes_ + bytes <= max_queued_bytes_)) {
-      queued_bytes_ += bytes;
-      queue_.push_back(Pending{std::move(item), std::move(done), bytes});
+    if (!stopping_ && queue_.size() < max_queued_calls_) {
+      queue_.push_back(Pending{std::move(item), std::move(done)});
       return;
     }
   }
@@ -77,7 +72,6 @@ void Publisher::Run() {
         }
         messages += n;
         bytes += b;
-        queued_bytes_ -= queue_.front().bytes;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

@@ -28,11 +28,12 @@ class Publisher {
 
   // `on_committed` is called once per topic of each committed batch (to wake
   // local subscribers without waiting for NOTIFY to come back).
-  // At most `max_queued_calls` calls holding `max_queued_bytes` of payload
-  // wait for a commit; beyond that Publish answers UNAVAILABLE at once, so
-  // overload sheds load instead of growing memory.
+  // At most `max_queued_calls` calls wait for a commit; beyond that Publish
+  // answers UNAVAILABLE at once, so overload sheds load instead of queueing
+  // without end. (Their bytes are bounded before they get here, by the
+  // server's max_call_memory_mb: see api::BusService::Publish.)
   Publisher(store::Store* store, int committers, int max_batch_messages, Committed on_committed,
-            size_t max_queued_calls = 10000, int64_t max_queued_bytes = int64_t{256} << 20);
+            size_t max_queued_calls = 10000);
   ~Publisher();  // Stop()s.
 
   // Queues the item. `done` gets the message ids once committed, or the
@@ -49,7 +50,6 @@ class Publisher {
   struct Pending {
     store::PublishItem item;
     Done done;
-    int64_t bytes;
   };
   void Run();
 
@@ -57,10 +57,8 @@ class Publisher {
   const int max_batch_messages_;
   const Committed on_committed_;
   const size_t max_queued_calls_;
-  const int64_t max_queued_bytes_;
   absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
-  int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
   std::atomic<int64_t> transactions_{0};

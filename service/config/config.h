@@ -41,9 +41,12 @@ struct Config {
   bool tls_client_tenant_from_cert = false;
   // Subscribe streams this process serves at most (UNAVAILABLE beyond).
   int max_streams = 10000;
-  // Memory gRPC may use for calls in flight, in MiB (new calls wait or fail
-  // with RESOURCE_EXHAUSTED beyond).
+  // Payload memory of calls in flight, from decode to commit, in MiB (new
+  // calls fail with UNAVAILABLE beyond). Also sizes gRPC's resource quota.
   int max_call_memory_mb = 1024;
+  // HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS: bounds what gRPC buffers for
+  // one connection before pgbusd's budget sees it.
+  int max_calls_per_connection = 100;
   // Threads (and Postgres connections) for database work.
   int workers = 8;
   // Tasks waiting for a worker, and Publish calls waiting for a commit,

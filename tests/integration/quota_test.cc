@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "tests/support/harness.h"
 
 namespace pgbus {
@@ -188,6 +189,67 @@ TEST(Quota, ServerStreamLimitShedsWithUnavailable) {
   auto st = client->Subscribe("s")->Next(absl::Seconds(10)).status();
   EXPECT_EQ(st.code(), absl::StatusCode::kUnavailable);
   EXPECT_TRUE(absl::StrContains(st.message(), "max_streams=1")) << st;
+}
+
+// 2,000 Publish calls of 128 KiB at once (250 MiB of payload) against a
+// server allowed 32 MiB for calls in flight: its memory stays within that
+// plus a fixed overhead, and what does not fit is refused, not queued.
+TEST(Quota, CallMemoryIsBoundedAndTheExcessShed) {
+  constexpr int64_t kBudgetMiB = 32;
+  Pgbusd server({"--max-call-memory-mb", std::to_string(kBudgetMiB)});
+  auto client = server.Connect();
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  ASSERT_TRUE(client->Publish("t", "warm-up").ok());
+  const int64_t before_kib = server.StatusKiB("VmRSS");
+  constexpr int kCalls = 2000;
+  v1::PublishRequest req;
+  req.set_topic("t");
+  req.add_messages()->set_payload(testing::RandomBytes(128 * 1024, 3));
+  std::vector<grpc::ClientContext> contexts(kCalls);
+  std::vector<v1::PublishResponse> responses(kCalls);
+  absl::Mutex mu;
+  int done = 0, ok = 0, shed = 0;
+  std::string first_shed;
+  std::vector<std::string> other;
+  for (int i = 0; i < kCalls; ++i) {
+    contexts[i].set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    client->bus().async()->Publish(&contexts[i], &req, &responses[i], [&](grpc::Status st) {
+      absl::MutexLock lock(&mu);
+      ++done;
+      if (st.ok()) {
+        ++ok;
+      } else if (st.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED ||
+                 st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        if (++shed == 1) first_shed = st.error_message();
+      } else {
+        other.push_back(st.error_message());
+      }
+    });
+  }
+  int64_t peak_kib = 0;
+  for (;;) {
+    peak_kib = std::max(peak_kib, server.StatusKiB("VmRSS"));
+    absl::MutexLock lock(&mu);
+    if (mu.AwaitWithTimeout(absl::Condition(
+                                +[](int* d) { return *d == kCalls; }, &done),
+                            absl::Milliseconds(5))) {
+      break;
+    }
+  }
+  peak_kib = std::max(peak_kib, server.StatusKiB("VmHWM"));  // between samples too
+  const int64_t grown_mib = (peak_kib - before_kib) / 1024;
+  std::printf("call memory: ok %d shed %d, RSS before %lld MiB, peak +%lld MiB\n", ok, shed,
+              static_cast<long long>(before_kib / 1024), static_cast<long long>(grown_mib));
+  for (const auto& o : other) std::printf("  %s\n", o.c_str());
+  EXPECT_EQ(ok + shed, kCalls) << "calls failed otherwise";
+  EXPECT_GT(shed, 0) << "nothing was shed";
+  EXPECT_TRUE(absl::StrContains(first_shed, "max_call_memory_mb=32")) << first_shed;
+  EXPECT_GT(ok, 0);
+  // The budget plus a fixed overhead: what gRPC holds for the calls open on
+  // the connection (max_calls_per_connection, 100, x 128 KiB, read and
+  // decoded), threads' stacks, allocator slack. (Before the budget was
+  // real: +667 MiB.)
+  EXPECT_LE(grown_mib, kBudgetMiB + 96);
 }
 
 TEST(Quota, QueuedWorkIsBoundedAndShedWithUnavailable) {

@@ -187,15 +187,15 @@ void ArrayBuilder::AddNull() {
   ++count_;
 }
 
-std::string ArrayBuilder::Finish() const {
+std::string ArrayBuilder::Finish() {
   // ndim, has-null flag, element type, then (size, lower bound) for the one
   // dimension, then the elements. An empty array has no dimensions.
-  std::string out = EncodeInt4(count_ ? 1 : 0) + EncodeInt4(has_null_ ? 1 : 0) +
-                    EncodeInt4(static_cast<int32_t>(element_type_));
-  if (count_ == 0) return out;
-  out += EncodeInt4(static_cast<int32_t>(count_)) + EncodeInt4(1);
-  out += elements_;
-  return out;
+  std::string header = EncodeInt4(count_ ? 1 : 0) + EncodeInt4(has_null_ ? 1 : 0) +
+                       EncodeInt4(static_cast<int32_t>(element_type_));
+  if (count_ == 0) return header;
+  header += EncodeInt4(static_cast<int32_t>(count_)) + EncodeInt4(1);
+  elements_.replace(0, kHeaderBytes, header);
+  return std::move(elements_);
 }
 
 absl::Status StatusFromSqlState(const std::string& sqlstate, const std::string& message) {

@@ -113,18 +113,24 @@ class BinaryRow {
 // (raw bytes for text and bytea, EncodeInt8/EncodeInt4 for integers).
 class ArrayBuilder {
  public:
-  explicit ArrayBuilder(Oid element_type) : element_type_(element_type) {}
+  // The elements follow room for the header, so that Finish() does not
+  // copy them (a publish's payloads are most of a batch's bytes).
+  explicit ArrayBuilder(Oid element_type)
+      : element_type_(element_type), elements_(kHeaderBytes, '\0') {}
+  // Room for elements of `bytes` in all (no reallocation while adding).
+  void Reserve(size_t elements, size_t bytes) { elements_.reserve(elements_.size() + 4 * elements + bytes); }
   void Add(absl::string_view binary_element);
   void AddNull();
   size_t size() const { return count_; }
-  // The encoded array.
-  std::string Finish() const;
+  // The encoded array; the builder is spent.
+  std::string Finish();
 
  private:
   Oid element_type_;
   size_t count_ = 0;
   bool has_null_ = false;
-  std::string elements_;
+  static constexpr size_t kHeaderBytes = 20;
+  std::string elements_;  // header room, then the elements
 };
 // Encodes int8 as a binary parameter.
 std::string EncodeInt8(int64_t v);

@@ -365,6 +365,14 @@ absl::Status PgStore::PublishTransaction(
           b.Add(v);
         }
       };
+      size_t count = 0, bytes = 0;
+      for (size_t i : indexes) {
+        for (const NewMessage& m : items[i]->messages) {
+          ++count;
+          bytes += m.payload.size();
+        }
+      }
+      payload.Reserve(count, bytes);
       int64_t ordinal = 0;
       for (size_t i : indexes) {
         for (const NewMessage& m : items[i]->messages) {
