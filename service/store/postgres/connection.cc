@@ -289,23 +289,68 @@ void ConnectionPool::Release(std::unique_ptr<Connection> conn) {
   idle_.push_back(std::move(conn));
 }
 
+namespace {
+
+// Runs a simple (possibly multi-statement) query; returns the last result's
+// command tag.
+absl::StatusOr<std::string> ExecSimple(Connection& conn, const std::string& sql) {
+  Result res(PQexec(conn.raw(), sql.c_str()), &PQclear);
+  ExecStatusType status = PQresultStatus(res.get());
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    if (PQstatus(conn.raw()) != CONNECTION_OK) {
+      conn.broken = true;
+      return absl::UnavailableError("lost the connection to Postgres");
+    }
+    const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
+    return StatusFromSqlState(state ? state : "", PQresultErrorMessage(res.get()));
+  }
+  return std::string(PQcmdStatus(res.get()));
+}
+
+}  // namespace
+
+TenantTransaction::~TenantTransaction() {
+  if (!open_) return;
+  if (!ExecSimple(conn_, "ROLLBACK").ok()) conn_.broken = true;
+}
+
+absl::Status TenantTransaction::Begin(const std::string& tenant, bool async_commit) {
+  char* literal = PQescapeLiteral(conn_.raw(), tenant.data(), tenant.size());
+  if (literal == nullptr) {
+    conn_.broken = true;
+    return absl::InternalError(PQerrorMessage(conn_.raw()));
+  }
+  std::string sql = absl::StrCat(
+      "BEGIN; ", async_commit ? sql::kSetTenantAsyncCommitLiteral : sql::kSetTenantLiteral,
+      literal, ", true)");
+  PQfreemem(literal);
+  open_ = true;  // a failed BEGIN leaves nothing open; ROLLBACK then only warns
+  return ExecSimple(conn_, sql).status();
+}
+
+absl::Status TenantTransaction::Commit() {
+  open_ = false;
+  ASSIGN_OR_RETURN(std::string tag, ExecSimple(conn_, "COMMIT"));
+  if (tag != "COMMIT") {
+    return absl::AbortedError("the transaction failed and was rolled back; retry");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status InTenantTransaction(
     ConnectionPool& pool, const std::string& tenant,
-    const std::function<absl::Status(pqxx::work&, Connection&)>& fn, bool async_commit) {
+    const std::function<absl::Status(pqxx::transaction_base&, Connection&)>& fn,
+    bool async_commit) {
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool.Acquire());
+  TenantTransaction tx(*conn);  // rolls back unless committed, before the lease ends
+  RETURN_IF_ERROR(tx.Begin(tenant, async_commit));
   try {
-    pqxx::work txn(*conn);
-    txn.exec_prepared(async_commit ? "pgbus_set_tenant_async" : "pgbus_set_tenant", tenant);
-    absl::Status st = fn(txn, *conn);
-    if (!st.ok()) {
-      txn.abort();
-      return st;
-    }
-    txn.commit();
-    return absl::OkStatus();
+    pqxx::nontransaction txn(*conn);
+    RETURN_IF_ERROR(fn(txn, *conn));
   } catch (const std::exception& e) {
     return StatusFromException(e, &*conn);
   }
+  return tx.Commit();
 }
 
 }  // namespace pgbus::store::postgres

@@ -180,15 +180,36 @@ class ConnectionPool {
   int open_ ABSL_GUARDED_BY(mu_) = 0;  // idle + leased
 };
 
-// Runs `fn` in a transaction whose pgbus.tenant_id is `tenant` (set with
+// An explicit transaction whose pgbus.tenant_id is `tenant` (set with
 // set_config(..., true): local to the transaction, so a pooled connection
-// never carries it to the next request). Commits when `fn` returns OK and
-// rolls back otherwise; exceptions become a Status.
+// never carries it to the next request), begun in one round trip with its
+// settings ("BEGIN; SELECT set_config(...)"; as pqxx::work plus the setting
+// it took two: each round trip is latency and Postgres CPU on the hot path).
+// Statements run through a pqxx::nontransaction or ExecRaw on the same
+// connection. Rolls back when destroyed uncommitted.
 // With `async_commit`, the commit does not wait for the WAL flush: only for
 // work whose loss in a crash is harmless (see sql::kSetTenantAsyncCommit).
-absl::Status InTenantTransaction(ConnectionPool& pool, const std::string& tenant,
-                                 const std::function<absl::Status(pqxx::work&, Connection&)>& fn,
-                                 bool async_commit = false);
+class TenantTransaction {
+ public:
+  explicit TenantTransaction(Connection& conn) : conn_(conn) {}
+  TenantTransaction(const TenantTransaction&) = delete;
+  TenantTransaction& operator=(const TenantTransaction&) = delete;
+  ~TenantTransaction();
+  absl::Status Begin(const std::string& tenant, bool async_commit);
+  // ABORTED when Postgres rolled back instead (an error went unnoticed).
+  absl::Status Commit();
+
+ private:
+  Connection& conn_;
+  bool open_ = false;
+};
+
+// Runs `fn` in a TenantTransaction. Commits when `fn` returns OK and rolls
+// back otherwise; exceptions become a Status.
+absl::Status InTenantTransaction(
+    ConnectionPool& pool, const std::string& tenant,
+    const std::function<absl::Status(pqxx::transaction_base&, Connection&)>& fn,
+    bool async_commit = false);
 
 }  // namespace pgbus::store::postgres
 

@@ -150,7 +150,7 @@ absl::StatusOr<std::optional<ApiKeyRecord>> PgStore::LookupApiKey(const std::str
 
 absl::StatusOr<std::optional<TenantRecord>> PgStore::LookupTenant(const std::string& tenant) {
   std::optional<TenantRecord> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     pqxx::result r = txn.exec(sql::kLookupTenant);
     if (!r.empty()) out = ReadTenant(r[0]);
     return absl::OkStatus();
@@ -159,7 +159,7 @@ absl::StatusOr<std::optional<TenantRecord>> PgStore::LookupTenant(const std::str
 }
 
 absl::Status PgStore::EnsureTenant(const std::string& tenant) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     txn.exec_params(sql::kEnsureTenant, tenant);
     return absl::OkStatus();
   });
@@ -168,7 +168,7 @@ absl::Status PgStore::EnsureTenant(const std::string& tenant) {
 absl::StatusOr<TopicRecord> PgStore::CreateTopic(const std::string& tenant,
                                                  const TopicRecord& topic) {
   TopicRecord out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     pqxx::result r = txn.exec_params(sql::kCreateTopic, topic.name, ToMs(topic.retention),
                                      topic.max_message_bytes, ToMs(topic.message_ttl),
                                      ToMs(topic.dedup_window));
@@ -181,7 +181,7 @@ absl::StatusOr<TopicRecord> PgStore::CreateTopic(const std::string& tenant,
 absl::StatusOr<TopicRecord> PgStore::GetTopic(const std::string& tenant,
                                               const std::string& name) {
   TopicRecord out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     pqxx::result r = txn.exec_params(sql::kGetTopic, name);
     if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", name, "\" not found"));
     out = ReadTopic(r[0]);
@@ -194,7 +194,7 @@ absl::StatusOr<std::vector<TopicRecord>> PgStore::ListTopics(const std::string& 
                                                              const std::string& after,
                                                              int limit) {
   std::vector<TopicRecord> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     for (const auto& row : txn.exec_params(sql::kListTopics, after, limit)) {
       out.push_back(ReadTopic(row));
     }
@@ -204,7 +204,7 @@ absl::StatusOr<std::vector<TopicRecord>> PgStore::ListTopics(const std::string& 
 }
 
 absl::Status PgStore::DeleteTopic(const std::string& tenant, const std::string& name) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     if (txn.exec_params(sql::kDeleteTopic, name).empty()) {
       return absl::NotFoundError(absl::StrCat("topic \"", name, "\" not found"));
     }
@@ -215,7 +215,7 @@ absl::Status PgStore::DeleteTopic(const std::string& tenant, const std::string& 
 absl::StatusOr<SubscriptionRecord> PgStore::CreateSubscription(const std::string& tenant,
                                                                const SubscriptionRecord& sub) {
   SubscriptionRecord out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     const bool pattern = IsTopicPattern(sub.topic);
     pqxx::result r =
         pattern ? txn.exec_params(sql::kCreatePatternSubscription, sub.name, sub.topic,
@@ -239,7 +239,7 @@ absl::StatusOr<SubscriptionRecord> PgStore::CreateSubscription(const std::string
 absl::StatusOr<SubscriptionRecord> PgStore::GetSubscription(const std::string& tenant,
                                                             const std::string& name) {
   SubscriptionRecord out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     pqxx::result r = txn.exec_params(sql::kGetSubscription, name);
     if (r.empty()) {
       return absl::NotFoundError(absl::StrCat("subscription \"", name, "\" not found"));
@@ -253,7 +253,7 @@ absl::StatusOr<SubscriptionRecord> PgStore::GetSubscription(const std::string& t
 absl::StatusOr<std::vector<SubscriptionRecord>> PgStore::ListSubscriptions(
     const std::string& tenant, const std::string& topic, const std::string& after, int limit) {
   std::vector<SubscriptionRecord> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     for (const auto& row : txn.exec_params(sql::kListSubscriptions, topic, after, limit)) {
       out.push_back(ReadSubscription(row));
     }
@@ -263,7 +263,7 @@ absl::StatusOr<std::vector<SubscriptionRecord>> PgStore::ListSubscriptions(
 }
 
 absl::Status PgStore::DeleteSubscription(const std::string& tenant, const std::string& name) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     if (txn.exec_params(sql::kDeleteSubscription, name).empty()) {
       return absl::NotFoundError(absl::StrCat("subscription \"", name, "\" not found"));
     }
@@ -304,10 +304,12 @@ absl::Status PgStore::PublishTransaction(
         {kTextArray, kInt8Array, kInt8Array, kInt4Array, kTextArray, kTextArray, kTextArray,
          kInt8Array, kByteaArray, kByteaArray, kTextArray, kTextArray, kInt8Array,
          kInt8Array}));
-    pqxx::work txn(*conn);
+    TenantTransaction tx(*conn);  // rolls back unless committed
+    RETURN_IF_ERROR(tx.Begin(by_tenant.begin()->first, /*async_commit=*/false));
+    pqxx::nontransaction txn(*conn);
     std::set<TopicKey> touched;
     for (const auto& [tenant, indexes] : by_tenant) {
-      txn.exec_prepared("pgbus_set_tenant", tenant);
+      if (tenant != by_tenant.begin()->first) txn.exec_prepared("pgbus_set_tenant", tenant);
       // Idempotency keys first: a key already claimed on the topic within
       // its window maps to the original message, and nothing new is stored.
       using Key = std::pair<std::string, std::string>;  // topic, key
@@ -477,11 +479,10 @@ absl::Status PgStore::PublishTransaction(
       if (payload.size() > kMaxNotifyPayload) payload.clear();  // "everything"
       txn.exec_params(sql::kNotifyPublish, payload);
     }
-    txn.commit();
+    return tx.Commit();
   } catch (const std::exception& e) {
     return StatusFromException(e, &*conn);
   }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
@@ -493,7 +494,7 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
   std::vector<Delivery> out;
   RETURN_IF_ERROR(InTenantTransaction(
       pool_, tenant,
-      [&](pqxx::work& txn, Connection& conn) {
+      [&](pqxx::transaction_base& txn, Connection& conn) {
         RETURN_IF_ERROR(
             conn.PrepareRaw(sql::kClaimName, sql::kClaim, {kText, kInt4, kInt8, kInt8, kInt8, kBool}));
         RETURN_IF_ERROR(conn.PrepareRaw(sql::kReleaseDueName, sql::kReleaseDue, {kText, kInt4}));
@@ -550,7 +551,7 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
   }
   const std::string ids_arr = ids.Finish(), attempts_arr = attempts.Finish(),
                     leases_arr = leases.Finish();
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection& conn) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection& conn) {
     std::vector<Oid> types = {kText, kInt8Array, kInt4Array, kInt8Array};
     std::vector<Param> params = {Param::Text(subscription), Param::Binary(ids_arr),
                                  Param::Binary(attempts_arr), Param::Binary(leases_arr)};
@@ -619,7 +620,7 @@ absl::StatusOr<std::vector<bool>> PgStore::ReleaseLeases(const std::string& tena
 absl::StatusOr<RetrieveResult> PgStore::Retrieve(const std::string& tenant, int64_t id,
                                                  int64_t offset, int64_t length) {
   RetrieveResult out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work&, Connection& conn) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base&, Connection& conn) {
     RETURN_IF_ERROR(conn.PrepareRaw(sql::kRetrieveName, sql::kRetrieve, {kInt8}));
     std::string id_bin = EncodeInt8(id);
     ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kRetrieveName, {Param::Binary(id_bin)}));
@@ -687,7 +688,7 @@ absl::StatusOr<Store::NewPayload> PgStore::CreatePayload(const std::string& tena
                                                         const std::string& topic,
                                                         int chunk_size, bool compressed) {
   NewPayload out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     pqxx::result r = txn.exec_params(sql::kCreatePayload, topic, chunk_size, compressed);
     if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
     out.id = r[0][0].as<int64_t>();
@@ -699,7 +700,7 @@ absl::StatusOr<Store::NewPayload> PgStore::CreatePayload(const std::string& tena
 
 absl::Status PgStore::WriteChunk(const std::string& tenant, int64_t payload_id, int seq,
                                  const std::string& sha256, const std::string& bytes) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::work&, Connection& conn) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base&, Connection& conn) {
     RETURN_IF_ERROR(conn.PrepareRaw(sql::kWriteChunkName, sql::kWriteChunk,
                                     {kInt8, kInt4, kInt4, kBytea, kBytea}));
     std::string pid = EncodeInt8(payload_id), seq_bin = EncodeInt4(seq),
@@ -717,7 +718,7 @@ absl::Status PgStore::WriteChunk(const std::string& tenant, int64_t payload_id, 
 
 absl::Status PgStore::CompletePayload(const std::string& tenant, int64_t payload_id,
                                       int64_t size, const std::string& sha256) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     if (txn.exec_params(sql::kCompletePayload, payload_id, size,
                         absl::BytesToHexString(sha256))
             .empty()) {
@@ -728,7 +729,7 @@ absl::Status PgStore::CompletePayload(const std::string& tenant, int64_t payload
 }
 
 absl::Status PgStore::DeletePayload(const std::string& tenant, int64_t payload_id) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     txn.exec_params(sql::kDeletePayload, payload_id);
     return absl::OkStatus();
   });
@@ -750,7 +751,7 @@ absl::StatusOr<int> PgStore::ReapExpired(int batch) {
 
 absl::Status PgStore::Seek(const std::string& tenant, const std::string& subscription,
                            absl::Time time) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
       return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
     }
@@ -763,7 +764,7 @@ absl::StatusOr<StatsRecord> PgStore::GetStats(const std::string& tenant,
                                               const std::string& topic,
                                               const std::string& subscription) {
   StatsRecord out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     if (!subscription.empty()) {
       pqxx::result r = txn.exec_params(sql::kSubscriptionStats, subscription);
       if (r.empty()) {
@@ -793,7 +794,7 @@ absl::StatusOr<StatsRecord> PgStore::GetStats(const std::string& tenant,
 absl::StatusOr<std::string> PgStore::DeadLetter(const std::string& tenant,
                                                 const std::string& subscription, int limit) {
   std::string topic;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     pqxx::result r = txn.exec_params(sql::kDeadLetter, subscription, limit);
     if (r.empty()) return absl::OkStatus();
     topic = r[0][0].as<std::string>();
@@ -808,7 +809,7 @@ absl::StatusOr<std::string> PgStore::DeadLetter(const std::string& tenant,
 absl::StatusOr<std::vector<MessageRecord>> PgStore::ListDeadLetters(
     const std::string& tenant, const std::string& subscription, int64_t after_id, int limit) {
   std::vector<MessageRecord> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection& conn) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection& conn) {
     if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
       return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
     }
@@ -822,7 +823,7 @@ absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> PgStore::RedriveDea
     const std::string& tenant, const std::string& subscription, const std::vector<int64_t>& ids,
     int limit) {
   std::vector<std::pair<int64_t, std::string>> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work& txn, Connection&) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
       return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
     }
@@ -848,7 +849,7 @@ absl::StatusOr<std::vector<MessageRecord>> PgStore::ListMessages(
     const std::string& tenant, const std::string& correlation_id, int64_t after_id,
     int limit) {
   std::vector<MessageRecord> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::work&, Connection& conn) {
+  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base&, Connection& conn) {
     return ListMetadata(conn, sql::kListMessagesName, sql::kListMessages, correlation_id,
                         after_id, limit, &out);
   }));

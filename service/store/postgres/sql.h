@@ -34,6 +34,13 @@ inline constexpr char kSetTenant[] =
 inline constexpr char kSetTenantAsyncCommit[] =
     "SELECT set_config('pgbus.tenant_id', $1, true), "
     "set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS;
+// The same, for a simple query after BEGIN: the tenant, as an escaped
+// literal (PQescapeLiteral), is appended and closes the call.
+inline constexpr char kSetTenantLiteral[] =
+    "SELECT " PGBUS_PIN_PLANS ", set_config('pgbus.tenant_id', ";
+inline constexpr char kSetTenantAsyncCommitLiteral[] =
+    "SELECT set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS
+    ", set_config('pgbus.tenant_id', ";
 
 inline constexpr char kEnsureTenant[] =
     "INSERT INTO pgbus.tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING";
