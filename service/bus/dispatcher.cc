@@ -117,6 +117,11 @@ void Stream::ClaimOnce() {
         outstanding_[{d.message.id, d.attempt}] = Outstanding{d.message.size, d.lease_expiry};
         outstanding_bytes_ += d.message.size;
       }
+      // Fewer than asked for: nothing else was ready at the claim's
+      // snapshot, so once sent the stream waits for a wake (a publish, an
+      // ack, the poll) instead of claiming again for nothing. At low rates
+      // that empty claim was half of every message's claims.
+      drained_ = claimed->size() < static_cast<size_t>(std::max(limit, 1));
       state_ = State::kSending;
       sink = sink_;
     }
@@ -161,12 +166,16 @@ void Stream::Release(const std::vector<store::LeaseKey>& keys) {
 }
 
 void Stream::OnSent() {
+  bool again;
   {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kSending) return;
     state_ = State::kIdle;
+    // More may be waiting (the batch was full, or a wake came meanwhile):
+    // claim until empty or out of credit.
+    again = !drained_ || kicked_;
   }
-  Kick();  // more may be waiting: claim until empty or out of credit
+  if (again) Kick();
 }
 
 void Stream::Close() {

@@ -92,6 +92,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   std::shared_ptr<StreamSink> sink_ ABSL_GUARDED_BY(mu_);
   State state_ ABSL_GUARDED_BY(mu_) = State::kIdle;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;  // woken while busy: look again
+  bool drained_ ABSL_GUARDED_BY(mu_) = false;  // the last claim took all that was ready
   // (message id, attempt) -> lease details
   std::map<std::pair<int64_t, int32_t>, Outstanding> outstanding_ ABSL_GUARDED_BY(mu_);
   int64_t outstanding_bytes_ ABSL_GUARDED_BY(mu_) = 0;
