@@ -46,3 +46,17 @@ go_install() {  # binary module version
 }
 go_install buf github.com/bufbuild/buf/cmd/buf "$BUF_VERSION"
 go_install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
+
+# The Python SDK's pinned tools and test dependencies, in ./.venv (python3
+# and its venv module come with the machine's toolchain).
+venv="$PWD/.venv"
+reqs="$PWD/sdk/python/requirements.txt"
+stamp="$venv/.requirements.sha256"
+want=$(cat "$reqs" "$PWD/sdk/python/pyproject.toml" | sha256sum | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "deps: setting up .venv for the Python SDK" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs"
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -e "$PWD/sdk/python"
+  echo "$want" >"$stamp"
+fi

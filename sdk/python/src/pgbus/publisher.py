@@ -1,0 +1,167 @@
+"""A batching publisher: many publish() calls, few Publish RPCs."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import BinaryIO, Optional
+
+from pgbus.client import DEFAULT_INLINE_LIMIT, Client, duration, with_retries
+from pgbus.errors import PgbusError
+from pgbus.v1 import types_pb2
+
+
+@dataclass
+class BatchSettings:
+    max_messages: int = 100  # per Publish call (the server takes up to 1000)
+    max_bytes: int = 1 << 20  # payload bytes per call
+    max_delay: float = 0.01  # seconds a message may wait for its batch to fill
+
+
+@dataclass
+class _Pending:
+    message: types_pb2.PublishMessage
+    future: Future = field(default_factory=Future)
+
+
+class Publisher:
+    """Collects messages for one topic into batches and publishes each batch
+    in one call, from a background thread, in the order publish() was
+    called (so an ordering key keeps its order through batching and
+    retries: a batch is retried whole before the next is sent).
+
+    Every message gets an `idempotency_key` (a UUID, unless one is given),
+    so a batch retried after UNAVAILABLE or DEADLINE_EXCEEDED -- whose
+    first attempt may have been stored with its answer lost -- is stored
+    once and answers the original ids. Payloads above `inline_limit` (or a
+    file object) are uploaded in chunks first and published by handle.
+
+    publish() returns a concurrent.futures.Future of the message id.
+    flush() waits for everything queued; close() flushes and stops.
+    """
+
+    def __init__(self, client: Client, topic: str, batch: Optional[BatchSettings] = None,
+                 *, inline_limit: int = DEFAULT_INLINE_LIMIT, retry_attempts: int = 6):
+        self._client = client
+        self._topic = topic
+        self._batch = batch or BatchSettings()
+        self._inline_limit = inline_limit
+        self._retry_attempts = retry_attempts
+        self._cv = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._queued_bytes = 0
+        self._in_flight = 0
+        self._closed = False
+        self.rpcs = 0  # Publish calls made (tests and metrics)
+        self._thread = threading.Thread(target=self._run, name=f"pgbus-publisher-{topic}",
+                                        daemon=True)
+        self._thread.start()
+
+    def publish(
+        self,
+        data: bytes | BinaryIO,
+        *,
+        attributes: Optional[dict[str, str]] = None,
+        priority: int = 0,
+        correlation_id: str = "",
+        ordering_key: str = "",
+        idempotency_key: str = "",
+        ttl: Optional[float] = None,
+    ) -> Future:
+        message = types_pb2.PublishMessage(
+            attributes=attributes or {},
+            priority=priority,
+            correlation_id=correlation_id,
+            ordering_key=ordering_key,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+            ttl=duration(ttl),
+        )
+        pending = _Pending(message)
+        if isinstance(data, (bytes, bytearray, memoryview)) and len(data) <= self._inline_limit:
+            message.payload = bytes(data)
+        else:
+            # Large: uploaded now, on the caller's thread (it streams; the
+            # whole payload is never held here), then queued by handle.
+            try:
+                up = with_retries(lambda: self._client.upload(self._topic, data),
+                                  attempts=1 if not isinstance(data, bytes) else self._retry_attempts)
+            except PgbusError as err:
+                pending.future.set_exception(err)
+                return pending.future
+            message.payload_handle = up.payload_handle
+        with self._cv:
+            if self._closed:
+                raise RuntimeError("publish() after close()")
+            self._queue.append(pending)
+            self._queued_bytes += len(message.payload)
+            self._cv.notify_all()
+        return pending.future
+
+    def flush(self) -> None:
+        """Waits until everything published so far has been answered."""
+        with self._cv:
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: not self._queue and self._in_flight == 0)
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join()
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _take_batch(self) -> list[_Pending]:
+        """Waits for a full batch, max_delay after the first message, or
+        close; returns it (empty: closed and drained)."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._queue or self._closed)
+            if not self._queue:
+                return []
+            deadline = time.monotonic() + self._batch.max_delay
+            while (len(self._queue) < self._batch.max_messages
+                   and self._queued_bytes < self._batch.max_bytes and not self._closed):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+            batch, size = [], 0
+            while self._queue and len(batch) < self._batch.max_messages:
+                n = len(self._queue[0].message.payload)
+                if batch and size + n > self._batch.max_bytes:
+                    break
+                batch.append(self._queue.pop(0))
+                size += n
+            self._queued_bytes -= size
+            self._in_flight += 1
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                return
+            messages = [p.message for p in batch]
+
+            def call():
+                self.rpcs += 1
+                return self._client.publish(self._topic, messages)
+
+            try:
+                ids = with_retries(call, attempts=self._retry_attempts)
+                for p, message_id in zip(batch, ids):
+                    p.future.set_result(message_id)
+            except PgbusError as err:
+                for p in batch:
+                    p.future.set_exception(err)
+            finally:
+                with self._cv:
+                    self._in_flight -= 1
+                    self._cv.notify_all()

@@ -1,0 +1,193 @@
+"""A flow-controlled subscriber with lease management and reconnects."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Optional
+
+import grpc
+
+from pgbus.client import Client, duration
+from pgbus.errors import PgbusError, from_rpc_error
+from pgbus.v1 import bus_pb2, types_pb2
+
+
+# Errors that a new stream would meet again; on any other the stream is
+# opened again with backoff (a replica stopping ends it with UNAVAILABLE, or
+# CANCELLED when its shutdown cancels the call).
+PERMANENT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+             grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
+             grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED)
+
+
+class Message:
+    """One delivery. `data` is the payload (fetched and SHA-256-checked on
+    first use when it was uploaded: DataLossError on a mismatch). Call
+    ack() when done or nack(reason) to have it redelivered; ack() returns
+    True, or False when the lease was lost (the message may come again)."""
+
+    def __init__(self, subscriber: "Subscriber", received: types_pb2.ReceivedMessage):
+        self._subscriber = subscriber
+        self.ack_id = received.ack_id
+        self.message = received.message
+        self.delivery_attempt = received.delivery_attempt
+        self._data: Optional[bytes] = None
+        self._settled = False
+
+    @property
+    def id(self) -> str:
+        return self.message.id
+
+    @property
+    def attributes(self):
+        return self.message.attributes
+
+    @property
+    def data(self) -> bytes:
+        if self._data is None:
+            if self.message.payload_by_reference:
+                self._data = self._subscriber._client.retrieve(self.message)
+            else:
+                self._data = self.message.payload
+        return self._data
+
+    def ack(self) -> bool:
+        return self._subscriber._settle(self, ack=True)
+
+    def nack(self, reason: str = "") -> bool:
+        return self._subscriber._settle(self, ack=False, reason=reason)
+
+
+class Subscriber:
+    """Receives from one subscription on a stream and runs `handler(message)`
+    on a pool of `workers` threads; at most `max_outstanding_messages` /
+    `max_outstanding_bytes` are unacked at once (the server's flow control).
+
+    While a handler runs longer than the ack deadline, its lease is
+    extended (ModifyAckDeadline) every `ack_deadline / 2` seconds, up to
+    `max_lease_extension` seconds in all, so a slow handler is not given to
+    someone else. A message whose handler raised is nacked. When the server
+    ends the stream (UNAVAILABLE: a replica stopping), it reconnects with
+    backoff (any error but those in PERMANENT, which end it and are kept in
+    `error`). stop() stops receiving, lets running handlers finish and
+    settles their messages.
+    """
+
+    def __init__(self, client: Client, subscription: str,
+                 handler: Callable[[Message], None], *,
+                 max_outstanding_messages: int = 1000,
+                 max_outstanding_bytes: int = 100 << 20,
+                 ack_deadline: float = 30.0,
+                 max_lease_extension: float = 3600.0,
+                 workers: int = 8):
+        self._client = client
+        self._subscription = subscription
+        self._handler = handler
+        self._request = bus_pb2.SubscribeRequest(
+            subscription=subscription,
+            max_outstanding_messages=max_outstanding_messages,
+            max_outstanding_bytes=max_outstanding_bytes,
+            ack_deadline=duration(ack_deadline))
+        self._ack_deadline = ack_deadline
+        self._max_lease_extension = max_lease_extension
+        self._pool = ThreadPoolExecutor(max_workers=workers,
+                                        thread_name_prefix=f"pgbus-{subscription}")
+        self._lock = threading.Lock()
+        self._leased: dict[str, float] = {}  # ack id -> when it was received
+        self._stopping = threading.Event()
+        self._stream = None
+        self.error: Optional[PgbusError] = None  # why it stopped, if not stop()
+        self.reconnects = 0
+        self._receiver = threading.Thread(target=self._receive, daemon=True,
+                                          name=f"pgbus-subscriber-{subscription}")
+        self._leaser = threading.Thread(target=self._extend_leases, daemon=True,
+                                        name=f"pgbus-leases-{subscription}")
+        self._receiver.start()
+        self._leaser.start()
+
+    def stop(self, timeout: Optional[float] = None) -> None:
+        self._stopping.set()
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+        self._receiver.join(timeout)
+        self._pool.shutdown(wait=True)  # running handlers finish and settle
+        self._leaser.join(timeout)
+
+    def __enter__(self) -> "Subscriber":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _receive(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                self._stream = self._client.bus.Subscribe(self._request,
+                                                          metadata=self._client.metadata)
+                for response in self._stream:
+                    backoff = 0.1
+                    for received in response.messages:
+                        message = Message(self, received)
+                        with self._lock:
+                            self._leased[message.ack_id] = time.monotonic()
+                        self._pool.submit(self._handle, message)
+                if self._stopping.is_set():
+                    return
+            except grpc.RpcError as err:
+                if self._stopping.is_set():
+                    return
+                error = from_rpc_error(err)
+                if error.code in PERMANENT:
+                    self.error = error
+                    self._stopping.set()
+                    return
+            except RuntimeError:  # the pool was shut down under us
+                return
+            # The stream ended (a replica stopping): reconnect with backoff.
+            self.reconnects += 1
+            self._stopping.wait(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, 5.0)
+
+    def _handle(self, message: Message) -> None:
+        try:
+            self._handler(message)
+        except Exception:  # noqa: BLE001 -- a failed handler means: redeliver
+            if not message._settled:
+                message.nack("handler raised an exception")
+
+    def _settle(self, message: Message, *, ack: bool, reason: str = "") -> bool:
+        with self._lock:
+            if message._settled:
+                return False
+            message._settled = True
+            self._leased.pop(message.ack_id, None)
+        try:
+            if ack:
+                statuses = self._client.ack(self._subscription, [message.ack_id])
+            else:
+                statuses = self._client.modify_ack_deadline(self._subscription,
+                                                            [message.ack_id], 0, reason)
+        except PgbusError:
+            return False
+        return statuses == [bus_pb2.ACK_STATUS_OK]
+
+    def _extend_leases(self) -> None:
+        interval = max(self._ack_deadline / 2, 0.2)
+        while not self._stopping.wait(interval) or self._leased:
+            now = time.monotonic()
+            with self._lock:
+                ids = [a for a, since in self._leased.items()
+                       if now - since < self._max_lease_extension]
+            if not ids:
+                if self._stopping.is_set():
+                    return
+                continue
+            try:
+                self._client.modify_ack_deadline(self._subscription, ids, self._ack_deadline)
+            except PgbusError:
+                pass  # the next round tries again; a lost lease shows at ack()

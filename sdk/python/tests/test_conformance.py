@@ -1,0 +1,255 @@
+"""The shared scenarios of sdk/conformance/scenarios.md, against a live
+pgbusd. Each test names its scenario."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import threading
+import time
+
+import grpc
+import pytest
+
+import pgbus
+from conftest import Server, operator, sql
+
+
+class Inbox:
+    """Collects what a Subscriber's handler receives (and acks it unless
+    told otherwise)."""
+
+    def __init__(self, ack=True, hold: float = 0.0):
+        self.ack = ack
+        self.hold = hold
+        self.messages: list[pgbus.Message] = []
+        self.cv = threading.Condition()
+        self.concurrent = 0
+        self.max_concurrent = 0
+
+    def __call__(self, message: pgbus.Message) -> None:
+        with self.cv:
+            self.concurrent += 1
+            self.max_concurrent = max(self.max_concurrent, self.concurrent)
+        time.sleep(self.hold)
+        result = self.ack(message) if callable(self.ack) else (message.ack() if self.ack else None)
+        with self.cv:
+            self.concurrent -= 1
+            self.messages.append(message)
+            self.cv.notify_all()
+        return result
+
+    def wait(self, n: int, timeout: float = 15.0) -> list[pgbus.Message]:
+        with self.cv:
+            self.cv.wait_for(lambda: len(self.messages) >= n, timeout)
+            return list(self.messages)
+
+
+def test_round_trip_with_attributes_priority_and_correlation(client):
+    client.create_topic("orders")
+    client.create_subscription("billing", "orders")
+    with pgbus.Publisher(client, "orders") as pub:
+        low = pub.publish(b"low", priority=0)
+        high = pub.publish(b"high", attributes={"region": "eu"}, priority=5,
+                           correlation_id="order-42")
+        ids = [low.result(10), high.result(10)]
+    inbox = Inbox()
+    with pgbus.Subscriber(client, "billing", inbox):
+        got = inbox.wait(2)
+    assert sorted(m.id for m in got) == sorted(ids)
+    by_data = {m.data: m for m in got}
+    assert by_data[b"high"].attributes["region"] == "eu"
+    assert by_data[b"high"].message.priority == 5
+    assert by_data[b"high"].message.correlation_id == "order-42"
+    assert all(m.delivery_attempt == 1 for m in got)
+
+
+def test_batching_makes_far_fewer_calls(client):
+    client.create_topic("t")
+    with pgbus.Publisher(client, "t", pgbus.BatchSettings(max_messages=100,
+                                                         max_delay=0.05)) as pub:
+        futures = [pub.publish(f"m{i}".encode()) for i in range(1000)]
+        pub.flush()
+        ids = [f.result(30) for f in futures]
+        rpcs = pub.rpcs
+    assert len(set(ids)) == 1000
+    assert rpcs <= 50, f"{rpcs} Publish calls for 1000 messages"
+    assert sql(client_tenant(client), "SELECT count(*) FROM pgbus.messages") == "1000"
+
+
+def client_tenant(client: pgbus.Client) -> str:
+    return CURRENT_TENANT[client.target]
+
+
+CURRENT_TENANT: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _remember_tenant(server):
+    CURRENT_TENANT[server.target] = server.tenant
+
+
+def test_ordering_key_keeps_its_order_through_batches(client):
+    client.create_topic("t")
+    client.create_subscription("s", "t")
+    with pgbus.Publisher(client, "t", pgbus.BatchSettings(max_messages=7)) as pub:
+        for i in range(50):
+            pub.publish(str(i).encode(), ordering_key="customer-1")
+    inbox = Inbox()
+    with pgbus.Subscriber(client, "s", inbox):
+        got = inbox.wait(50)
+    assert [int(m.data) for m in got] == list(range(50))
+
+
+def test_nack_redelivers_with_attempt_two(client):
+    client.create_topic("t")
+    client.create_subscription("s", "t")
+    with pgbus.Publisher(client, "t") as pub:
+        pub.publish(b"work").result(10)
+    inbox = Inbox(ack=lambda m: m.nack("not yet") if m.delivery_attempt == 1 else m.ack())
+    with pgbus.Subscriber(client, "s", inbox):
+        got = inbox.wait(2)
+    assert [m.delivery_attempt for m in got[:2]] == [1, 2]
+
+
+def test_a_slow_handler_keeps_its_lease(client):
+    # Ack deadline 1 s; the handler takes 3 s: the lease is extended, so
+    # the message is not delivered again meanwhile.
+    client.create_topic("t")
+    client.create_subscription("s", "t", ack_deadline=1)
+    with pgbus.Publisher(client, "t") as pub:
+        pub.publish(b"slow").result(10)
+    inbox = Inbox(hold=3.0)
+    with pgbus.Subscriber(client, "s", inbox, ack_deadline=1):
+        got = inbox.wait(1)
+        time.sleep(1.5)  # a redelivery would have arrived by now
+        got = inbox.wait(2, timeout=0.1)
+    assert len(got) == 1
+    assert got[0].delivery_attempt == 1
+
+
+def test_flow_control_caps_outstanding_messages(client):
+    client.create_topic("t")
+    client.create_subscription("s", "t")
+    with pgbus.Publisher(client, "t") as pub:
+        for i in range(20):
+            pub.publish(b"x")
+    inbox = Inbox(hold=0.2)
+    with pgbus.Subscriber(client, "s", inbox, max_outstanding_messages=3, workers=10):
+        inbox.wait(20, timeout=30)
+    assert len(inbox.messages) == 20
+    assert inbox.max_concurrent <= 3
+
+
+def test_large_payload_round_trip_checked(client):
+    client.create_topic("files")
+    client.create_subscription("s", "files")
+    data = os.urandom(8 << 20)
+    with pgbus.Publisher(client, "files") as pub:
+        message_id = pub.publish(data).result(60)
+    inbox = Inbox()
+    with pgbus.Subscriber(client, "s", inbox):
+        got = inbox.wait(1)
+    assert got[0].message.payload_by_reference
+    assert got[0].id == message_id
+    assert hashlib.sha256(got[0].data).digest() == hashlib.sha256(data).digest()
+
+
+def test_data_loss_is_a_typed_error(client, server):
+    client.create_topic("files")
+    data = os.urandom(3 << 20)
+    with pgbus.Publisher(client, "files") as pub:
+        message_id = pub.publish(data).result(60)
+    sql(server.tenant, "UPDATE pgbus.payload_chunks SET data = overlay(data placing "
+                       "'\\x00ff'::bytea from 7) WHERE seq = 1")
+    with pytest.raises(pgbus.DataLossError) as err:
+        client.retrieve(message_id)
+    assert err.value.code == grpc.StatusCode.DATA_LOSS
+
+
+class LoseFirstAnswer(grpc.UnaryUnaryClientInterceptor):
+    """Lets the first Publish reach the server and commit, then reports
+    UNAVAILABLE to the caller, as if the answer was lost."""
+
+    def __init__(self):
+        self.publishes = 0
+
+    def intercept_unary_unary(self, continuation, details, request):
+        outcome = continuation(details, request)
+        if details.method.endswith("/Publish"):
+            self.publishes += 1
+            if self.publishes == 1:
+                outcome.result()  # committed
+                raise LostAnswer()
+        return outcome
+
+
+class LostAnswer(grpc.RpcError):
+    def code(self):
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self):
+        return "the answer was lost"
+
+
+def test_a_retried_publish_is_stored_once(client, server):
+    client.create_topic("t")
+    lose = LoseFirstAnswer()
+    client.bus = pgbus.v1.bus_pb2_grpc.BusServiceStub(grpc.intercept_channel(client.channel, lose))
+    with pgbus.Publisher(client, "t") as pub:
+        message_id = pub.publish(b"charge 42").result(30)
+    assert lose.publishes == 2  # the first answer was lost, the retry answered
+    assert sql(server.tenant, "SELECT count(*) FROM pgbus.messages") == "1"
+    assert sql(server.tenant, "SELECT id FROM pgbus.messages") == message_id
+
+
+def test_the_subscriber_reconnects_after_a_restart_and_misses_nothing(server, client):
+    client.create_topic("t")
+    client.create_subscription("s", "t")
+    inbox = Inbox()
+    with pgbus.Subscriber(client, "s", inbox) as sub:
+        with pgbus.Publisher(client, "t") as pub:
+            pub.publish(b"before").result(10)
+        inbox.wait(1)
+        server.stop()  # SIGTERM: the stream ends with UNAVAILABLE
+        server.start()  # same port, same tenant
+        with pgbus.Publisher(client, "t") as pub:
+            pub.publish(b"after").result(30)
+        got = inbox.wait(2, timeout=30)
+        assert sub.reconnects >= 1
+        assert sub.error is None
+    assert sorted(m.data for m in got) == [b"after", b"before"], f"stopped by {sub.error}"
+
+
+
+def test_auth_errors_are_typed():
+    s = Server(auth=True)
+    try:
+        tenant = f"py-{os.getpid()}-{time.monotonic_ns()}"
+        operator("tenant", "create", tenant)
+        key = operator("key", "issue", tenant, "--scopes", "publish", "--topics", "orders")
+        with s.client(api_key="pgbus_0000000000000000_nope") as bad:
+            with pytest.raises(pgbus.PgbusError) as err:
+                bad.create_topic("orders")
+            assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+        with s.client(api_key=key) as publisher_only:
+            with pytest.raises(pgbus.PgbusError) as err:
+                publisher_only.create_topic("orders")
+            assert err.value.code == grpc.StatusCode.PERMISSION_DENIED
+            assert "admin" in err.value.message
+    finally:
+        s.stop(signal.SIGKILL)
+
+
+def test_readme_quick_start_runs(server):
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    os.environ["PGBUS_SERVER"] = server.target
+    try:
+        scope: dict = {}
+        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 -- our own README
+    finally:
+        del os.environ["PGBUS_SERVER"]
+    assert scope["received"] == [b"hello"]
