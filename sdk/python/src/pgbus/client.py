@@ -58,7 +58,13 @@ class Client:
         key = api_key if api_key is not None else os.environ.get("PGBUS_API_KEY", "")
         self._metadata = (("authorization", f"Bearer {key}"),) if key else ()
         self.timeout = timeout
-        channel_options = [("grpc.max_receive_message_length", 8 << 20)] + (options or [])
+        channel_options = [
+            ("grpc.max_receive_message_length", 8 << 20),
+            # A replica that restarts (a rolling update) is back in seconds:
+            # reconnect within 5 s, not gRPC's default of up to 120 s.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 5000),
+        ] + (options or [])
         if root_certificates is not None:
             creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
             self.channel = grpc.secure_channel(self.target, creds, channel_options)
@@ -243,17 +249,21 @@ class Client:
         return b"" if out is not None else b"".join(parts)
 
 
-def with_retries(fn: Callable[[], T], *, attempts: int = 6, initial: float = 0.1,
+def with_retries(fn: Callable[[], T], *, deadline: float = 60.0, initial: float = 0.1,
                  maximum: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> T:
-    """Calls fn until it succeeds or fails with a non-retryable error,
-    backing off exponentially with full jitter between tries."""
+    """Calls fn until it succeeds, fails with a non-retryable error, or
+    `deadline` seconds have passed (then the last error is raised), backing
+    off exponentially with full jitter between tries. A budget of time, not
+    of attempts: while a replica restarts, the channel fails fast for a few
+    seconds (gRPC's own reconnect backoff), and a count of tries would be
+    spent before it is back."""
+    give_up = time.monotonic() + deadline
     delay = initial
-    for attempt in range(attempts):
+    while True:
         try:
             return fn()
         except PgbusError as err:
-            if not err.retryable or attempt == attempts - 1:
+            if not err.retryable or time.monotonic() >= give_up:
                 raise
-        sleep(random.uniform(0, delay))
+        sleep(min(random.uniform(0, delay), max(give_up - time.monotonic(), 0)))
         delay = min(delay * 2, maximum)
-    raise AssertionError("unreachable")

@@ -34,7 +34,8 @@ class Publisher:
     retries: a batch is retried whole before the next is sent).
 
     Every message gets an `idempotency_key` (a UUID, unless one is given),
-    so a batch retried after UNAVAILABLE or DEADLINE_EXCEEDED -- whose
+    so a batch retried (for up to `retry_deadline` seconds) after
+    UNAVAILABLE or DEADLINE_EXCEEDED -- whose
     first attempt may have been stored with its answer lost -- is stored
     once and answers the original ids. Payloads above `inline_limit` (or a
     file object) are uploaded in chunks first and published by handle.
@@ -44,12 +45,12 @@ class Publisher:
     """
 
     def __init__(self, client: Client, topic: str, batch: Optional[BatchSettings] = None,
-                 *, inline_limit: int = DEFAULT_INLINE_LIMIT, retry_attempts: int = 6):
+                 *, inline_limit: int = DEFAULT_INLINE_LIMIT, retry_deadline: float = 60.0):
         self._client = client
         self._topic = topic
         self._batch = batch or BatchSettings()
         self._inline_limit = inline_limit
-        self._retry_attempts = retry_attempts
+        self._retry_deadline = retry_deadline
         self._cv = threading.Condition()
         self._queue: list[_Pending] = []
         self._queued_bytes = 0
@@ -85,9 +86,10 @@ class Publisher:
         else:
             # Large: uploaded now, on the caller's thread (it streams; the
             # whole payload is never held here), then queued by handle.
+            # A file object cannot be read again: its upload is not retried.
+            retry = self._retry_deadline if isinstance(data, (bytes, bytearray)) else 0
             try:
-                up = with_retries(lambda: self._client.upload(self._topic, data),
-                                  attempts=1 if not isinstance(data, bytes) else self._retry_attempts)
+                up = with_retries(lambda: self._client.upload(self._topic, data), deadline=retry)
             except PgbusError as err:
                 pending.future.set_exception(err)
                 return pending.future
@@ -155,7 +157,7 @@ class Publisher:
                 return self._client.publish(self._topic, messages)
 
             try:
-                ids = with_retries(call, attempts=self._retry_attempts)
+                ids = with_retries(call, deadline=self._retry_deadline)
                 for p, message_id in zip(batch, ids):
                     p.future.set_result(message_id)
             except PgbusError as err:
