@@ -61,7 +61,6 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
     setup.exec("SET idle_in_transaction_session_timeout = '60s'");
     setup.exec("SET application_name = 'pgbusd'");
     conn->prepare("pgbus_set_tenant", sql::kSetTenant);
-    conn->prepare("pgbus_set_tenant_async", sql::kSetTenantAsyncCommit);
   } catch (const pqxx::broken_connection& e) {
     // libpq's text can name the host and user; keep the reason only.
     return absl::UnavailableError(

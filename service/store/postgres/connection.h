@@ -188,7 +188,7 @@ class ConnectionPool {
 // Statements run through a pqxx::nontransaction or ExecRaw on the same
 // connection. Rolls back when destroyed uncommitted.
 // With `async_commit`, the commit does not wait for the WAL flush: only for
-// work whose loss in a crash is harmless (see sql::kSetTenantAsyncCommit).
+// work whose loss in a crash is harmless (see sql::kSetTenantAsyncCommitLiteral).
 class TenantTransaction {
  public:
   explicit TenantTransaction(Connection& conn) : conn_(conn) {}

@@ -28,6 +28,16 @@ constexpr size_t kMaxNotifyPayload = 7000;
 
 int64_t ToMs(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
 
+// What a pgbus_publish notification says: "tenant\ttopic\n" per topic that
+// has new messages (ListenLoop's PublishReceiver reads it), or "" for
+// "any topic" when that would not fit.
+std::string NotifyPayload(const std::set<TopicKey>& topics) {
+  std::string payload;
+  for (const TopicKey& k : topics) absl::StrAppend(&payload, k.tenant, "\t", k.topic, "\n");
+  if (payload.size() > kMaxNotifyPayload) payload.clear();
+  return payload;
+}
+
 TopicRecord ReadTopic(const pqxx::row& r) {
   TopicRecord t;
   t.name = r[0].as<std::string>();
@@ -472,12 +482,7 @@ absl::Status PgStore::PublishTransaction(
     if (!touched.empty()) {
       // One notification per transaction, however many messages: NOTIFY
       // serialises commits cluster-wide (PreCommit_Notify).
-      std::string payload;
-      for (const TopicKey& k : touched) {
-        absl::StrAppend(&payload, k.tenant, "\t", k.topic, "\n");
-      }
-      if (payload.size() > kMaxNotifyPayload) payload.clear();  // "everything"
-      txn.exec_params(sql::kNotifyPublish, payload);
+      txn.exec_params(sql::kNotifyPublish, NotifyPayload(touched));
     }
     return tx.Commit();
   } catch (const std::exception& e) {
@@ -578,8 +583,7 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
       txn.exec_params(sql::kCountSettled, subscription, static_cast<int64_t>(rows), 0);
     }
     if (announce && rows > 0) {
-      txn.exec_params(sql::kNotifyPublish,
-                      absl::StrCat(announce->tenant, "\t", announce->topic, "\n"));
+      txn.exec_params(sql::kNotifyPublish, NotifyPayload({*announce}));
     }
     return absl::OkStatus();
   }));

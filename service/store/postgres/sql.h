@@ -26,18 +26,18 @@ namespace pgbus::store::postgres::sql {
   "set_config('enable_bitmapscan', 'off', true), "                             \
   "set_config('enable_hashjoin', 'off', true), "                               \
   "set_config('enable_mergejoin', 'off', true)"
+// Switches the tenant inside a transaction (a group commit spanning
+// tenants; tests).
 inline constexpr char kSetTenant[] =
     "SELECT set_config('pgbus.tenant_id', $1, true), " PGBUS_PIN_PLANS;
+// The same, for the simple query that begins a TenantTransaction: the
+// tenant, as an escaped literal (PQescapeLiteral), is appended and closes
+// the call.
+inline constexpr char kSetTenantLiteral[] =
+    "SELECT " PGBUS_PIN_PLANS ", set_config('pgbus.tenant_id', ";
 // For claims: a claim lost in a crash only makes the message visible again
 // (redelivery, which at-least-once allows), so its commit need not wait for
 // the WAL flush. Publishes and acks keep synchronous commit.
-inline constexpr char kSetTenantAsyncCommit[] =
-    "SELECT set_config('pgbus.tenant_id', $1, true), "
-    "set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS;
-// The same, for a simple query after BEGIN: the tenant, as an escaped
-// literal (PQescapeLiteral), is appended and closes the call.
-inline constexpr char kSetTenantLiteral[] =
-    "SELECT " PGBUS_PIN_PLANS ", set_config('pgbus.tenant_id', ";
 inline constexpr char kSetTenantAsyncCommitLiteral[] =
     "SELECT set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS
     ", set_config('pgbus.tenant_id', ";
@@ -330,17 +330,25 @@ inline constexpr char kExtendLease[] =
 // the lease the row had (the first key of that message id in $2).
 #define PGBUS_NACK_BACKOFF \
   "least(s.max_backoff, s.min_backoff * power(2, least(greatest(d.attempts - 1, 0), 30)))"
+// Delivery d used up its subscription s's max_delivery_attempts.
+#define PGBUS_EXHAUSTED "(s.max_delivery_attempts > 0 AND d.attempts >= s.max_delivery_attempts)"
+// The end of a statement that ends leases (kNack, kReleaseLeases): the
+// leased rows with their subscription `s`; returns each key, with the lease
+// the row had (the first key of that message id in $2: the row's is NULL
+// now).
+#define PGBUS_END_LEASES                                                              \
+  " FROM pgbus.subscriptions s"                                                       \
+  " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY (" PGBUS_LEASED_ROWS ")"     \
+  " AND s.tenant_id = d.tenant_id AND s.name = d.subscription"                        \
+  " RETURNING d.message_id, d.attempts,"                                              \
+  " ($4::bigint[])[array_position($2::bigint[], d.message_id)]"
 inline constexpr char kNackName[] = "pgbus_nack";
 inline constexpr char kNack[] =
     "UPDATE pgbus.deliveries d SET lease = NULL, last_nack_reason = NULLIF($5, ''),"
     // Ready at once without backoff, unless the delivery is exhausted and
     // waits for kDeadLetter (held and due: kReleaseDue decides).
-    " visible_at = CASE WHEN " PGBUS_NACK_BACKOFF " > interval '0' OR (s.max_delivery_attempts > 0"
-    "   AND d.attempts >= s.max_delivery_attempts) THEN now() + " PGBUS_NACK_BACKOFF " END"
-    " FROM pgbus.subscriptions s"
-    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY (" PGBUS_LEASED_ROWS ")"
-    " AND s.tenant_id = d.tenant_id AND s.name = d.subscription"
-    " RETURNING d.message_id, d.attempts, ($4::bigint[])[array_position($2::bigint[], d.message_id)]";
+    " visible_at = CASE WHEN " PGBUS_NACK_BACKOFF " > interval '0' OR " PGBUS_EXHAUSTED
+    "   THEN now() + " PGBUS_NACK_BACKOFF " END" PGBUS_END_LEASES;
 
 // As kNack, for leases a stopping replica gives back: no backoff (the
 // consumer did not fail; its stream was ended), ready at once unless
@@ -349,12 +357,7 @@ inline constexpr char kNack[] =
 inline constexpr char kReleaseLeasesName[] = "pgbus_release_leases";
 inline constexpr char kReleaseLeases[] =
     "UPDATE pgbus.deliveries d SET lease = NULL,"
-    " visible_at = CASE WHEN s.max_delivery_attempts > 0"
-    "   AND d.attempts >= s.max_delivery_attempts THEN now() END"
-    " FROM pgbus.subscriptions s"
-    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY (" PGBUS_LEASED_ROWS ")"
-    " AND s.tenant_id = d.tenant_id AND s.name = d.subscription"
-    " RETURNING d.message_id, d.attempts, ($4::bigint[])[array_position($2::bigint[], d.message_id)]";
+    " visible_at = CASE WHEN " PGBUS_EXHAUSTED " THEN now() END" PGBUS_END_LEASES;
 
 // $1 id. Columns: message 0..13, inline payload 14 (whole: it is verified
 // before any range of it is returned), payload id 15, chunk size 16.
