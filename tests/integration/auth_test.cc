@@ -230,15 +230,9 @@ TEST(Auth, TheCliSendsTheKeyFromTheEnvironment) {
   std::string token = testing::CreateTenantWithKey(UniqueName("tenant"));
   ASSERT_TRUE(server.Connect(token)->CreateTopic("from-cli").ok());
   auto run = [&](const std::string& env) {
-    std::string cmd = absl::StrCat(env, " ", PGBUS_CLI, " --server ", server.target(),
-                                   " topics 2>&1");
-    std::string out;
-    FILE* p = popen(cmd.c_str(), "r");
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-    int status = pclose(p);
-    return std::make_pair(WEXITSTATUS(status), out);
+    auto r = testing::RunShell(
+        absl::StrCat(env, " ", PGBUS_CLI, " --server ", server.target(), " topics"));
+    return std::make_pair(r.exit_code, r.out);
   };
   auto [denied, denied_out] = run("PGBUS_API_KEY=");
   EXPECT_EQ(denied, 1);

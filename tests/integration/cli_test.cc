@@ -27,14 +27,8 @@ using testing::Pgbusd;
 
 // Runs the CLI to completion; returns (exit code, stdout and stderr).
 std::pair<int, std::string> Cli(const Pgbusd& server, const std::string& args) {
-  std::string cmd = absl::StrCat(PGBUS_CLI, " --server ", server.target(), " ", args, " 2>&1");
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  auto r = testing::RunShell(absl::StrCat(PGBUS_CLI, " --server ", server.target(), " ", args));
+  return {r.exit_code, r.out};
 }
 
 TEST(Cli, CreatesTopics) {

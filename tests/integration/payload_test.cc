@@ -265,16 +265,10 @@ TEST_F(PayloadTest, AnotherTenantCannotRetrieveOrPublishIt) {
   EXPECT_EQ(b->Publish("files", {m}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-// Runs the pgbus CLI; returns (exit code, stdout).
+// Runs the pgbus CLI; returns (exit code, stdout and stderr).
 std::pair<int, std::string> Cli(const std::string& target, const std::string& args) {
-  std::string cmd = std::string(PGBUS_CLI) + " --server " + target + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  auto r = testing::RunShell(std::string(PGBUS_CLI) + " --server " + target + " " + args);
+  return {r.exit_code, r.out};
 }
 
 TEST_F(PayloadTest, CliPublishesAndRetrievesFilesAndFailsOnCorruption) {

@@ -82,11 +82,7 @@ TEST(Quota, MaxStoredBytesIsEnforcedByPostgres) {
   EXPECT_TRUE(client->Publish("t", batch).ok());
   EXPECT_EQ(StoredBytes(tenant), 12000);
   // Deleting the topic gives the bytes back.
-  grpc::ClientContext ctx;
-  v1::DeleteTopicRequest del;
-  del.set_name("t");
-  v1::DeleteTopicResponse resp;
-  ASSERT_TRUE(client->admin().DeleteTopic(&ctx, del, &resp).ok());
+  ASSERT_TRUE(testing::DeleteTopic(*client, "t").ok());
   EXPECT_EQ(StoredBytes(tenant), 0);
   // The reaper folds the ledger (here: to nothing, as the sum is 0).
   int64_t rows = -1;
@@ -116,11 +112,7 @@ TEST(Quota, AnUploadCountsOnceAgainstStoredBytes) {
   auto more = client->Publish("t", std::string(kMiB / 4, 'x'));
   EXPECT_TRUE(more.ok()) << more.status();
   // Deleting the topic gives back exactly what was counted.
-  grpc::ClientContext ctx;
-  v1::DeleteTopicRequest del;
-  del.set_name("t");
-  v1::DeleteTopicResponse resp;
-  ASSERT_TRUE(client->admin().DeleteTopic(&ctx, del, &resp).ok());
+  ASSERT_TRUE(testing::DeleteTopic(*client, "t").ok());
   EXPECT_EQ(StoredBytes(tenant), 0);
 }
 

@@ -268,11 +268,7 @@ TEST_F(SubscribeTest, TopicPatternsCoverTopicsCreatedLater) {
   EXPECT_TRUE(Receive(*regional, 1, absl::Milliseconds(300)).empty());
   EXPECT_EQ(SubscriptionStats(*client_, "all-orders").published(), 3);
   // Deleting one matching topic leaves the pattern subscription alone.
-  grpc::ClientContext ctx;
-  v1::DeleteTopicRequest del;
-  del.set_name("orders.us");
-  v1::DeleteTopicResponse resp;
-  ASSERT_TRUE(client_->admin().DeleteTopic(&ctx, del, &resp).ok());
+  ASSERT_TRUE(testing::DeleteTopic(*client_, "orders.us").ok());
   EXPECT_TRUE(client_->Publish("orders.eu", "again").ok());
   EXPECT_EQ(Payloads(Receive(*regional, 1, absl::Seconds(10))),
             std::vector<std::string>{"again"});

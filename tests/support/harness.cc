@@ -127,12 +127,7 @@ Pgbusd::Pgbusd(std::vector<std::string> flags, std::string tenant, std::string d
   throw std::runtime_error("pgbusd did not start serving:\n" + Log());
 }
 
-Pgbusd::~Pgbusd() {
-  if (pid_ > 0) {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-  }
-}
+Pgbusd::~Pgbusd() { Kill(); }
 
 void Pgbusd::Kill() {
   if (pid_ <= 0) return;
@@ -276,6 +271,18 @@ CommandResult RunPgbusd(const std::vector<std::string>& args) {
   return r;
 }
 
+CommandResult RunShell(const std::string& command) {
+  CommandResult r;
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  if (p == nullptr) throw std::runtime_error("popen failed: " + command);
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
 std::string IssueKey(const std::string& tenant, const std::string& scopes,
                      const std::string& topics) {
   CommandResult key = RunPgbusd({"key", "issue", tenant, "--scopes", scopes, "--topics", topics});
@@ -306,6 +313,14 @@ std::vector<v1::ReceivedMessage> Receive(Subscriber& sub, size_t n, absl::Durati
     out.push_back(**std::move(next));
   }
   return out;
+}
+
+grpc::Status DeleteTopic(Client& client, const std::string& name) {
+  grpc::ClientContext ctx;
+  v1::DeleteTopicRequest req;
+  req.set_name(name);
+  v1::DeleteTopicResponse resp;
+  return client.admin().DeleteTopic(&ctx, req, &resp);
 }
 
 v1::GetStatsResponse SubscriptionStats(Client& client, const std::string& subscription) {

@@ -91,6 +91,8 @@ struct CommandResult {
   std::string err;
 };
 CommandResult RunPgbusd(const std::vector<std::string>& args);
+// Runs `command` with /bin/sh; stdout and stderr together in `out`.
+CommandResult RunShell(const std::string& command);
 
 // Creates `tenant` (with `quota_flags`, e.g. {"--max-streams", "1"}) and
 // issues it a key; returns the key. Throws when either command fails.
@@ -104,6 +106,9 @@ std::string IssueKey(const std::string& tenant, const std::string& scopes,
 
 // Receives until `n` messages arrived or `timeout` passed.
 std::vector<v1::ReceivedMessage> Receive(Subscriber& sub, size_t n, absl::Duration timeout);
+
+// DeleteTopic through the admin stub.
+grpc::Status DeleteTopic(Client& client, const std::string& name);
 
 // GetStats of a subscription; throws on an error.
 v1::GetStatsResponse SubscriptionStats(Client& client, const std::string& subscription);

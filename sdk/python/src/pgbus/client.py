@@ -12,7 +12,7 @@ from typing import BinaryIO, Callable, Iterator, Optional, TypeVar
 import grpc
 from google.protobuf import duration_pb2
 
-from pgbus.errors import PgbusError, from_rpc_error
+from pgbus.errors import DataLossError, PgbusError, from_rpc_error
 from pgbus.v1 import admin_pb2, admin_pb2_grpc, bus_pb2, bus_pb2_grpc, types_pb2
 
 CHUNK_BYTES = 1 << 20  # UploadPayload request size
@@ -220,8 +220,6 @@ class Client:
         against its SHA-256 (DataLossError on a mismatch, before anything is
         returned; with `out`, bytes are written as they come and the check
         happens at the end). Returns the bytes (b"" when written to `out`)."""
-        from pgbus.errors import DataLossError
-
         message_id = message if isinstance(message, str) else message.id
         digest = hashlib.sha256()
         parts: list[bytes] = []
