@@ -28,6 +28,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "pgbus/client.h"
@@ -511,6 +512,9 @@ int main(int argc, char** argv) {
   std::string pgbench = "/usr/lib/postgresql/15/bin/pgbench", work_dir = "/tmp";
   double seconds = 3;
   int rounds = 3;
+  // Which figures to take (all by default): one alone is what a profile of
+  // it wants.
+  std::string figures = "publish,latency,consume";
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--target") target = argv[i + 1];
@@ -525,7 +529,14 @@ int main(int argc, char** argv) {
     if (flag == "--backlog") backlog = std::stoll(argv[i + 1]);
     if (flag == "--pgbench") pgbench = argv[i + 1];
     if (flag == "--work-dir") work_dir = argv[i + 1];
+    if (flag == "--figures") figures = argv[i + 1];
   }
+  auto wanted = [&figures](absl::string_view name) {
+    for (absl::string_view f : absl::StrSplit(figures, ',')) {
+      if (f == name) return true;
+    }
+    return false;
+  };
   if (target.empty()) {
     std::fprintf(stderr, "usage: pgbus_bench --target host:port [--seconds S] [--rounds N]\n");
     return 2;
@@ -616,7 +627,7 @@ int main(int argc, char** argv) {
                        absl::StrCat("pgbench INSERT of ", c.per_call,
                                     c.per_call == 1 ? " row" : " rows", " a transaction")});
   }
-  for (int r = 0; r < rounds; ++r) {
+  for (int r = 0; r < rounds && wanted("publish"); ++r) {
     double noop = Throughput(seconds, noop_call);
     noop_rps.push_back(noop);
     const Figure ref1 = insert_reference(1), ref100 = insert_reference(100);
@@ -698,7 +709,7 @@ int main(int argc, char** argv) {
     return true;
   };
   std::vector<double> noop_ms;
-  {
+  if (wanted("latency")) {
     auto start = Clock::now();
     const auto interval = std::chrono::milliseconds(1);
     for (int i = 0; i < static_cast<int>(1000 * seconds); ++i) {
@@ -710,7 +721,7 @@ int main(int argc, char** argv) {
   }
   const int kLatencyRates[] = {kLatencyRate, 10 * kLatencyRate};
   std::map<int, Latency> latency;
-  for (int r = 0; r < rounds; ++r) {
+  for (int r = 0; r < rounds && wanted("latency"); ++r) {
     for (int rate : kLatencyRates) {
       if (!latency_run(topic, topic + "-s0", rate, 0, &latency[rate])) {
         std::fprintf(stderr, "no message was received in the latency run at %d msg/s\n", rate);
@@ -725,7 +736,7 @@ int main(int argc, char** argv) {
   Row consume{"consume (deliver + ack), 2 streams",
               "pgbench, 2 clients: claim 100 with FOR UPDATE SKIP LOCKED, delete, return payloads"};
   const std::string ctopic = topic + "-consume";
-  const bool consuming = !owner_dsn.empty() && consume_messages > 0;
+  const bool consuming = !owner_dsn.empty() && consume_messages > 0 && wanted("consume");
   if (consuming) {
     if (!make_topic(ctopic, 1)) return 1;
     for (int r = 0; r < rounds; ++r) {
@@ -753,7 +764,7 @@ int main(int argc, char** argv) {
     std::vector<double> backlog, empty;
   };
   std::vector<BacklogRow> backlog_rows;
-  if (!owner_dsn.empty() && backlog > 0) {
+  if (!owner_dsn.empty() && backlog > 0 && wanted("publish") && wanted("latency")) {
     const std::string bt = topic + "-backlog", bsub = bt + "-s0";
     if (!make_topic(bt, 1)) return 1;
     const char* tenant_env = std::getenv("PGBUS_BENCH_TENANT");
@@ -829,15 +840,21 @@ int main(int argc, char** argv) {
                 Spread(row.ratio, 2).c_str(), Spread(row.cpu).c_str(), Spread(row.ref_cpu).c_str(),
                 Spread(row.cpu_ratio, 2).c_str());
   };
-  for (const Row& row : rows) print_row(row);
+  for (const Row& row : rows) {
+    if (!row.mine.empty()) print_row(row);
+  }
   if (consuming) print_row(consume);
   std::printf("\n| figure | pgbus | reference (same run) | ratio |\n|---|---|---|---|\n");
-  std::printf("| Publish RPCs/s, 1 msg/call, 1 subscription | %s | %s (no-op unary gRPC call) | %s |\n",
-              Spread(rows[0].mine).c_str(), Spread(noop_rps).c_str(),
-              Spread(pub1_vs_noop, 2).c_str());
-  const double r50 = Percentile(noop_ms, 0.50), r99 = Percentile(noop_ms, 0.99);
+  if (!noop_rps.empty()) {
+    std::printf("| Publish RPCs/s, 1 msg/call, 1 subscription | %s | %s (no-op unary gRPC call) | %s |\n",
+                Spread(rows[0].mine).c_str(), Spread(noop_rps).c_str(),
+                Spread(pub1_vs_noop, 2).c_str());
+  }
+  const double r50 = noop_ms.empty() ? 0 : Percentile(noop_ms, 0.50),
+               r99 = noop_ms.empty() ? 0 : Percentile(noop_ms, 0.99);
   for (int rate : kLatencyRates) {
     const Latency& l = latency[rate];
+    if (l.p50.empty()) continue;
     std::printf("| publish -> receive latency p50 at %d msg/s (ms) | %s | %.2f (no-op round trip) | %.1f |\n",
                 rate, Spread(l.p50, 2).c_str(), r50, Median(l.p50) / r50);
     std::printf("| publish -> receive latency p99 at %d msg/s (ms) | %s | %.2f (no-op round trip) | %.1f |\n",

@@ -40,6 +40,10 @@ void Reaper::Loop() {
 }
 
 void Reaper::ReapOnce() {
+  auto analysed = store_->RefreshStatistics();
+  if (!analysed.ok()) {
+    obs::Warn("refresh_statistics_failed", {{"error", analysed.status().ToString()}});
+  }
   // Batch after batch while they come back full, so a backlog drains, but
   // each batch is its own short transaction.
   for (int round = 0; round < 100; ++round) {

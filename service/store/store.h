@@ -138,6 +138,11 @@ class Store {
   // keys. Returns how many messages went: call again while it is `batch`.
   virtual absl::StatusOr<int> ReapExpired(int batch) = 0;
 
+  // Takes fresh statistics of the tables that have grown since their last
+  // ones, so that cached plans are replanned for their size. Returns how
+  // many tables it analysed.
+  virtual absl::StatusOr<int> RefreshStatistics() = 0;
+
   // Makes every retained message of the subscription's topic published at or
   // after `time` deliverable again. NOT_FOUND for an unknown subscription.
   virtual absl::Status Seek(const std::string& tenant, const std::string& subscription,

@@ -41,6 +41,7 @@ TEST(Migrator, FunctionsAreCallableOnlyByTheRolesThatNeedThem) {
       {"pgbus.fold_tenant_usage()", "pgbus_app"},
       {"pgbus.isolate_tenant_table(regclass)", ""},  // migrations only
       {"pgbus.reap_expired(integer)", "pgbus_app"},
+      {"pgbus.refresh_statistics()", "pgbus_app"},
       {"pgbus.reject_handle(bigint)", "pgbus_app"},
       {"pgbus.reject_oversize(text,bigint,bigint)", "pgbus_app"},
   };

@@ -146,6 +146,9 @@ class PlanTest : public ::testing::Test {
     return rows;
   }
 
+  static std::string owner_dsn_, app_dsn_, lease_keys_;
+
+ public:
   // The plan reads only what the statement works on.
   static void ExpectBounded(const std::vector<std::string>& plan) {
     const std::string text = absl::StrJoin(plan, "\n");
@@ -157,8 +160,6 @@ class PlanTest : public ::testing::Test {
       EXPECT_LE(std::stoi((*it)[2]), kMaxFiltered) << text;
     }
   }
-
-  static std::string owner_dsn_, app_dsn_, lease_keys_;
 };
 std::string PlanTest::owner_dsn_, PlanTest::app_dsn_, PlanTest::lease_keys_;
 
@@ -206,7 +207,7 @@ TEST_F(PlanTest, PublishFansOutByKey) {
       "text[], text[], int8[], int8[]",
       sql::kInsertMessages,
       "'{q}', '{NULL}', '{NULL}', '{0}', '{NULL}', '{NULL}', '{NULL}', '{5}', "
-      "ARRAY[sha256('hello'::bytea)], ARRAY['hello'::bytea], '{}', '{}', '{}', '{NULL}'");
+      "ARRAY[sha256('hello'::bytea)], ARRAY['hello'::bytea], '{}', '{}', '{0}', '{NULL}'");
   ExpectBounded(plan);
 }
 
@@ -242,6 +243,77 @@ TEST_F(PlanTest, EveryLimitTakesExactlyItsCount) {
     EXPECT_EQ(w.exec1("SELECT pgbus.reap_expired(3)")[0].as<int>(), 3);
     w.abort();
   }
+}
+
+// A fresh cluster: pgbusd's sessions prepare and run their statements
+// while the tables are empty, so the generic plans they cache are made for
+// empty tables; then the tables grow past any size those plans suit, with
+// autovacuum off (on a real cluster it comes up to a minute later). The
+// reaper's refresh of statistics must make the same sessions replan: their
+// plans must then be those of a backlog. (Without the refresh the claim
+// found its rows by an index scan of the whole tenant filtered by ctid,
+// and joined each to the messages by rescanning the tenant's messages.)
+TEST(FreshClusterPlanTest, PlansCachedOnEmptyTablesFollowGrowth) {
+  const std::string owner_dsn = testing::CreateEmptyDatabase(
+      absl::StrCat("pgbus_fresh_plans_", getpid()), "pgbus_owner");
+  const std::string app_dsn =
+      absl::StrCat(owner_dsn.substr(0, owner_dsn.rfind("user=")), "user=pgbus_app");
+  auto applied = store::postgres::Migrate(owner_dsn, "pgbus_app");
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  pqxx::connection owner(owner_dsn);
+  {
+    pqxx::work w(owner);
+    w.exec("ALTER TABLE pgbus.messages SET (autovacuum_enabled = false);"
+           "ALTER TABLE pgbus.deliveries SET (autovacuum_enabled = false)");
+    w.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", kTenant);
+    w.exec("INSERT INTO pgbus.tenants (tenant_id) VALUES ('plans');"
+           "INSERT INTO pgbus.topics (tenant_id, name, retention, dedup_window)"
+           "  VALUES ('plans', 'q', '1 day', '1 day');"
+           "INSERT INTO pgbus.subscriptions (tenant_id, name, topic, ack_deadline,"
+           "  min_backoff, max_backoff) VALUES ('plans', 'q', 'q', '30s', '0', '60s')");
+    w.commit();
+  }
+  // pgbusd's session: its claim, prepared and run on the empty tables.
+  pqxx::connection app(app_dsn);
+  {
+    pqxx::nontransaction n(app);
+    n.exec(absl::StrCat("PREPARE claim(text, int4, int8, int8, int8, bool) AS ", sql::kClaim));
+  }
+  const std::string claim = "EXECUTE claim('q', 100, 1000000, 9, 30000, true)";
+  for (int i = 0; i < 6; ++i) {
+    pqxx::work w(app);
+    w.exec_params(sql::kSetTenant, kTenant);
+    w.exec(claim);
+    w.abort();
+  }
+  // The growth: 60,000 messages queued in q.
+  {
+    pqxx::work w(owner);
+    w.exec_params("SELECT set_config('pgbus.tenant_id', $1, true), "
+                  "set_config('enable_nestloop', 'off', true)", kTenant);
+    w.exec("WITH m AS (INSERT INTO pgbus.messages (tenant_id, topic, expires_at, size, sha256,"
+           "  payload) SELECT 'plans', 'q', now() + interval '1 day', 5, sha256('hello'::bytea),"
+           "  'hello'::bytea FROM generate_series(1, 60000) RETURNING tenant_id, id, expires_at)"
+           "INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
+           "  visible_at, expires_at) SELECT tenant_id, 'q', id, 0, 5, NULL, expires_at FROM m");
+    w.commit();
+  }
+  // What the reaper does each pass (as pgbusd's role).
+  {
+    pqxx::nontransaction n(app);
+    EXPECT_GE(n.exec1(sql::kRefreshStatistics)[0].as<int>(), 2);  // messages, deliveries
+  }
+  pqxx::work w(app);
+  w.exec_params(sql::kSetTenant, kTenant);
+  std::vector<std::string> plan;
+  for (const auto& row : w.exec(absl::StrCat("EXPLAIN (ANALYZE, COSTS OFF) ", claim))) {
+    plan.push_back(row[0].as<std::string>());
+  }
+  w.abort();
+  PlanTest::ExpectBounded(plan);
+  const std::string text = absl::StrJoin(plan, "\n");
+  EXPECT_NE(text.find("Tid Scan on deliveries"), std::string::npos) << text;
+  EXPECT_NE(text.find("rows=100 loops=1"), std::string::npos) << text;
 }
 
 }  // namespace

@@ -80,6 +80,7 @@ class RecordingStore : public store::Store {
                 const std::string&)
   UNUSED_METHOD(absl::Status, DeletePayload, const std::string&, int64_t)
   UNUSED_METHOD(absl::StatusOr<int>, ReapExpired, int)
+  UNUSED_METHOD(absl::StatusOr<int>, RefreshStatistics)
   UNUSED_METHOD(absl::Status, Seek, const std::string&, const std::string&, absl::Time)
   UNUSED_METHOD(absl::StatusOr<store::StatsRecord>, GetStats, const std::string&,
                 const std::string&, const std::string&)

@@ -369,7 +369,7 @@ absl::Status PgStore::PublishTransaction(
       std::set<Key> inserted_keys;
       ArrayBuilder topic(kText), ttl(kInt8), deliver(kInt8), priority(kInt4), correlation(kText),
           ordering(kText), idempotency(kText), size(kInt8), sha(kBytea), payload(kBytea),
-          attr_key(kText), attr_value(kText), attr_owner(kInt8), payload_id(kInt8);
+          attr_key(kText), attr_value(kText), attr_count(kInt8), payload_id(kInt8);
       auto text_or_null = [](ArrayBuilder& b, const std::string& v) {
         if (v.empty()) {
           b.AddNull();
@@ -385,7 +385,6 @@ absl::Status PgStore::PublishTransaction(
         }
       }
       payload.Reserve(count, bytes);
-      int64_t ordinal = 0;
       for (size_t i : indexes) {
         for (const NewMessage& m : items[i]->messages) {
           if (!m.idempotency_key.empty()) {
@@ -400,7 +399,6 @@ absl::Status PgStore::PublishTransaction(
             }
           }
           fate[i].push_back(Fate::kInsert);
-          ++ordinal;
           topic.Add(items[i]->topic);
           if (m.ttl) {
             ttl.Add(EncodeInt8(ToMs(*m.ttl)));
@@ -427,15 +425,15 @@ absl::Status PgStore::PublishTransaction(
           for (const auto& [k, v] : m.attributes) {
             attr_key.Add(k);
             attr_value.Add(v);
-            attr_owner.Add(EncodeInt8(ordinal));
           }
+          attr_count.Add(EncodeInt8(static_cast<int64_t>(m.attributes.size())));
         }
       }
       std::vector<std::string> arrays = {
           topic.Finish(),       ttl.Finish(),      deliver.Finish(),     priority.Finish(),
           correlation.Finish(), ordering.Finish(), idempotency.Finish(), size.Finish(),
           sha.Finish(),         payload.Finish(),  attr_key.Finish(),    attr_value.Finish(),
-          attr_owner.Finish(),  payload_id.Finish()};
+          attr_count.Finish(),  payload_id.Finish()};
       std::vector<Param> params;
       for (const auto& a : arrays) params.push_back(Param::Binary(a));
       ASSIGN_OR_RETURN(Result res, ExecRaw(*conn, sql::kInsertMessagesName, params));
@@ -746,6 +744,19 @@ absl::StatusOr<int> PgStore::ReapExpired(int batch) {
     int n = txn.exec_params(sql::kReapExpired, batch)[0][0].as<int>();
     txn.exec(sql::kFoldTenantUsage);
     txn.exec(sql::kFoldCounters);
+    txn.commit();
+    return n;
+  } catch (const std::exception& e) {
+    return StatusFromException(e, &*conn);
+  }
+}
+
+absl::StatusOr<int> PgStore::RefreshStatistics() {
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  try {
+    // Its own transaction: ANALYZE holds its lock until the commit.
+    pqxx::work txn(*conn);
+    int n = txn.exec(sql::kRefreshStatistics)[0][0].as<int>();
     txn.commit();
     return n;
   } catch (const std::exception& e) {

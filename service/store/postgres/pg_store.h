@@ -77,6 +77,7 @@ class PgStore : public Store, public Directory {
                                const std::string& sha256) override;
   absl::Status DeletePayload(const std::string& tenant, int64_t payload_id) override;
   absl::StatusOr<int> ReapExpired(int batch) override;
+  absl::StatusOr<int> RefreshStatistics() override;
   absl::Status Seek(const std::string& tenant, const std::string& subscription,
                     absl::Time time) override;
   absl::StatusOr<StatsRecord> GetStats(const std::string& tenant, const std::string& topic,

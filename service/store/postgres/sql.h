@@ -117,8 +117,8 @@ inline constexpr char kDeleteSubscription[] =
 // $3 deliver_at in µs since the Unix epoch (NULL: now), $4 priority,
 // $5 correlation id, $6 ordering key, $7 idempotency key, $8 size,
 // $9 sha256, $10 inline payload, $14 uploaded payload id (NULL: inline);
-// attributes as three parallel arrays: $11 keys, $12 values, $13 the
-// 1-based index of the message each belongs to.
+// $13 how many attributes each has; their keys and values are the
+// messages' slices, in order, of $11 and $12.
 // Returns (id, topic) of the new rows; ids ascend in publish order (rows
 // are inserted in `ord` order and the identity increases). Messages of a
 // topic that does not exist are not inserted, so their topic is missing.
@@ -147,13 +147,13 @@ inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
 
 inline constexpr char kInsertMessages[] =
     "WITH input AS ("
-    "  SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::text[],"
-    "    $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[], $14::int8[])"
+    "  SELECT i.*, (sum(i.attr_count) OVER (ORDER BY i.ord))::int AS attr_end"
+    "  FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::text[],"
+    "    $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[], $13::int8[],"
+    "    $14::int8[])"
     "    WITH ORDINALITY AS i(topic, ttl_ms, deliver_us, priority, correlation_id,"
-    "      ordering_key, idempotency_key, size, sha256, payload, payload_id, ord)), "
-    "attrs AS ("
-    "  SELECT a.ord, jsonb_object_agg(a.k, a.v) AS attributes"
-    "  FROM unnest($11::text[], $12::text[], $13::int8[]) AS a(k, v, ord) GROUP BY a.ord), "
+    "      ordering_key, idempotency_key, size, sha256, payload, attr_count, payload_id,"
+    "      ord)), "
     "src AS ("
     "  SELECT i.*, t.tenant_id, t.retention, coalesce(t.message_ttl, t.retention) AS ttl,"
     "    t.max_message_bytes,"
@@ -173,12 +173,18 @@ inline constexpr char kInsertMessages[] =
     "    now() + least(coalesce(src.ttl_ms * interval '1 millisecond', src.ttl), src.retention),"
     "    'epoch'::timestamptz + src.deliver_us * interval '1 microsecond',"
     "    src.priority, src.correlation_id, src.ordering_key, src.idempotency_key,"
-    "    coalesce(a.attributes, '{}'::jsonb),"
+    // Each message's attributes are its slice of the key and value arrays
+    // (a join to them grouped by message became a nested loop over all of
+    // them per message: quadratic in the group commit's size).
+    "    CASE WHEN src.attr_count > 0 THEN"
+    "      jsonb_object(($11::text[])[src.attr_end - src.attr_count + 1 : src.attr_end],"
+    "                   ($12::text[])[src.attr_end - src.attr_count + 1 : src.attr_end])"
+    "      ELSE '{}'::jsonb END,"
     "    CASE WHEN src.max_message_bytes > 0 AND src.real_size > src.max_message_bytes"
     "      THEN pgbus.reject_oversize(src.topic, src.real_size, src.max_message_bytes)"
     "      ELSE src.real_size END,"
     "    src.real_sha256, src.payload, src.payload_id"
-    "  FROM src LEFT JOIN attrs a ON a.ord = src.ord"
+    "  FROM src"
     "  ORDER BY src.ord"
     "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
     "    expires_at, payload_id, ordering_key, idempotency_key, attributes), "
@@ -430,6 +436,9 @@ inline constexpr char kSeek[] =
 
 // $1 batch. Runs as the schema owner (see migrations/0006_reaper.sql).
 inline constexpr char kReapExpired[] = "SELECT pgbus.reap_expired($1)";
+// Analyses the hot tables that have doubled since their statistics (see
+// migrations/0016_fresh_statistics.sql); returns how many.
+inline constexpr char kRefreshStatistics[] = "SELECT pgbus.refresh_statistics()";
 // Folds the stored-bytes ledger to one row per tenant (0007), and the
 // stats counters to one row per topic / subscription (0009).
 inline constexpr char kFoldTenantUsage[] = "SELECT pgbus.fold_tenant_usage()";
