@@ -17,6 +17,9 @@ APT_PACKAGES=(
 )
 BUF_VERSION=v1.47.2
 GRPCURL_VERSION=v1.9.3
+# The Go SDK's code generators (sdk/go/generate.sh).
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -46,6 +49,11 @@ go_install() {  # binary module version
 }
 go_install buf github.com/bufbuild/buf/cmd/buf "$BUF_VERSION"
 go_install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
+go_install protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION"
+go_install protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc \
+  "$PROTOC_GEN_GO_GRPC_VERSION"
+# The Go SDK's modules, pinned by sdk/go/go.sum, into Go's module cache.
+(cd sdk/go && go mod download)
 
 # The Python SDK's pinned tools and test dependencies, in ./.venv (python3
 # and its venv module come with the machine's toolchain).

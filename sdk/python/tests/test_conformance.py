@@ -34,9 +34,12 @@ class Inbox:
             self.concurrent += 1
             self.max_concurrent = max(self.max_concurrent, self.concurrent)
         time.sleep(self.hold)
-        result = self.ack(message) if callable(self.ack) else (message.ack() if self.ack else None)
+        # Counted down before the message is settled: once it is, the
+        # server may hand its credit to the next message at once.
         with self.cv:
             self.concurrent -= 1
+        result = self.ack(message) if callable(self.ack) else (message.ack() if self.ack else None)
+        with self.cv:
             self.messages.append(message)
             self.cv.notify_all()
         return result

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Generates the Go stubs from proto/ into pgbus/v1 with Debian's protoc and
+# the pinned protoc-gen-go and protoc-gen-go-grpc that scripts/deps.sh puts
+# in ./.tools/bin. `generate.sh --check` fails when the committed stubs
+# differ from what the protos generate (a stale stub is a bug).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+export PATH="$root/.tools/bin:$PATH"
+module=github.com/pgbus/pgbus/sdk/go
+pkg="$module/pgbus/v1;pgbusv1"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+maps=()
+for f in "$root"/proto/pgbus/v1/*.proto; do
+  maps+=("--go_opt=Mpgbus/v1/$(basename "$f")=$pkg" "--go-grpc_opt=Mpgbus/v1/$(basename "$f")=$pkg")
+done
+protoc -I "$root/proto" --go_out="$out" --go_opt=module=$module \
+  --go-grpc_out="$out" --go-grpc_opt=module=$module "${maps[@]}" \
+  "$root"/proto/pgbus/v1/*.proto
+dest="$root/sdk/go/pgbus/v1"
+if [ "${1:-}" = "--check" ]; then
+  if ! diff -r "$out/pgbus/v1" "$dest" >/dev/null; then
+    echo "sdk/go/pgbus/v1 is stale: run sdk/go/generate.sh and commit the result" >&2
+    diff -r "$out/pgbus/v1" "$dest" | head -20 >&2
+    exit 1
+  fi
+  exit 0
+fi
+rm -rf "$dest"
+cp -r "$out/pgbus/v1" "$dest"

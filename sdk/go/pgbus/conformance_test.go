@@ -1,0 +1,404 @@
+package pgbus_test
+
+// The shared scenarios of sdk/conformance/scenarios.md against a live
+// pgbusd; each test names its scenario.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/pgbus/pgbus/sdk/go/pgbus"
+	pb "github.com/pgbus/pgbus/sdk/go/pgbus/v1"
+)
+
+func connect(t *testing.T, s *server, opts ...pgbus.Option) *pgbus.Client {
+	t.Helper()
+	c, err := pgbus.NewClient(s.Target, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func topicWithSubscription(t *testing.T, c *pgbus.Client, sub *pb.Subscription) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, &pb.Topic{Name: sub.Topic}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateSubscription(ctx, sub); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// inbox collects what Receive's handler is given, acking unless told
+// otherwise, and tracks how many handlers held an unsettled message at once.
+type inbox struct {
+	mu            sync.Mutex
+	got           []*pgbus.Received
+	concurrent    int
+	maxConcurrent int
+	hold          time.Duration
+	settle        func(*pgbus.Received) // default: Ack
+}
+
+func (in *inbox) handle(_ context.Context, m *pgbus.Received) {
+	in.mu.Lock()
+	in.concurrent++
+	in.maxConcurrent = max(in.maxConcurrent, in.concurrent)
+	in.mu.Unlock()
+	time.Sleep(in.hold)
+	// Counted down before the message is settled: once it is, the server
+	// may hand its credit to the next message at once.
+	in.mu.Lock()
+	in.concurrent--
+	in.mu.Unlock()
+	if in.settle != nil {
+		in.settle(m)
+	} else {
+		_ = m.Ack()
+	}
+	in.mu.Lock()
+	in.got = append(in.got, m)
+	in.mu.Unlock()
+}
+
+// receive runs a subscriber until n messages were handled (or timeout),
+// then stops it; returns what was handled.
+func receive(t *testing.T, c *pgbus.Client, sub string, settings *pgbus.ReceiveSettings,
+	in *inbox, n int, timeout time.Duration) []*pgbus.Received {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Subscriber(sub, settings).Receive(ctx, in.handle) }()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		in.mu.Lock()
+		k := len(in.got)
+		in.mu.Unlock()
+		if k >= n {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return append([]*pgbus.Received(nil), in.got...)
+}
+
+func TestRoundTripWithAttributesPriorityAndCorrelation(t *testing.T) {
+	c := connect(t, startServer(t, false))
+	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t"})
+	ctx := context.Background()
+	pub := c.Publisher("t", nil)
+	low := pub.Publish(ctx, &pgbus.Message{Data: []byte("low")})
+	high := pub.Publish(ctx, &pgbus.Message{Data: []byte("high"), Priority: 5,
+		Attributes: map[string]string{"kind": "order"}, CorrelationID: "req-1"})
+	pub.Stop()
+	for _, r := range []*pgbus.PublishResult{low, high} {
+		if _, err := r.Get(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := receive(t, c, "s", nil, &inbox{}, 2, 15*time.Second)
+	if len(got) != 2 {
+		t.Fatalf("received %d messages, want 2", len(got))
+	}
+	byData := map[string]*pgbus.Received{}
+	for _, m := range got {
+		data, err := m.Data(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byData[string(data)] = m
+		if m.DeliveryAttempt != 1 {
+			t.Errorf("attempt %d, want 1", m.DeliveryAttempt)
+		}
+	}
+	h := byData["high"]
+	if h == nil || byData["low"] == nil {
+		t.Fatalf("received %v", byData)
+	}
+	if h.Message.GetPriority() != 5 || h.Attributes()["kind"] != "order" ||
+		h.Message.GetCorrelationId() != "req-1" {
+		t.Errorf("fields lost: %v", h.Message)
+	}
+	if hid, _ := high.Get(ctx); h.ID() != hid {
+		t.Errorf("id %s, published as %s", h.ID(), hid)
+	}
+}
+
+func TestBatchingMakesFarFewerCalls(t *testing.T) {
+	s := startServer(t, false)
+	c := connect(t, s)
+	if _, err := c.CreateTopic(context.Background(), &pb.Topic{Name: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	pub := c.Publisher("t", &pgbus.PublishSettings{MaxMessages: 100, MaxDelay: 50 * time.Millisecond})
+	results := make([]*pgbus.PublishResult, 1000)
+	for i := range results {
+		results[i] = pub.Publish(ctx, &pgbus.Message{Data: []byte(fmt.Sprint(i))})
+	}
+	pub.Flush()
+	ids := map[string]bool{}
+	for _, r := range results {
+		id, err := r.Get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = true
+	}
+	pub.Stop()
+	if len(ids) != 1000 {
+		t.Errorf("%d distinct ids, want 1000", len(ids))
+	}
+	if n := sql(t, s.Tenant, "SELECT count(*) FROM pgbus.messages"); n != "1000" {
+		t.Errorf("%s rows stored, want 1000", n)
+	}
+	if pub.Calls() > 50 {
+		t.Errorf("%d Publish calls for 1000 messages", pub.Calls())
+	}
+}
+
+func TestOrderingKeyKeepsItsOrderThroughBatches(t *testing.T) {
+	c := connect(t, startServer(t, false))
+	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t"})
+	ctx := context.Background()
+	pub := c.Publisher("t", &pgbus.PublishSettings{MaxMessages: 7})
+	for i := 0; i < 50; i++ {
+		pub.Publish(ctx, &pgbus.Message{Data: []byte(fmt.Sprint(i)), OrderingKey: "k"})
+	}
+	pub.Stop()
+	got := receive(t, c, "s", &pgbus.ReceiveSettings{NumGoroutines: 1}, &inbox{}, 50, 20*time.Second)
+	if len(got) != 50 {
+		t.Fatalf("received %d, want 50", len(got))
+	}
+	for i, m := range got {
+		if string(m.Message.GetPayload()) != fmt.Sprint(i) {
+			t.Fatalf("message %d is %q: out of order", i, m.Message.GetPayload())
+		}
+	}
+}
+
+func TestNackRedeliversWithAttemptTwo(t *testing.T) {
+	c := connect(t, startServer(t, false))
+	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t"})
+	ctx := context.Background()
+	if _, err := c.Publish(ctx, "t", []*pb.PublishMessage{{Payload: []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	in := &inbox{settle: func(m *pgbus.Received) {
+		if m.DeliveryAttempt == 1 {
+			if err := m.Nack("try again"); err != nil {
+				t.Errorf("nack: %v", err)
+			}
+		} else if err := m.Ack(); err != nil {
+			t.Errorf("ack: %v", err)
+		}
+	}}
+	got := receive(t, c, "s", nil, in, 2, 15*time.Second)
+	if len(got) != 2 || got[0].DeliveryAttempt != 1 || got[1].DeliveryAttempt != 2 {
+		t.Fatalf("got %d deliveries, want attempts 1 then 2", len(got))
+	}
+}
+
+func TestSlowHandlerKeepsItsLease(t *testing.T) {
+	c := connect(t, startServer(t, false))
+	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t",
+		AckDeadline: pgbus.Duration(time.Second)})
+	ctx := context.Background()
+	if _, err := c.Publish(ctx, "t", []*pb.PublishMessage{{Payload: []byte("slow")}}); err != nil {
+		t.Fatal(err)
+	}
+	in := &inbox{hold: 3 * time.Second}
+	in.settle = func(m *pgbus.Received) {
+		if err := m.Ack(); err != nil {
+			t.Errorf("ack after 3 s: %v", err)
+		}
+	}
+	// Runs a while longer than the handler: a lost lease would redeliver.
+	got := receive(t, c, "s", &pgbus.ReceiveSettings{AckDeadline: time.Second}, in, 2,
+		5*time.Second)
+	if len(got) != 1 {
+		t.Fatalf("delivered %d times, want once", len(got))
+	}
+}
+
+func TestFlowControlCapsOutstandingMessages(t *testing.T) {
+	c := connect(t, startServer(t, false))
+	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t"})
+	ctx := context.Background()
+	msgs := make([]*pb.PublishMessage, 20)
+	for i := range msgs {
+		msgs[i] = &pb.PublishMessage{Payload: []byte(fmt.Sprint(i))}
+	}
+	if _, err := c.Publish(ctx, "t", msgs); err != nil {
+		t.Fatal(err)
+	}
+	in := &inbox{hold: 200 * time.Millisecond}
+	got := receive(t, c, "s", &pgbus.ReceiveSettings{MaxOutstandingMessages: 3, NumGoroutines: 10},
+		in, 20, 30*time.Second)
+	if len(got) != 20 {
+		t.Fatalf("received %d, want 20", len(got))
+	}
+	if in.maxConcurrent > 3 {
+		t.Errorf("%d handlers at once with at most 3 outstanding", in.maxConcurrent)
+	}
+}
+
+func TestLargePayloadRoundTripChecked(t *testing.T) {
+	c := connect(t, startServer(t, false))
+	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t"})
+	ctx := context.Background()
+	data := make([]byte, 8<<20)
+	_, _ = rand.Read(data)
+	pub := c.Publisher("t", nil)
+	id, err := pub.Publish(ctx, &pgbus.Message{Data: data}).Get(ctx)
+	pub.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := receive(t, c, "s", nil, &inbox{}, 1, 15*time.Second)
+	if len(got) != 1 || got[0].ID() != id || !got[0].Message.GetPayloadByReference() {
+		t.Fatalf("got %d messages; want %s by reference", len(got), id)
+	}
+	back, err := got[0].Data(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(back, data) {
+		t.Fatal("the payload came back different")
+	}
+}
+
+func TestDataLossIsATypedError(t *testing.T) {
+	s := startServer(t, false)
+	c := connect(t, s)
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, &pb.Topic{Name: "files"}); err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 3<<20)
+	_, _ = rand.Read(data)
+	pub := c.Publisher("files", nil)
+	id, err := pub.Publish(ctx, &pgbus.Message{Data: data}).Get(ctx)
+	pub.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sql(t, s.Tenant, `UPDATE pgbus.payload_chunks SET data = overlay(data placing '\x00ff'::bytea from 7) WHERE seq = 1`)
+	back, err := c.RetrieveBytes(ctx, id)
+	if status.Code(err) != codes.DataLoss || back != nil {
+		t.Fatalf("retrieve of a damaged payload: %d bytes, %v; want DATA_LOSS and nothing", len(back), err)
+	}
+}
+
+func TestRetriedPublishIsStoredOnce(t *testing.T) {
+	s := startServer(t, false)
+	var publishes atomic.Int32
+	// Lets the first Publish reach the server and commit, then reports
+	// UNAVAILABLE, as if its answer was lost.
+	lose := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+		invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		if strings.HasSuffix(method, "/Publish") && publishes.Add(1) == 1 && err == nil {
+			return status.Error(codes.Unavailable, "the answer was lost")
+		}
+		return err
+	}
+	c := connect(t, s, pgbus.WithDialOptions(grpc.WithUnaryInterceptor(lose)))
+	ctx := context.Background()
+	if _, err := c.CreateTopic(ctx, &pb.Topic{Name: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	pub := c.Publisher("t", nil)
+	id, err := pub.Publish(ctx, &pgbus.Message{Data: []byte("charge 42")}).Get(ctx)
+	pub.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if publishes.Load() != 2 {
+		t.Errorf("%d Publish calls, want 2 (the first answer lost)", publishes.Load())
+	}
+	if n := sql(t, s.Tenant, "SELECT count(*) FROM pgbus.messages"); n != "1" {
+		t.Errorf("%s messages stored, want 1", n)
+	}
+	if stored := sql(t, s.Tenant, "SELECT id FROM pgbus.messages"); stored != id {
+		t.Errorf("stored %s, the retry answered %s", stored, id)
+	}
+}
+
+func TestAuthErrorsAreTyped(t *testing.T) {
+	s := startServer(t, true)
+	tenant := randomName("go-auth-")
+	operator(t, "tenant", "create", tenant)
+	key := operator(t, "key", "issue", tenant, "--scopes", "publish", "--topics", "orders")
+	ctx := context.Background()
+	bad := connect(t, s, pgbus.WithAPIKey("pgbus_0000000000000000_nope"))
+	if _, err := bad.CreateTopic(ctx, &pb.Topic{Name: "orders"}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("unknown key: %v, want UNAUTHENTICATED", err)
+	}
+	publishOnly := connect(t, s, pgbus.WithAPIKey(key))
+	_, err := publishOnly.CreateTopic(ctx, &pb.Topic{Name: "orders"})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(status.Convert(err).Message(), "admin") {
+		t.Errorf("publish-only key creating a topic: %v, want PERMISSION_DENIED naming the admin scope", err)
+	}
+}
+
+// The README's quick start is a whole program: it is built and run
+// against the server, and must print what the README says it prints.
+func TestReadmeQuickStartRuns(t *testing.T) {
+	s := startServer(t, false)
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```go\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("no ```go block in sdk/go/README.md")
+	}
+	sdk, _ := filepath.Abs("..")
+	dir := t.TempDir()
+	sum, _ := os.ReadFile(filepath.Join(sdk, "go.sum"))
+	goMod := fmt.Sprintf("module quickstart\n\ngo 1.26\n\nrequire github.com/pgbus/pgbus/sdk/go v0.0.0\n\n"+
+		"replace github.com/pgbus/pgbus/sdk/go => %s\n", sdk)
+	for name, body := range map[string][]byte{"main.go": m[1], "go.mod": []byte(goMod), "go.sum": sum} {
+		if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("go", "run", "-mod=mod", ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PGBUS_SERVER="+s.Target, "GOFLAGS=-mod=mod")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go run: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	sort.Strings(lines)
+	if len(lines) != 2 || !strings.HasPrefix(lines[0], "published ") || lines[1] != "received hello" {
+		t.Fatalf("the quick start printed:\n%s", out)
+	}
+}
