@@ -192,6 +192,9 @@ func (s *Subscriber) stream(ctx context.Context, work chan<- *Received) error {
 				select {
 				case work <- m:
 				case <-ctx.Done():
+					// Received but never handed to a handler: give it
+					// back now rather than when its lease runs out.
+					_ = m.Nack("subscriber stopped")
 					return nil
 				}
 			}
@@ -233,6 +236,8 @@ func (s *Subscriber) extendLeases(ctx context.Context) {
 		for id, since := range s.leased {
 			if now.Sub(since) < s.settings.MaxExtension {
 				ids = append(ids, id)
+			} else {
+				delete(s.leased, id) // given up: its lease runs out
 			}
 		}
 		s.mu.Unlock()
