@@ -110,6 +110,71 @@ absl::StatusOr<Result> ExecRaw(Connection& conn, const char* name,
   return StatusFromSqlState(state ? state : "", msg ? msg : PQresultErrorMessage(res.get()));
 }
 
+namespace {
+
+absl::Status StatusFromResult(Connection& conn, const PGresult* res) {
+  if (PQstatus(conn.raw()) != CONNECTION_OK) {
+    conn.broken = true;
+    return absl::UnavailableError("lost the connection to Postgres");
+  }
+  const char* state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+  const char* msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+  return StatusFromSqlState(state ? state : "", msg ? msg : PQresultErrorMessage(res));
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Result>> ExecPipelined(Connection& conn,
+                                                  const std::vector<Statement>& statements) {
+  PGconn* raw = conn.raw();
+  // Whatever goes wrong below leaves the session in an unknown state of the
+  // protocol: the pool drops it.
+  auto lost = [&conn](absl::string_view what) {
+    conn.broken = true;
+    return absl::UnavailableError(
+        absl::StrCat("lost the connection to Postgres (", what, ")"));
+  };
+  if (PQenterPipelineMode(raw) != 1) return lost("cannot enter pipeline mode");
+  for (const Statement& s : statements) {
+    std::vector<const char*> values;
+    std::vector<int> lengths, formats;
+    for (const Param& p : s.params) {
+      values.push_back(p.data);
+      lengths.push_back(p.length);
+      formats.push_back(p.format);
+    }
+    if (PQsendQueryPrepared(raw, s.name, static_cast<int>(s.params.size()), values.data(),
+                            lengths.data(), formats.data(), /*resultFormat=*/1) != 1) {
+      return lost("send failed");
+    }
+  }
+  if (PQpipelineSync(raw) != 1) return lost("sync failed");
+  std::vector<Result> out;
+  out.reserve(statements.size());
+  absl::Status first_error;
+  for (size_t i = 0; i < statements.size(); ++i) {
+    Result res(PQgetResult(raw), &PQclear);
+    if (res == nullptr) return lost("no result");
+    ExecStatusType st = PQresultStatus(res.get());
+    if (st == PGRES_FATAL_ERROR && first_error.ok()) {
+      first_error = StatusFromResult(conn, res.get());
+      if (conn.broken) return first_error;
+    }
+    // Each statement's results end with a null (an aborted one has
+    // PGRES_PIPELINE_ABORTED: an earlier statement failed).
+    Result end(PQgetResult(raw), &PQclear);
+    if (end != nullptr) return lost("unexpected result");
+    out.push_back(std::move(res));
+  }
+  Result sync(PQgetResult(raw), &PQclear);
+  if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
+    return lost("no pipeline sync");
+  }
+  if (PQexitPipelineMode(raw) != 1) return lost("cannot leave pipeline mode");
+  if (!first_error.ok()) return first_error;
+  return out;
+}
+
 int64_t BinaryRow::Int8(int col) const {
   uint64_t v;
   std::memcpy(&v, PQgetvalue(r_, row_, col), 8);
@@ -327,7 +392,42 @@ absl::Status TenantTransaction::Begin(const std::string& tenant, bool async_comm
   return ExecSimple(conn_, sql).status();
 }
 
+absl::Status TenantTransaction::Start(const std::string& tenant, bool async_commit) {
+  const char* name = async_commit ? sql::kSetTenantAsyncCommitName : sql::kSetTenantName;
+  RETURN_IF_ERROR(conn_.PrepareRaw(sql::kBeginName, sql::kBegin, {}));
+  RETURN_IF_ERROR(conn_.PrepareRaw(
+      name, async_commit ? sql::kSetTenantAsyncCommit : sql::kSetTenant, {kText}));
+  tenant_ = tenant;
+  queued_.push_back(Statement{sql::kBeginName, {}});
+  queued_.push_back(Statement{name, {Param::Text(tenant_)}});
+  open_ = true;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<Result>> TenantTransaction::Exec(std::vector<Statement> statements,
+                                                            bool commit) {
+  if (commit) RETURN_IF_ERROR(conn_.PrepareRaw(sql::kCommitName, sql::kCommit, {}));
+  std::vector<Statement> all = std::move(queued_);
+  queued_.clear();
+  const size_t first = all.size();
+  for (Statement& s : statements) all.push_back(std::move(s));
+  if (commit) all.push_back(Statement{sql::kCommitName, {}});
+  // On an error the transaction stays open (failed, or ended by a failed
+  // COMMIT): the destructor rolls it back, which at worst only warns.
+  ASSIGN_OR_RETURN(std::vector<Result> results, ExecPipelined(conn_, all));
+  if (commit) {
+    open_ = false;
+    if (std::string(PQcmdStatus(results.back().get())) != "COMMIT") {
+      return absl::AbortedError("the transaction failed and was rolled back; retry");
+    }
+    results.pop_back();
+  }
+  results.erase(results.begin(), results.begin() + static_cast<std::ptrdiff_t>(first));
+  return results;
+}
+
 absl::Status TenantTransaction::Commit() {
+  if (!queued_.empty()) return Exec({}, /*commit=*/true).status();
   open_ = false;
   ASSIGN_OR_RETURN(std::string tag, ExecSimple(conn_, "COMMIT"));
   if (tag != "COMMIT") {

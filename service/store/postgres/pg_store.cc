@@ -21,8 +21,6 @@
 namespace pgbus::store::postgres {
 namespace {
 
-constexpr Oid kBool = 16, kInt4 = 23, kInt8 = 20, kText = 25, kBytea = 17;
-constexpr Oid kTextArray = 1009, kInt4Array = 1007, kInt8Array = 1016, kByteaArray = 1001;
 // NOTIFY payloads are capped near 8000 bytes; past this, announce "all".
 constexpr size_t kMaxNotifyPayload = 7000;
 
@@ -314,12 +312,18 @@ absl::Status PgStore::PublishTransaction(
         {kTextArray, kInt8Array, kInt8Array, kInt4Array, kTextArray, kTextArray, kTextArray,
          kInt8Array, kByteaArray, kByteaArray, kTextArray, kTextArray, kInt8Array,
          kInt8Array}));
+    RETURN_IF_ERROR(conn->PrepareRaw(sql::kNotifyPublishName, sql::kNotifyPublish, {kText}));
+    // BEGIN goes with the first statement, and the last tenant's insert
+    // with the notification and the COMMIT: a batch without idempotency keys
+    // takes one round trip.
     TenantTransaction tx(*conn);  // rolls back unless committed
-    RETURN_IF_ERROR(tx.Begin(by_tenant.begin()->first, /*async_commit=*/false));
-    pqxx::nontransaction txn(*conn);
+    RETURN_IF_ERROR(tx.Start(by_tenant.begin()->first, /*async_commit=*/false));
     std::set<TopicKey> touched;
     for (const auto& [tenant, indexes] : by_tenant) {
-      if (tenant != by_tenant.begin()->first) txn.exec_prepared("pgbus_set_tenant", tenant);
+      const bool last = tenant == by_tenant.rbegin()->first;
+      if (tenant != by_tenant.begin()->first) {
+        tx.Queue(Statement{sql::kSetTenantName, {Param::Text(tenant)}});
+      }
       // Idempotency keys first: a key already claimed on the topic within
       // its window maps to the original message, and nothing new is stored.
       using Key = std::pair<std::string, std::string>;  // topic, key
@@ -340,22 +344,24 @@ absl::Status PgStore::PublishTransaction(
           std::string topics_arr = key_topics.Finish(), keys_arr = key_names.Finish();
           RETURN_IF_ERROR(conn->PrepareRaw(sql::kClaimIdempotencyKeysName,
                                            sql::kClaimIdempotencyKeys, {kTextArray, kTextArray}));
-          ASSIGN_OR_RETURN(Result claimed,
-                           ExecRaw(*conn, sql::kClaimIdempotencyKeysName,
-                                   {Param::Binary(topics_arr), Param::Binary(keys_arr)}));
+          ASSIGN_OR_RETURN(std::vector<Result> claimed,
+                           tx.Exec({Statement{sql::kClaimIdempotencyKeysName,
+                                              {Param::Binary(topics_arr),
+                                               Param::Binary(keys_arr)}}}));
           std::set<Key> fresh;
-          for (int r = 0; r < PQntuples(claimed.get()); ++r) {
-            BinaryRow row(claimed.get(), r);
+          for (int r = 0; r < PQntuples(claimed[0].get()); ++r) {
+            BinaryRow row(claimed[0].get(), r);
             fresh.insert({row.Bytes(0), row.Bytes(1)});
           }
           if (fresh.size() < wanted.size()) {
             RETURN_IF_ERROR(conn->PrepareRaw(sql::kIdempotentMessagesName,
                                              sql::kIdempotentMessages, {kTextArray, kTextArray}));
-            ASSIGN_OR_RETURN(Result dups,
-                             ExecRaw(*conn, sql::kIdempotentMessagesName,
-                                     {Param::Binary(topics_arr), Param::Binary(keys_arr)}));
-            for (int r = 0; r < PQntuples(dups.get()); ++r) {
-              BinaryRow row(dups.get(), r);
+            ASSIGN_OR_RETURN(std::vector<Result> dups,
+                             tx.Exec({Statement{sql::kIdempotentMessagesName,
+                                                {Param::Binary(topics_arr),
+                                                 Param::Binary(keys_arr)}}}));
+            for (int r = 0; r < PQntuples(dups[0].get()); ++r) {
+              BinaryRow row(dups[0].get(), r);
               Key key{row.Bytes(0), row.Bytes(1)};
               if (!fresh.count(key)) original[key] = row.Int8(2);
             }
@@ -436,12 +442,31 @@ absl::Status PgStore::PublishTransaction(
           attr_count.Finish(),  payload_id.Finish()};
       std::vector<Param> params;
       for (const auto& a : arrays) params.push_back(Param::Binary(a));
-      ASSIGN_OR_RETURN(Result res, ExecRaw(*conn, sql::kInsertMessagesName, params));
+      std::vector<Statement> statements = {Statement{sql::kInsertMessagesName, params}};
+      std::string announcement;
+      if (last) {
+        // One notification per transaction, however many messages: NOTIFY
+        // serialises commits cluster-wide (PreCommit_Notify). Sent before
+        // the insert's rows are seen, it may name a topic that turns out
+        // not to exist: a wake-up for nobody.
+        std::set<TopicKey> announce = touched;
+        for (size_t i : indexes) {
+          for (Fate f : fate[i]) {
+            if (f == Fate::kInsert) announce.insert(TopicKey{tenant, items[i]->topic});
+          }
+        }
+        if (!announce.empty()) {
+          announcement = NotifyPayload(announce);
+          statements.push_back(Statement{sql::kNotifyPublishName, {Param::Text(announcement)}});
+        }
+      }
+      ASSIGN_OR_RETURN(std::vector<Result> done, tx.Exec(std::move(statements), last));
+      const PGresult* res = done[0].get();
       // Rows come back in publish order; an item whose topic does not exist
       // has none.
-      int rows = PQntuples(res.get());
+      int rows = PQntuples(res);
       std::set<std::string> found;
-      for (int r = 0; r < rows; ++r) found.insert(BinaryRow(res.get(), r).Bytes(1));
+      for (int r = 0; r < rows; ++r) found.insert(BinaryRow(res, r).Bytes(1));
       int row = 0;
       std::map<Key, int64_t> assigned;  // keys inserted by this batch
       for (size_t i : indexes) {
@@ -454,7 +479,8 @@ absl::Status PgStore::PublishTransaction(
         }
         std::vector<int64_t> ids;
         ids.reserve(item.messages.size());
-        for (size_t k = 0; k < item.messages.size(); ++k) {
+        bool out_of_order = false;
+        for (size_t k = 0; k < item.messages.size() && !out_of_order; ++k) {
           const NewMessage& m = item.messages[k];
           Key key{item.topic, m.idempotency_key};
           if (fate[i][k] == Fate::kOriginal) {
@@ -465,24 +491,29 @@ absl::Status PgStore::PublishTransaction(
             ids.push_back(assigned.at(key));
             continue;
           }
-          BinaryRow r(res.get(), row);
+          BinaryRow r(res, row);
           if (row >= rows || r.Bytes(1) != item.topic) {
-            return absl::InternalError("publish returned rows out of order");
+            out_of_order = true;
+            break;
           }
           ids.push_back(r.Int8(0));
           if (!m.idempotency_key.empty()) assigned[key] = r.Int8(0);
           ++row;
         }
+        if (out_of_order) {
+          // Before the commit this rolls everything back. After it, the
+          // batch must not fail as a whole: PublishBatch would then store
+          // each item again.
+          if (!last) return absl::InternalError("publish returned rows out of order");
+          (*results)[i] = absl::InternalError(
+              "publish stored the messages but returned rows out of order: their ids are unknown");
+          continue;
+        }
         (*results)[i] = std::move(ids);
         if (inserts) touched.insert(TopicKey{tenant, item.topic});
       }
     }
-    if (!touched.empty()) {
-      // One notification per transaction, however many messages: NOTIFY
-      // serialises commits cluster-wide (PreCommit_Notify).
-      txn.exec_params(sql::kNotifyPublish, NotifyPayload(touched));
-    }
-    return tx.Commit();
+    return absl::OkStatus();  // committed with the last tenant's insert
   } catch (const std::exception& e) {
     return StatusFromException(e, &*conn);
   }
@@ -494,50 +525,49 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
                                                      int64_t max_bytes,
                                                      bool first_may_exceed,
                                                      absl::Duration ack_deadline) {
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  RETURN_IF_ERROR(
+      conn->PrepareRaw(sql::kClaimName, sql::kClaim, {kText, kInt4, kInt8, kInt8, kInt8, kBool}));
+  RETURN_IF_ERROR(conn->PrepareRaw(sql::kReleaseDueName, sql::kReleaseDue, {kText, kInt4}));
+  RETURN_IF_ERROR(
+      conn->PrepareRaw(sql::kSubscriptionExistsName, sql::kSubscriptionExists, {kText}));
+  const std::string limit_bin = EncodeInt4(max_messages), budget_bin = EncodeInt8(max_bytes),
+                    lease_bin = EncodeInt8(lease), deadline_bin = EncodeInt8(ToMs(ack_deadline)),
+                    first_bin = EncodeBool(first_may_exceed);
+  TenantTransaction tx(*conn);  // rolls back unless committed
+  RETURN_IF_ERROR(tx.Start(tenant, /*async_commit=*/true));
+  // One round trip: expired leases, ended backoffs and due deliver_at times
+  // become claimable first (the claim itself reads only ready rows); the
+  // claim; whether the subscription exists (an empty claim of a deleted one
+  // ends the stream); the commit. The claim's rows, the large result, come
+  // last but for two small statements.
+  ASSIGN_OR_RETURN(
+      std::vector<Result> res,
+      tx.Exec({Statement{sql::kReleaseDueName,
+                         {Param::Text(subscription), Param::Binary(limit_bin)}},
+               Statement{sql::kClaimName,
+                         {Param::Text(subscription), Param::Binary(limit_bin),
+                          Param::Binary(budget_bin), Param::Binary(lease_bin),
+                          Param::Binary(deadline_bin), Param::Binary(first_bin)}},
+               Statement{sql::kSubscriptionExistsName, {Param::Text(subscription)}}},
+              /*commit=*/true));
+  const PGresult* claimed = res[1].get();
+  const int n = PQntuples(claimed);
+  if (n == 0 && PQntuples(res[2].get()) == 0) {
+    return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
+  }
   std::vector<Delivery> out;
-  RETURN_IF_ERROR(InTenantTransaction(
-      pool_, tenant,
-      [&](pqxx::transaction_base& txn, Connection& conn) {
-        RETURN_IF_ERROR(
-            conn.PrepareRaw(sql::kClaimName, sql::kClaim, {kText, kInt4, kInt8, kInt8, kInt8, kBool}));
-        RETURN_IF_ERROR(conn.PrepareRaw(sql::kReleaseDueName, sql::kReleaseDue, {kText, kInt4}));
-        std::string limit_bin = EncodeInt4(max_messages);
-        // Expired leases, ended backoffs and due deliver_at times become
-        // claimable first (the claim itself reads only ready rows).
-        RETURN_IF_ERROR(ExecRaw(conn, sql::kReleaseDueName,
-                                {Param::Text(subscription), Param::Binary(limit_bin)})
-                            .status());
-        std::string budget_bin = EncodeInt8(max_bytes);
-        std::string lease_bin = EncodeInt8(lease);
-        std::string deadline_bin = EncodeInt8(ToMs(ack_deadline));
-        std::string first_bin = EncodeBool(first_may_exceed);
-        ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kClaimName,
-                                             {Param::Text(subscription), Param::Binary(limit_bin),
-                                              Param::Binary(budget_bin), Param::Binary(lease_bin),
-                                              Param::Binary(deadline_bin),
-                                              Param::Binary(first_bin)}));
-        int n = PQntuples(res.get());
-        if (n == 0) {
-          if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
-            return absl::NotFoundError(
-                absl::StrCat("subscription \"", subscription, "\" not found"));
-          }
-          return absl::OkStatus();
-        }
-        out.reserve(n);
-        for (int i = 0; i < n; ++i) {
-          BinaryRow row(res.get(), i);
-          Delivery d;
-          d.message = ReadMessage(row);
-          if (!row.IsNull(14)) d.message.payload = row.Bytes(14);
-          d.attempt = row.Int4(15);
-          d.lease = lease;
-          d.lease_expiry = row.Timestamp(16);
-          out.push_back(std::move(d));
-        }
-        return absl::OkStatus();
-      },
-      /*async_commit=*/true));
+  out.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    BinaryRow row(claimed, i);
+    Delivery d;
+    d.message = ReadMessage(row);
+    if (!row.IsNull(14)) d.message.payload = row.Bytes(14);
+    d.attempt = row.Int4(15);
+    d.lease = lease;
+    d.lease_expiry = row.Timestamp(16);
+    out.push_back(std::move(d));
+  }
   return out;
 }
 
@@ -554,37 +584,50 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
   }
   const std::string ids_arr = ids.Finish(), attempts_arr = attempts.Finish(),
                     leases_arr = leases.Finish();
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection& conn) {
-    std::vector<Oid> types = {kText, kInt8Array, kInt4Array, kInt8Array};
-    std::vector<Param> params = {Param::Text(subscription), Param::Binary(ids_arr),
-                                 Param::Binary(attempts_arr), Param::Binary(leases_arr)};
-    if (param5) {
-      types.push_back(param5_type);
-      params.push_back(*param5);
-    }
-    RETURN_IF_ERROR(conn.PrepareRaw(name, sql, types));
-    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, name, params));
-    const int rows = PQntuples(res.get());
-    if (rows == 0 && txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
-      return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
-    }
-    // Up to 10000 ids a call: match through a set, not ids x rows.
-    std::set<std::tuple<int64_t, int32_t, int64_t>> hits;
-    for (int r = 0; r < rows; ++r) {
-      BinaryRow row(res.get(), r);
-      hits.emplace(row.Int8(0), row.Int4(1), row.Int8(2));
-    }
-    for (size_t i = 0; i < keys.size(); ++i) {
-      ok[i] = hits.count({keys[i].message_id, keys[i].attempt, keys[i].lease}) > 0;
-    }
-    if (count_acked && rows > 0) {
-      txn.exec_params(sql::kCountSettled, subscription, static_cast<int64_t>(rows), 0);
-    }
-    if (announce && rows > 0) {
-      txn.exec_params(sql::kNotifyPublish, NotifyPayload({*announce}));
-    }
-    return absl::OkStatus();
-  }));
+  std::vector<Oid> types = {kText, kInt8Array, kInt4Array, kInt8Array};
+  std::vector<Param> params = {Param::Text(subscription), Param::Binary(ids_arr),
+                               Param::Binary(attempts_arr), Param::Binary(leases_arr)};
+  if (param5) {
+    types.push_back(param5_type);
+    params.push_back(*param5);
+  }
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  RETURN_IF_ERROR(conn->PrepareRaw(name, sql, types));
+  RETURN_IF_ERROR(
+      conn->PrepareRaw(sql::kSubscriptionExistsName, sql::kSubscriptionExists, {kText}));
+  RETURN_IF_ERROR(conn->PrepareRaw(sql::kCountSettledName, sql::kCountSettled,
+                                   {kText, kInt8, kInt8}));
+  RETURN_IF_ERROR(conn->PrepareRaw(sql::kNotifyPublishName, sql::kNotifyPublish, {kText}));
+  TenantTransaction tx(*conn);  // rolls back unless committed
+  RETURN_IF_ERROR(tx.Start(tenant, /*async_commit=*/false));
+  // Two round trips: the change (with BEGIN and whether the subscription
+  // exists), then its accounting and announcement with the COMMIT.
+  ASSIGN_OR_RETURN(std::vector<Result> res,
+                   tx.Exec({Statement{name, params},
+                            Statement{sql::kSubscriptionExistsName, {Param::Text(subscription)}}}));
+  const int rows = PQntuples(res[0].get());
+  if (rows == 0 && PQntuples(res[1].get()) == 0) {
+    return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
+  }
+  // Up to 10000 ids a call: match through a set, not ids x rows.
+  std::set<std::tuple<int64_t, int32_t, int64_t>> hits;
+  for (int r = 0; r < rows; ++r) {
+    BinaryRow row(res[0].get(), r);
+    hits.emplace(row.Int8(0), row.Int4(1), row.Int8(2));
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ok[i] = hits.count({keys[i].message_id, keys[i].attempt, keys[i].lease}) > 0;
+  }
+  const std::string count_bin = EncodeInt8(rows), zero_bin = EncodeInt8(0);
+  const std::string announcement = announce ? NotifyPayload({*announce}) : std::string();
+  if (count_acked && rows > 0) {
+    tx.Queue(Statement{sql::kCountSettledName, {Param::Text(subscription),
+                                                Param::Binary(count_bin), Param::Binary(zero_bin)}});
+  }
+  if (announce && rows > 0) {
+    tx.Queue(Statement{sql::kNotifyPublishName, {Param::Text(announcement)}});
+  }
+  RETURN_IF_ERROR(tx.Commit());
   return ok;
 }
 

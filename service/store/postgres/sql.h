@@ -41,6 +41,16 @@ inline constexpr char kSetTenantLiteral[] =
 inline constexpr char kSetTenantAsyncCommitLiteral[] =
     "SELECT set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS
     ", set_config('pgbus.tenant_id', ";
+// Prepared forms for pipelined transactions (TenantTransaction::Start).
+inline constexpr char kBeginName[] = "pgbus_begin";
+inline constexpr char kBegin[] = "BEGIN";
+inline constexpr char kCommitName[] = "pgbus_commit";
+inline constexpr char kCommit[] = "COMMIT";
+inline constexpr char kSetTenantName[] = "pgbus_tenant";
+inline constexpr char kSetTenantAsyncCommitName[] = "pgbus_tenant_async_commit";
+inline constexpr char kSetTenantAsyncCommit[] =
+    "SELECT set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS
+    ", set_config('pgbus.tenant_id', $1, true)";
 
 inline constexpr char kEnsureTenant[] =
     "INSERT INTO pgbus.tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING";
@@ -220,9 +230,11 @@ inline constexpr char kIdempotentMessages[] =
     " JOIN unnest($1::text[], $2::text[]) AS i(topic, key) ON k.topic = i.topic AND k.key = i.key"
     " WHERE k.tenant_id = " PGBUS_TENANT " AND k.message_id IS NOT NULL";
 
+inline constexpr char kNotifyPublishName[] = "pgbus_notify_publish";
 inline constexpr char kNotifyPublish[] = "SELECT pg_notify('pgbus_publish', $1)";
 inline constexpr char kPublishChannel[] = "pgbus_publish";
 
+inline constexpr char kSubscriptionExistsName[] = "pgbus_subscription_exists";
 inline constexpr char kSubscriptionExists[] =
     "SELECT 1 FROM pgbus.subscriptions WHERE tenant_id = " PGBUS_TENANT " AND name = $1";
 
@@ -445,6 +457,7 @@ inline constexpr char kFoldTenantUsage[] = "SELECT pgbus.fold_tenant_usage()";
 inline constexpr char kFoldCounters[] = "SELECT pgbus.fold_counters()";
 
 // $1 subscription, $2 acked, $3 dead-lettered.
+inline constexpr char kCountSettledName[] = "pgbus_count_settled";
 inline constexpr char kCountSettled[] =
     "INSERT INTO pgbus.counters (tenant_id, subscription, acked, dead_lettered)"
     " VALUES (" PGBUS_TENANT ", $1, $2, $3)";
