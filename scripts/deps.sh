@@ -55,6 +55,17 @@ go_install protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc \
 # The Go SDK's modules, pinned by sdk/go/go.sum, into Go's module cache.
 (cd sdk/go && go mod download)
 
+# The TypeScript SDK's pinned tools and dependencies (package-lock.json),
+# with the machine's Node.js and npm.
+ts="$PWD/sdk/typescript"
+want=$(sha256sum "$ts/package-lock.json" | cut -d' ' -f1)
+if [ ! -d "$ts/node_modules" ] || [ "$(cat "$ts/node_modules/.lock.sha256" 2>/dev/null)" != "$want" ]; then
+  command -v npm >/dev/null || { echo "deps: Node.js and npm are needed for sdk/typescript" >&2; exit 1; }
+  echo "deps: npm ci in sdk/typescript" >&2
+  (cd "$ts" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$ts/node_modules/.lock.sha256"
+fi
+
 # The Python SDK's pinned tools and test dependencies, in ./.venv (python3
 # and its venv module come with the machine's toolchain).
 venv="$PWD/.venv"

@@ -17,14 +17,6 @@ done
 protoc -I "$root/proto" --go_out="$out" --go_opt=module=$module \
   --go-grpc_out="$out" --go-grpc_opt=module=$module "${maps[@]}" \
   "$root"/proto/pgbus/v1/*.proto
-dest="$root/sdk/go/pgbus/v1"
-if [ "${1:-}" = "--check" ]; then
-  if ! diff -r "$out/pgbus/v1" "$dest" >/dev/null; then
-    echo "sdk/go/pgbus/v1 is stale: run sdk/go/generate.sh and commit the result" >&2
-    diff -r "$out/pgbus/v1" "$dest" | head -20 >&2
-    exit 1
-  fi
-  exit 0
-fi
-rm -rf "$dest"
-cp -r "$out/pgbus/v1" "$dest"
+# shellcheck source=../generated.sh
+source "$root/sdk/generated.sh"
+install_generated "$out/pgbus/v1" "$root/sdk/go/pgbus/v1" sdk/go/generate.sh "${1:-}"
