@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -347,6 +350,107 @@ func TestRetriedPublishIsStoredOnce(t *testing.T) {
 	}
 	if stored := sql(t, s.Tenant, "SELECT id FROM pgbus.messages"); stored != id {
 		t.Errorf("stored %s, the retry answered %s", stored, id)
+	}
+}
+
+func TestSubscriberReconnectsAfterRestartAndMissesNothing(t *testing.T) {
+	s := startServer(t, false)
+	c := connect(t, s)
+	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t"})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub := c.Subscriber("s", nil)
+	in := &inbox{}
+	done := make(chan error, 1)
+	go func() { done <- sub.Receive(ctx, in.handle) }()
+	count := func() int {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		return len(in.got)
+	}
+	waitFor := func(n int, d time.Duration) bool {
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+			if count() >= n {
+				return true
+			}
+		}
+		return count() >= n
+	}
+	if _, err := c.Publish(ctx, "t", []*pb.PublishMessage{{Payload: []byte("before")}}); err != nil {
+		t.Fatal(err)
+	}
+	if !waitFor(1, 10*time.Second) {
+		t.Fatal("nothing received before the restart")
+	}
+	s.stop(syscall.SIGTERM)
+	s.start() // the same port
+	// The publisher retries while the replica comes back.
+	pub := c.Publisher("t", nil)
+	_, err := pub.Publish(ctx, &pgbus.Message{Data: []byte("after")}).Get(ctx)
+	pub.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := waitFor(2, 20*time.Second)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Receive: %v", err)
+	}
+	if !both {
+		t.Fatalf("received %d of 2", count())
+	}
+	var payloads []string
+	for _, m := range in.got {
+		payloads = append(payloads, string(m.Message.GetPayload()))
+	}
+	sort.Strings(payloads)
+	if strings.Join(payloads, ",") != "after,before" {
+		t.Errorf("received %v", payloads)
+	}
+	if sub.Reconnects() < 1 {
+		t.Error("the subscriber never reconnected")
+	}
+}
+
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("openssl", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+	}
+	curve := []string{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"}
+	run(append(append([]string{"req", "-x509"}, curve...), "-days", "1", "-keyout", "ca.key",
+		"-out", "ca.pem", "-subj", "/CN=pgbus-go-ca")...)
+	run(append(append([]string{"req"}, curve...), "-keyout", "server.key", "-out", "server.csr",
+		"-subj", "/CN=localhost")...)
+	if err := os.WriteFile(filepath.Join(dir, "server.ext"),
+		[]byte("subjectAltName=DNS:localhost,IP:127.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run("x509", "-req", "-days", "1", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+		"-CAcreateserial", "-out", "server.pem", "-extfile", "server.ext")
+	s := startServer(t, false, "--tls-cert-file", filepath.Join(dir, "server.pem"),
+		"--tls-key-file", filepath.Join(dir, "server.key"))
+	ca, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	ctx := context.Background()
+	trusted := connect(t, s, pgbus.WithTLS(&tls.Config{RootCAs: roots}))
+	if topic, err := trusted.CreateTopic(ctx, &pb.Topic{Name: "secure"}); err != nil ||
+		topic.GetName() != "secure" {
+		t.Fatalf("over TLS with the CA: %v, %v", topic, err)
+	}
+	// The system's CAs do not know this one: the handshake fails.
+	untrusted := connect(t, s, pgbus.WithTLS(&tls.Config{}), pgbus.WithTimeout(3*time.Second))
+	if _, err := untrusted.CreateTopic(ctx, &pb.Topic{Name: "other"}); status.Code(err) != codes.Unavailable {
+		t.Errorf("over TLS without the CA: %v, want UNAVAILABLE", err)
 	}
 }
 

@@ -43,6 +43,7 @@ type server struct {
 	Target string
 	Tenant string
 	auth   bool
+	args   []string // more flags
 	cmd    *exec.Cmd
 	log    string
 }
@@ -54,10 +55,10 @@ func randomName(prefix string) string {
 }
 
 // startServer runs pgbusd in dev mode with a tenant of its own, or with
-// API keys checked when auth.
-func startServer(t *testing.T, auth bool) *server {
+// API keys checked when auth; args are more flags (TLS files, say).
+func startServer(t *testing.T, auth bool, args ...string) *server {
 	t.Helper()
-	s := &server{t: t, Tenant: randomName("go-"), auth: auth,
+	s := &server{t: t, Tenant: randomName("go-"), auth: auth, args: args,
 		Target: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 		log:    t.TempDir() + "/pgbusd.log"}
 	s.start()
@@ -67,7 +68,7 @@ func startServer(t *testing.T, auth bool) *server {
 
 func (s *server) start() {
 	pgbusd, pgDir := env(s.t)
-	args := []string{"serve", "--listen", s.Target, "--poll-interval-ms", "100"}
+	args := append([]string{"serve", "--listen", s.Target, "--poll-interval-ms", "100"}, s.args...)
 	if !s.auth {
 		args = append(args, "--dev-mode", "--default-tenant", s.Tenant)
 	}

@@ -33,17 +33,18 @@ class Server:
     """pgbusd serving on 127.0.0.1:<port>; dev mode with its own tenant
     unless `auth` (then API keys are checked)."""
 
-    def __init__(self, auth: bool = False, tenant: str = "", port: int = 0):
+    def __init__(self, auth: bool = False, tenant: str = "", port: int = 0, args=()):
         self.tenant = tenant or f"py-{uuid.uuid4().hex[:12]}"
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         self.auth = auth
+        self.args = list(args)  # more flags (TLS files, say)
         self.log = tempfile.NamedTemporaryFile(prefix="pgbusd-", suffix=".log", delete=False)
         self.proc = None
         self.start()
 
     def start(self) -> None:
-        args = [PGBUSD, "serve", "--listen", self.target, "--poll-interval-ms", "100"]
+        args = [PGBUSD, "serve", "--listen", self.target, "--poll-interval-ms", "100", *self.args]
         if not self.auth:
             args += ["--dev-mode", "--default-tenant", self.tenant]
         env = dict(os.environ, PGBUS_DATABASE_URL=dsn("pgbus_app"))

@@ -75,10 +75,20 @@ class Client:
 
     # -- plumbing ---------------------------------------------------------
 
-    def call(self, method: Callable, request, timeout: Optional[float] = None):
-        """Runs a unary stub method with the key and a deadline; PgbusError on failure."""
+    def call(self, method: Callable, request, timeout: Optional[float] = None,
+             wait_for_ready: bool = False):
+        """Runs a unary stub method with the key and a deadline; PgbusError on failure.
+
+        With `wait_for_ready` (publish, ack and lease calls), a call made while
+        a replica restarts waits up to its deadline for the channel to connect
+        instead of failing at once. It also keeps the channel polled: grpcio
+        drives a connection attempt only from threads waiting on a call, and
+        with fail-fast calls alone a reconnect after a restart could sit
+        unnoticed (every call failing UNAVAILABLE) for minutes. Admin calls
+        fail fast, with the connection's error (a TLS handshake, say)."""
         try:
-            return method(request, metadata=self._metadata, timeout=timeout or self.timeout)
+            return method(request, metadata=self._metadata, timeout=timeout or self.timeout,
+                          wait_for_ready=wait_for_ready)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
@@ -172,12 +182,12 @@ class Client:
                 timeout: Optional[float] = None) -> list[str]:
         """One Publish call (no batching, no retry: see Publisher)."""
         req = bus_pb2.PublishRequest(topic=topic, messages=messages)
-        return list(self.call(self.bus.Publish, req, timeout).message_ids)
+        return list(self.call(self.bus.Publish, req, timeout, wait_for_ready=True).message_ids)
 
     def ack(self, subscription: str, ack_ids: list[str]) -> list[int]:
         """Per ack id: bus_pb2.ACK_STATUS_OK, or ACK_STATUS_EXPIRED (it may come again)."""
         req = bus_pb2.AckRequest(subscription=subscription, ack_ids=ack_ids)
-        return [r.status for r in self.call(self.bus.Ack, req).results]
+        return [r.status for r in self.call(self.bus.Ack, req, wait_for_ready=True).results]
 
     def modify_ack_deadline(self, subscription: str, ack_ids: list[str], seconds: float,
                             reason: str = "") -> list[int]:
@@ -185,7 +195,8 @@ class Client:
         req = bus_pb2.ModifyAckDeadlineRequest(
             subscription=subscription, ack_ids=ack_ids, ack_deadline=duration(seconds),
             reason=reason)
-        return [r.status for r in self.call(self.bus.ModifyAckDeadline, req).results]
+        return [r.status for r in self.call(self.bus.ModifyAckDeadline, req,
+                                               wait_for_ready=True).results]
 
     def upload(self, topic: str, source: bytes | BinaryIO) -> bus_pb2.UploadPayloadResponse:
         """Streams bytes or a binary file object to UploadPayload in 1 MiB
@@ -211,7 +222,7 @@ class Client:
                                                sha256=digest.digest())
 
         try:
-            return self.bus.UploadPayload(chunks(), metadata=self._metadata)
+            return self.bus.UploadPayload(chunks(), metadata=self._metadata, wait_for_ready=True)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 

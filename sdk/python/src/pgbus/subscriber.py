@@ -128,7 +128,8 @@ class Subscriber:
         while not self._stopping.is_set():
             try:
                 self._stream = self._client.bus.Subscribe(self._request,
-                                                          metadata=self._client.metadata)
+                                                          metadata=self._client.metadata,
+                                                          wait_for_ready=True)
                 for response in self._stream:
                     backoff = 0.1
                     for received in response.messages:
