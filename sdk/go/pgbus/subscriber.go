@@ -16,7 +16,7 @@ type ReceiveSettings struct {
 	MaxOutstandingMessages int64
 	MaxOutstandingBytes    int64
 	// The lease of each delivery; default 30 s. While a handler runs (or a
-	// message is held unsettled) the lease is extended every AckDeadline/2,
+	// message is held unsettled) the lease is extended every AckDeadline/3,
 	// up to MaxExtension in all (default 60 min).
 	AckDeadline  time.Duration
 	MaxExtension time.Duration
@@ -221,7 +221,8 @@ func (s *Subscriber) stream(ctx context.Context, work chan<- *Received) error {
 // extendLeases keeps the leases of unsettled messages alive every
 // AckDeadline/2 while they are younger than MaxExtension, until ctx ends.
 func (s *Subscriber) extendLeases(ctx context.Context) {
-	interval := max(s.settings.AckDeadline/2, 200*time.Millisecond)
+	// A third of the deadline: two extensions may be late before a lease lapses.
+	interval := max(s.settings.AckDeadline/3, 200*time.Millisecond)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {

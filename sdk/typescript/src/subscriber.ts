@@ -18,7 +18,7 @@ export interface ReceiveSettings {
   maxOutstandingBytes?: number;
   /**
    * The lease of each delivery; default 30 s. While a message is unsettled
-   * its lease is extended every ackDeadlineMs/2, up to maxExtensionMs in
+   * its lease is extended every ackDeadlineMs/3, up to maxExtensionMs in
    * all (default 60 min).
    */
   ackDeadlineMs?: number;
@@ -157,7 +157,8 @@ export class Subscriber {
     };
     const extender = setInterval(
       () => this.extendLeases(),
-      Math.max(this.settings.ackDeadlineMs / 2, 200),
+      // A third of the deadline: two extensions may be late before a lease lapses.
+      Math.max(this.settings.ackDeadlineMs / 3, 200),
     );
     try {
       await this.stream(stop.signal, (m) => {

@@ -67,7 +67,7 @@ class Subscriber:
     `max_outstanding_bytes` are unacked at once (the server's flow control).
 
     While a handler runs longer than the ack deadline, its lease is
-    extended (ModifyAckDeadline) every `ack_deadline / 2` seconds, up to
+    extended (ModifyAckDeadline) every `ack_deadline / 3` seconds, up to
     `max_lease_extension` seconds in all, so a slow handler is not given to
     someone else. A message whose handler raised is nacked. When the server
     ends the stream (UNAVAILABLE: a replica stopping), it reconnects with
@@ -178,7 +178,7 @@ class Subscriber:
         return statuses == [bus_pb2.ACK_STATUS_OK]
 
     def _extend_leases(self) -> None:
-        interval = max(self._ack_deadline / 2, 0.2)
+        interval = max(self._ack_deadline / 3, 0.2)
         while not self._stopping.wait(interval) or self._leased:
             now = time.monotonic()
             with self._lock:
