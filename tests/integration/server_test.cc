@@ -3,6 +3,8 @@
 
 #include <pqxx/pqxx>
 
+#include <unistd.h>
+
 #include "absl/time/clock.h"
 #include "tests/support/harness.h"
 
@@ -127,6 +129,54 @@ TEST(Server, GrpcurlSeesReflectionAndHealth) {
   std::string created = Grpcurl("-d '{\"topic\":{\"name\":\"from-grpcurl\"}}' " +
                                 server.target() + " pgbus.v1.AdminService/CreateTopic");
   EXPECT_NE(created.find("\"from-grpcurl\""), std::string::npos) << created;
+}
+
+// grpc.health.v1 as Kubernetes probes it: the overall status (readiness)
+// follows whether Postgres answers; "liveness" stays SERVING meanwhile.
+// pgbusd runs as a role of its own here, which the test locks out.
+std::string HealthStatus(const std::string& target, const std::string& service) {
+  std::string out = Grpcurl("-d '{\"service\":\"" + service + "\"}' " + target +
+                            " grpc.health.v1.Health/Check");
+  for (const char* s : {"NOT_SERVING", "SERVING"}) {
+    if (out.find(std::string("\"") + s + "\"") != std::string::npos) return s;
+  }
+  return out;
+}
+
+bool WaitForHealth(const std::string& target, const std::string& want) {
+  for (absl::Time end = absl::Now() + absl::Seconds(20); absl::Now() < end;
+       absl::SleepFor(absl::Milliseconds(100))) {
+    if (HealthStatus(target, "") == want) return true;
+  }
+  return false;
+}
+
+TEST(Server, ReadinessFollowsPostgresAndLivenessDoesNot) {
+  const std::string role = "pgbus_test_ready_" + std::to_string(getpid());
+  pqxx::connection su(testing::SuperuserDsn());
+  pqxx::nontransaction q(su);
+  q.exec("DROP ROLE IF EXISTS " + role);
+  q.exec("CREATE ROLE " + role + " LOGIN IN ROLE pgbus_app");
+  std::string dsn = testing::AppDsn();
+  dsn.replace(dsn.find("user=pgbus_app"), std::string("user=pgbus_app").size(), "user=" + role);
+  {
+    Pgbusd server({"--health-interval-ms", "200"}, "", dsn);
+    EXPECT_EQ(HealthStatus(server.target(), ""), "SERVING");
+    EXPECT_EQ(HealthStatus(server.target(), "liveness"), "SERVING");
+
+    // Postgres stops answering pgbusd: its sessions end, new ones are refused.
+    q.exec("ALTER ROLE " + role + " NOLOGIN");
+    q.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = " +
+           q.quote(role));
+    EXPECT_TRUE(WaitForHealth(server.target(), "NOT_SERVING")) << server.Log();
+    EXPECT_EQ(HealthStatus(server.target(), "liveness"), "SERVING");
+    EXPECT_NE(server.Log().find("not_ready"), std::string::npos);
+
+    q.exec("ALTER ROLE " + role + " LOGIN");
+    EXPECT_TRUE(WaitForHealth(server.target(), "SERVING")) << server.Log();
+    server.Kill();
+  }
+  q.exec("DROP ROLE " + role);
 }
 
 }  // namespace

@@ -794,6 +794,21 @@ absl::StatusOr<int> PgStore::ReapExpired(int batch) {
   }
 }
 
+absl::Status PgStore::Ping() {
+  if (ping_conn_ == nullptr || ping_conn_->broken) {
+    ping_conn_.reset();
+    ASSIGN_OR_RETURN(ping_conn_, Connection::Open(options_.dsn, /*statement_timeout_ms=*/5000));
+  }
+  try {
+    pqxx::nontransaction q(*ping_conn_);
+    q.exec("SELECT 1");
+    return absl::OkStatus();
+  } catch (const std::exception& e) {
+    ping_conn_->broken = true;
+    return absl::UnavailableError(absl::StrCat("Postgres does not answer: ", e.what()));
+  }
+}
+
 absl::StatusOr<int> PgStore::RefreshStatistics() {
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
   try {

@@ -98,6 +98,11 @@ class PgStore : public Store, public Directory {
       std::function<void(const std::vector<TopicKey>&)> on_publish) override;
   void StopListening() override;
 
+  // Whether Postgres answers, on a connection of its own (a pool busy with
+  // work must not look like an outage): OK, or UNAVAILABLE. For readiness
+  // checks; one caller at a time.
+  absl::Status Ping();
+
  private:
   explicit PgStore(const PgStoreOptions& options);
   // Publishes every item in one transaction; per-item NOT_FOUND for a
@@ -123,6 +128,7 @@ class PgStore : public Store, public Directory {
   ConnectionPool pool_;
   std::atomic<bool> listening_{false};
   std::thread listener_;
+  std::unique_ptr<Connection> ping_conn_;  // Ping()'s; reopened after a failure
 };
 
 }  // namespace pgbus::store::postgres
