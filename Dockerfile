@@ -13,7 +13,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       cmake ninja-build g++ pkg-config \
       libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto \
-      libabsl-dev libpqxx-dev libpq-dev libssl-dev \
+      libabsl-dev libpqxx-dev libpq-dev libssl-dev prometheus-cpp-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -32,11 +32,12 @@ FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libabsl20220623 libgrpc++1.51 libgrpc29 libpq5 libpqxx-6.4 libprotobuf32 libssl3 \
+      libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/build/pgbusd /usr/local/bin/pgbusd
 # Listen on every interface of the pod; the chart sets the rest.
 ENV PGBUS_LISTEN=0.0.0.0:50051
-EXPOSE 50051
+EXPOSE 50051 9090
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/pgbusd"]
 CMD ["serve"]

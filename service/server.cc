@@ -15,12 +15,14 @@
 #include "grpc/health/v1/health.pb.h"
 #include "service/api/admin_service.h"
 #include "service/api/bus_service.h"
+#include "service/api/metrics_interceptor.h"
 #include "service/auth/authenticator.h"
 #include "service/auth/limiter.h"
 #include "service/bus/bus.h"
 #include "service/bus/reaper.h"
 #include "service/common/status_macros.h"
 #include "service/obs/log.h"
+#include "service/obs/metrics.h"
 #include "service/store/postgres/pg_store.h"
 
 namespace pgbus {
@@ -131,6 +133,10 @@ absl::Status Serve(const config::Config& config) {
   quota.Resize(static_cast<size_t>(config.max_call_memory_mb) << 20);
   builder.SetResourceQuota(quota);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, config.max_calls_per_connection);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+      interceptors;
+  interceptors.push_back(api::RpcMetricsInterceptor());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   builder.RegisterService(&bus_service);
   builder.RegisterService(&admin_service);
   // Payloads above the inline limit are uploaded in chunks; the receive
@@ -149,6 +155,25 @@ absl::Status Serve(const config::Config& config) {
                                                              : "mutual"},
              {"auth", config.dev_mode ? "off (dev_mode)" : "api keys"},
              {"workers", std::to_string(config.workers)}});
+  // Prometheus metrics: counted always, served when metrics_listen is set;
+  // the gauges are sampled every second.
+  std::unique_ptr<obs::MetricsServer> metrics;
+  if (!config.metrics_listen.empty()) {
+    ASSIGN_OR_RETURN(metrics, obs::ServeMetrics(config.metrics_listen));
+    obs::Info("metrics", {{"addr", absl::StrCat(config.metrics_listen.substr(
+                                                    0, config.metrics_listen.rfind(':')),
+                                                ":", metrics->port())}});
+  }
+  absl::Notification stop_sampling;
+  std::thread sampler([&] {
+    do {
+      bus::Dispatcher::Counts c = bus.StreamCounts();
+      obs::SetOpenStreams(c.streams);
+      obs::SetOutstandingMessages(c.outstanding);
+      obs::SetWorkerQueueDepth(static_cast<int64_t>(pool.QueueDepth()));
+    } while (!stop_sampling.WaitForNotificationWithTimeout(absl::Seconds(1)));
+  });
+
   if (!config.port_file.empty()) {
     std::string tmp = config.port_file + ".tmp";
     std::ofstream(tmp) << port << "\n";
@@ -190,6 +215,8 @@ absl::Status Serve(const config::Config& config) {
 
   stop_health.Notify();
   health_watch.join();
+  stop_sampling.Notify();
+  sampler.join();
   health->SetServingStatus(false);
   bus.Shutdown();  // streams end with UNAVAILABLE; queued publishes commit
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(config.shutdown_grace_ms)));

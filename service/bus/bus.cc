@@ -11,6 +11,7 @@
 #include "service/common/sha256.h"
 #include "service/common/status_macros.h"
 #include "service/obs/log.h"
+#include "service/obs/metrics.h"
 
 namespace pgbus::bus {
 namespace {
@@ -257,11 +258,25 @@ absl::StatusOr<std::vector<store::LeaseKey>> Bus::DecodeAckIds(
   return keys;
 }
 
+namespace {
+// Counts what a lease call did: `done` for the leases it changed (when
+// given), expired for those it found gone.
+void CountSettled(const LeaseResults& ok, void (*done)(int64_t)) {
+  int64_t hit = 0;
+  for (bool b : ok) hit += b ? 1 : 0;
+  if (done != nullptr && hit > 0) done(hit);
+  if (hit < static_cast<int64_t>(ok.size())) {
+    obs::CountLeaseExpired(static_cast<int64_t>(ok.size()) - hit);
+  }
+}
+}  // namespace
+
 absl::StatusOr<LeaseResults> Bus::Ack(const std::string& tenant, const std::string& subscription,
                                       const std::vector<std::string>& ack_ids) {
   RETURN_IF_ERROR(ValidateName("subscription", subscription));
   ASSIGN_OR_RETURN(std::vector<store::LeaseKey> keys, DecodeAckIds(ack_ids));
   ASSIGN_OR_RETURN(LeaseResults ok, store_->Ack(tenant, subscription, keys));
+  CountSettled(ok, obs::CountAcked);
   dispatcher_->LeasesChanged(keys, ok, std::nullopt);
   return ok;
 }
@@ -288,7 +303,12 @@ absl::StatusOr<LeaseResults> Bus::ModifyAckDeadline(const std::string& tenant,
   ASSIGN_OR_RETURN(LeaseResults ok, store_->ModifyAckDeadline(tenant, subscription, keys, deadline,
                                                                 reason));
   std::optional<absl::Time> expiry;
-  if (deadline > absl::ZeroDuration()) expiry = now + deadline;
+  if (deadline > absl::ZeroDuration()) {
+    expiry = now + deadline;
+    CountSettled(ok, nullptr);  // extended: only lost leases count
+  } else {
+    CountSettled(ok, obs::CountNacked);
+  }
   dispatcher_->LeasesChanged(keys, ok, expiry);
   return ok;
 }

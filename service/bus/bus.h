@@ -118,6 +118,9 @@ class Bus {
   // (empty: any topic).
   void Wake(const std::vector<store::TopicKey>& topics) { dispatcher_->Wake(topics); }
 
+  // Open streams and their unsettled messages, for metrics.
+  Dispatcher::Counts StreamCounts() { return dispatcher_->Count(); }
+
   // Ends streams with UNAVAILABLE and commits queued publishes.
   void Shutdown();
 

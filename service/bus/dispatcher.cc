@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "service/common/topic_pattern.h"
 #include "service/obs/log.h"
+#include "service/obs/metrics.h"
 
 namespace pgbus::bus {
 namespace {
@@ -90,9 +91,11 @@ void Stream::ClaimOnce() {
       dispatcher_->Wake({store::TopicKey{options_.tenant, *moved}});
     }
   }
+  const absl::Time claim_started = absl::Now();
   auto claimed = dispatcher_->store_->Claim(options_.tenant, options_.subscription, lease_,
                                             std::max(limit, 1), std::max<int64_t>(credit_bytes, 0),
                                             /*first_may_exceed=*/idle, options_.ack_deadline);
+  if (claimed.ok()) obs::CountClaim(static_cast<int>(claimed->size()), absl::Now() - claim_started);
   std::shared_ptr<StreamSink> sink;
   bool again = false;
   bool ended = false;
@@ -287,6 +290,16 @@ void Dispatcher::LeasesChanged(const std::vector<store::LeaseKey>& keys,
     }
   }
   for (const auto& s : streams) s->LeasesChanged(keys, ok, new_expiry);
+}
+
+Dispatcher::Counts Dispatcher::Count() {
+  Counts c;
+  for (const auto& s : Snapshot(nullptr)) {
+    ++c.streams;
+    absl::MutexLock lock(&s->mu_);
+    c.outstanding += static_cast<int64_t>(s->outstanding_.size());
+  }
+  return c;
 }
 
 int64_t Dispatcher::ActiveStreams(const std::string& tenant, const std::string& subscription) {

@@ -117,6 +117,12 @@ class Dispatcher {
   void LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::vector<bool>& ok,
                      std::optional<absl::Time> new_expiry);
   // Streams open on this replica for the subscription.
+  // Open streams and the messages leased to them, for metrics.
+  struct Counts {
+    int64_t streams = 0;
+    int64_t outstanding = 0;
+  };
+  Counts Count();
   int64_t ActiveStreams(const std::string& tenant, const std::string& subscription);
   // Ends every stream with `status` and refuses new ones, first giving back
   // the leases each stream holds (blocks on the store: call it from a

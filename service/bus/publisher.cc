@@ -3,6 +3,9 @@
 #include <set>
 #include <utility>
 
+#include "absl/time/clock.h"
+#include "service/obs/metrics.h"
+
 namespace pgbus::bus {
 namespace {
 // Payload bytes in one group commit (one call may exceed it alone): bounds
@@ -79,7 +82,11 @@ void Publisher::Run() {
     std::vector<const store::PublishItem*> items;
     items.reserve(batch.size());
     for (const Pending& p : batch) items.push_back(&p.item);
+    const absl::Time started = absl::Now();
     auto results = store_->PublishBatch(items);
+    int messages = 0;
+    for (const Pending& p : batch) messages += static_cast<int>(p.item.messages.size());
+    obs::CountPublishCommit(messages, absl::Now() - started);
     transactions_.fetch_add(1);
     requests_.fetch_add(static_cast<int64_t>(batch.size()));
     std::set<store::TopicKey> committed;

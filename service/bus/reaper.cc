@@ -1,6 +1,7 @@
 #include "service/bus/reaper.h"
 
 #include "service/obs/log.h"
+#include "service/obs/metrics.h"
 
 namespace pgbus::bus {
 
@@ -57,6 +58,7 @@ void Reaper::ReapOnce() {
       break;
     }
     reaped_ += *n;
+    obs::CountReaped(*n);
     if (*n < batch_) break;
   }
   absl::MutexLock lock(&mu_);

@@ -19,6 +19,11 @@ bool WorkerPool::Submit(std::function<void()> task) {
   return true;
 }
 
+size_t WorkerPool::QueueDepth() {
+  absl::MutexLock lock(&mu_);
+  return queue_.size();
+}
+
 void WorkerPool::Stop() {
   {
     absl::MutexLock lock(&mu_);

@@ -27,6 +27,8 @@ class WorkerPool {
   // Queues `task`; false (and `task` is dropped) when the queue is full or
   // the pool is stopping.
   bool Submit(std::function<void()> task);
+  // Tasks waiting for a thread.
+  size_t QueueDepth();
   // Runs what is queued, then joins the threads. Idempotent.
   void Stop();
 

@@ -72,6 +72,8 @@ struct Config {
   // How often readiness (grpc.health.v1, service "") checks that Postgres
   // answers.
   int health_interval_ms = 5000;
+  // host:port to serve Prometheus metrics on (/metrics); empty: none.
+  std::string metrics_listen;
   // When set, the bound port is written here once serving (tests use it).
   std::string port_file;
 };

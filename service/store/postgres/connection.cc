@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "service/common/status_macros.h"
+#include "service/obs/metrics.h"
 #include "service/store/postgres/sql.h"
 
 namespace pgbus::store::postgres {
@@ -263,6 +264,7 @@ std::string ArrayBuilder::Finish() {
 }
 
 absl::Status StatusFromSqlState(const std::string& sqlstate, const std::string& message) {
+  obs::CountPostgresError(sqlstate);
   std::string text = absl::StrCat(FirstLine(message), " (SQLSTATE ", sqlstate, ")");
   if (sqlstate == "23505") return absl::AlreadyExistsError(text);
   if (sqlstate == "23503") return absl::FailedPreconditionError(text);
@@ -325,8 +327,11 @@ absl::StatusOr<ConnectionPool::Lease> ConnectionPool::Acquire(absl::Duration wai
     auto available = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return !idle_.empty() || open_ < size_;
     };
-    if (!mu_.AwaitWithTimeout(absl::Condition(&available), wait)) {
-      return absl::UnavailableError("all database connections are busy");
+    if (!available()) {
+      const absl::Time waiting = absl::Now();
+      const bool got = mu_.AwaitWithTimeout(absl::Condition(&available), wait);
+      obs::CountPoolWait(absl::Now() - waiting);
+      if (!got) return absl::UnavailableError("all database connections are busy");
     }
     if (!idle_.empty()) {
       std::unique_ptr<Connection> conn = std::move(idle_.back());

@@ -1,0 +1,151 @@
+#include "service/obs/metrics.h"
+
+#include <prometheus/counter.h>
+#include <prometheus/exposer.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace pgbus::obs {
+namespace {
+
+using prometheus::BuildCounter;
+using prometheus::BuildGauge;
+using prometheus::BuildHistogram;
+using prometheus::Histogram;
+
+// Seconds, from 0.5 ms to 30 s.
+const Histogram::BucketBoundaries& LatencyBuckets() {
+  static const auto* b = new Histogram::BucketBoundaries{
+      0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30};
+  return *b;
+}
+
+struct Metrics {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  prometheus::Family<prometheus::Counter>& rpcs =
+      BuildCounter().Name("pgbus_rpc_requests_total")
+          .Help("RPCs finished, by method and status code").Register(*registry);
+  prometheus::Family<Histogram>& rpc_seconds =
+      BuildHistogram().Name("pgbus_rpc_duration_seconds")
+          .Help("RPC duration by method (a Subscribe stream: its whole life)")
+          .Register(*registry);
+  Histogram& commit_batch =
+      BuildHistogram().Name("pgbus_publish_batch_messages")
+          .Help("messages per publish group commit").Register(*registry)
+          .Add({}, Histogram::BucketBoundaries{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000});
+  Histogram& commit_seconds =
+      BuildHistogram().Name("pgbus_publish_commit_seconds")
+          .Help("publish group commit latency (one transaction)").Register(*registry)
+          .Add({}, LatencyBuckets());
+  Histogram& claim_seconds =
+      BuildHistogram().Name("pgbus_claim_seconds")
+          .Help("latency of a claim (one transaction that leases messages to a stream)")
+          .Register(*registry).Add({}, LatencyBuckets());
+  prometheus::Counter& delivered =
+      BuildCounter().Name("pgbus_messages_delivered_total")
+          .Help("messages leased to Subscribe streams (redeliveries included)")
+          .Register(*registry).Add({});
+  prometheus::Family<prometheus::Counter>& settled =
+      BuildCounter().Name("pgbus_leases_settled_total")
+          .Help("leases ended by outcome: acked, nacked, expired (an ack or lease change "
+                "that came too late)")
+          .Register(*registry);
+  prometheus::Counter& acked = settled.Add({{"outcome", "acked"}});
+  prometheus::Counter& nacked = settled.Add({{"outcome", "nacked"}});
+  prometheus::Counter& expired = settled.Add({{"outcome", "expired"}});
+  prometheus::Counter& reaped =
+      BuildCounter().Name("pgbus_reaped_messages_total")
+          .Help("expired messages deleted by the reaper").Register(*registry).Add({});
+  prometheus::Family<prometheus::Counter>& pg_errors =
+      BuildCounter().Name("pgbus_postgres_errors_total")
+          .Help("Postgres errors by SQLSTATE class").Register(*registry);
+  Histogram& pool_wait =
+      BuildHistogram().Name("pgbus_db_pool_wait_seconds")
+          .Help("time callers waited for a pooled Postgres connection (only waits)")
+          .Register(*registry).Add({}, LatencyBuckets());
+  prometheus::Gauge& open_streams =
+      BuildGauge().Name("pgbus_open_streams").Help("Subscribe streams open on this replica")
+          .Register(*registry).Add({});
+  prometheus::Gauge& outstanding =
+      BuildGauge().Name("pgbus_outstanding_messages")
+          .Help("messages leased to this replica's streams and not yet settled")
+          .Register(*registry).Add({});
+  prometheus::Gauge& queue_depth =
+      BuildGauge().Name("pgbus_worker_queue_depth")
+          .Help("database tasks waiting for a worker thread").Register(*registry).Add({});
+};
+
+Metrics& M() {
+  static Metrics* m = new Metrics();  // never destroyed: counted until exit
+  return *m;
+}
+
+double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+class Server : public MetricsServer {
+ public:
+  explicit Server(std::unique_ptr<prometheus::Exposer> exposer) : exposer_(std::move(exposer)) {}
+  int port() const override {
+    auto ports = exposer_->GetListeningPorts();
+    return ports.empty() ? 0 : ports.front();
+  }
+
+ private:
+  std::unique_ptr<prometheus::Exposer> exposer_;
+};
+
+}  // namespace
+
+void CountRpc(absl::string_view method, absl::string_view code, absl::Duration took) {
+  Metrics& m = M();
+  m.rpcs.Add({{"method", std::string(method)}, {"code", std::string(code)}}).Increment();
+  m.rpc_seconds.Add({{"method", std::string(method)}}, LatencyBuckets()).Observe(Seconds(took));
+}
+
+void CountPublishCommit(int messages, absl::Duration took) {
+  M().commit_batch.Observe(messages);
+  M().commit_seconds.Observe(Seconds(took));
+}
+
+void CountClaim(int messages, absl::Duration took) {
+  M().claim_seconds.Observe(Seconds(took));
+  if (messages > 0) M().delivered.Increment(messages);
+}
+
+void CountAcked(int64_t n) { M().acked.Increment(static_cast<double>(n)); }
+void CountNacked(int64_t n) { M().nacked.Increment(static_cast<double>(n)); }
+void CountLeaseExpired(int64_t n) { M().expired.Increment(static_cast<double>(n)); }
+void CountReaped(int64_t n) { M().reaped.Increment(static_cast<double>(n)); }
+
+void CountPostgresError(absl::string_view sqlstate) {
+  std::string cls = sqlstate.size() >= 2 ? std::string(sqlstate.substr(0, 2)) : "unknown";
+  M().pg_errors.Add({{"class", cls}}).Increment();
+}
+
+void CountPoolWait(absl::Duration waited) { M().pool_wait.Observe(Seconds(waited)); }
+
+void SetOpenStreams(int64_t streams) { M().open_streams.Set(static_cast<double>(streams)); }
+void SetOutstandingMessages(int64_t messages) {
+  M().outstanding.Set(static_cast<double>(messages));
+}
+void SetWorkerQueueDepth(int64_t tasks) { M().queue_depth.Set(static_cast<double>(tasks)); }
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> ServeMetrics(const std::string& listen) {
+  try {
+    auto exposer = std::make_unique<prometheus::Exposer>(listen, /*num_threads=*/1);
+    exposer->RegisterCollectable(M().registry);
+    return std::unique_ptr<MetricsServer>(new Server(std::move(exposer)));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(
+        absl::StrCat("metrics_listen: cannot serve metrics on ", listen, ": ", e.what()));
+  }
+}
+
+}  // namespace pgbus::obs

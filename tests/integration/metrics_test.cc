@@ -1,0 +1,94 @@
+// Prometheus metrics (--metrics-listen): a scrape of /metrics over HTTP
+// after real calls shows them counted by method and code, the group
+// commit, the claim, the acks, and expired leases.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <regex>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "tests/support/harness.h"
+
+namespace pgbus {
+namespace {
+
+using testing::Pgbusd;
+using testing::Receive;
+
+// GET /metrics from 127.0.0.1:port; the body.
+std::string Scrape(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return "";
+  }
+  std::string req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  (void)!write(fd, req.data(), req.size());
+  std::string out;
+  char buf[8192];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  size_t body = out.find("\r\n\r\n");
+  return body == std::string::npos ? "" : out.substr(body + 4);
+}
+
+// The value of the sample named exactly `series` (name and labels as
+// prometheus-cpp writes them), or -1.
+double Sample(const std::string& text, const std::string& series) {
+  size_t at = text.find("\n" + series + " ");
+  if (at == std::string::npos) return -1;
+  size_t from = at + series.size() + 2;
+  double v;
+  return absl::SimpleAtod(text.substr(from, text.find('\n', from) - from), &v) ? v : -1;
+}
+
+TEST(Metrics, ScrapeShowsCallsCommitsClaimsAndAcks) {
+  Pgbusd server({"--metrics-listen", "127.0.0.1:0"});
+  std::smatch m;
+  std::string log = server.Log();
+  ASSERT_TRUE(std::regex_search(log, m, std::regex("event=metrics addr=[0-9.]+:([0-9]+)")))
+      << log;
+  const int port = std::stoi(m[1]);
+
+  auto client = server.Connect();
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
+  auto sub = client->Subscribe("s");
+  ASSERT_TRUE(client->Publish("t", "one").ok());
+  ASSERT_TRUE(client->Publish("t", "two").ok());
+  EXPECT_FALSE(client->Publish("missing", "x").ok());
+  auto got = Receive(*sub, 2, absl::Seconds(10));
+  ASSERT_EQ(got.size(), 2u);
+  auto acked = client->Ack("s", {got[0].ack_id(), got[1].ack_id()});
+  ASSERT_TRUE(acked.ok());
+  auto again = client->Ack("s", {got[0].ack_id()});  // its lease is gone
+  ASSERT_TRUE(again.ok());
+  sub->Cancel();
+
+  std::string text = "\n" + Scrape(port);
+  const std::string publish = "method=\"/pgbus.v1.BusService/Publish\"";
+  EXPECT_EQ(Sample(text, "pgbus_rpc_requests_total{code=\"OK\"," + publish + "}"), 2) << text;
+  EXPECT_EQ(Sample(text, "pgbus_rpc_requests_total{code=\"NOT_FOUND\"," + publish + "}"), 1);
+  EXPECT_EQ(Sample(text, "pgbus_rpc_duration_seconds_count{" + publish + "}"), 3);
+  EXPECT_GE(Sample(text, "pgbus_publish_commit_seconds_count"), 2);
+  EXPECT_GE(Sample(text, "pgbus_publish_batch_messages_sum"), 2);
+  EXPECT_GE(Sample(text, "pgbus_claim_seconds_count"), 1);
+  EXPECT_EQ(Sample(text, "pgbus_messages_delivered_total"), 2);
+  EXPECT_EQ(Sample(text, "pgbus_leases_settled_total{outcome=\"acked\"}"), 2);
+  EXPECT_EQ(Sample(text, "pgbus_leases_settled_total{outcome=\"expired\"}"), 1);
+  EXPECT_GE(Sample(text, "pgbus_open_streams"), 0);
+  EXPECT_GE(Sample(text, "pgbus_worker_queue_depth"), 0);
+}
+
+}  // namespace
+}  // namespace pgbus
