@@ -76,10 +76,17 @@ std::optional<absl::Status> Subscriber::Finished() {
   return finished_;
 }
 
-Client::Client(std::shared_ptr<grpc::Channel> channel)
+Client::Client(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)
     : channel_(std::move(channel)),
+      timeout_(timeout),
       bus_(v1::BusService::NewStub(channel_)),
       admin_(v1::AdminService::NewStub(channel_)) {}
+
+std::unique_ptr<grpc::ClientContext> Client::Context() const {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  return ctx;
+}
 
 namespace {
 
@@ -98,6 +105,21 @@ class ApiKeyInterceptor : public grpc::experimental::Interceptor {
 
  private:
   const std::string* header_;
+};
+
+// Hands out a shared factory's interceptors (the channel wants unique_ptrs).
+class SharedFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  explicit SharedFactory(
+      std::shared_ptr<grpc::experimental::ClientInterceptorFactoryInterface> factory)
+      : factory_(std::move(factory)) {}
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* info) override {
+    return factory_->CreateClientInterceptor(info);
+  }
+
+ private:
+  std::shared_ptr<grpc::experimental::ClientInterceptorFactoryInterface> factory_;
 };
 
 class ApiKeyInterceptorFactory : public grpc::experimental::ClientInterceptorFactoryInterface {
@@ -130,8 +152,15 @@ std::unique_ptr<Client> Client::Connect(const std::string& target,
   if (!options.api_key.empty()) {
     hooks.push_back(std::make_unique<ApiKeyInterceptorFactory>(options.api_key));
   }
+  for (const auto& f : options.interceptors) hooks.push_back(std::make_unique<SharedFactory>(f));
+  // A restarted replica is back in seconds: gRPC's default backoff reaches
+  // 120 s, and a connection attempt may hang 20 s.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
   return std::make_unique<Client>(grpc::experimental::CreateCustomChannelWithInterceptors(
-      target, creds, args, std::move(hooks)));
+                                      target, creds, args, std::move(hooks)),
+                                  options.timeout);
 }
 
 absl::StatusOr<v1::Topic> Client::CreateTopic(const std::string& name) {
@@ -141,18 +170,18 @@ absl::StatusOr<v1::Topic> Client::CreateTopic(const std::string& name) {
 }
 
 absl::StatusOr<v1::Topic> Client::CreateTopic(const v1::Topic& topic) {
-  grpc::ClientContext ctx;
+  auto ctx = Context();
   v1::CreateTopicRequest req;
   *req.mutable_topic() = topic;
   v1::CreateTopicResponse resp;
-  if (auto st = FromGrpcStatus(admin_->CreateTopic(&ctx, req, &resp)); !st.ok()) return st;
+  if (auto st = FromGrpcStatus(admin_->CreateTopic(ctx.get(), req, &resp)); !st.ok()) return st;
   return resp.topic();
 }
 
 absl::StatusOr<v1::Subscription> Client::CreateSubscription(const std::string& name,
                                                             const std::string& topic,
                                                             absl::Duration ack_deadline) {
-  grpc::ClientContext ctx;
+  auto ctx = Context();
   v1::CreateSubscriptionRequest req;
   req.mutable_subscription()->set_name(name);
   req.mutable_subscription()->set_topic(topic);
@@ -160,18 +189,18 @@ absl::StatusOr<v1::Subscription> Client::CreateSubscription(const std::string& n
     ToDuration(ack_deadline, req.mutable_subscription()->mutable_ack_deadline());
   }
   v1::CreateSubscriptionResponse resp;
-  if (auto st = FromGrpcStatus(admin_->CreateSubscription(&ctx, req, &resp)); !st.ok()) return st;
+  if (auto st = FromGrpcStatus(admin_->CreateSubscription(ctx.get(), req, &resp)); !st.ok()) return st;
   return resp.subscription();
 }
 
 absl::StatusOr<std::vector<std::string>> Client::Publish(const std::string& topic,
                                                          std::vector<v1::PublishMessage> messages) {
-  grpc::ClientContext ctx;
+  auto ctx = Context();
   v1::PublishRequest req;
   req.set_topic(topic);
   for (auto& m : messages) *req.add_messages() = std::move(m);
   v1::PublishResponse resp;
-  if (auto st = FromGrpcStatus(bus_->Publish(&ctx, req, &resp)); !st.ok()) return st;
+  if (auto st = FromGrpcStatus(bus_->Publish(ctx.get(), req, &resp)); !st.ok()) return st;
   return std::vector<std::string>(resp.message_ids().begin(), resp.message_ids().end());
 }
 
@@ -196,25 +225,25 @@ std::vector<v1::AckStatus> Statuses(const Response& resp) {
 
 absl::StatusOr<std::vector<v1::AckStatus>> Client::Ack(const std::string& subscription,
                                                        const std::vector<std::string>& ack_ids) {
-  grpc::ClientContext ctx;
+  auto ctx = Context();
   v1::AckRequest req;
   req.set_subscription(subscription);
   for (const auto& id : ack_ids) req.add_ack_ids(id);
   v1::AckResponse resp;
-  if (auto st = FromGrpcStatus(bus_->Ack(&ctx, req, &resp)); !st.ok()) return st;
+  if (auto st = FromGrpcStatus(bus_->Ack(ctx.get(), req, &resp)); !st.ok()) return st;
   return Statuses(resp);
 }
 
 absl::StatusOr<std::vector<v1::AckStatus>> Client::ModifyAckDeadline(
     const std::string& subscription, const std::vector<std::string>& ack_ids,
     absl::Duration deadline) {
-  grpc::ClientContext ctx;
+  auto ctx = Context();
   v1::ModifyAckDeadlineRequest req;
   req.set_subscription(subscription);
   for (const auto& id : ack_ids) req.add_ack_ids(id);
   ToDuration(deadline, req.mutable_ack_deadline());
   v1::ModifyAckDeadlineResponse resp;
-  if (auto st = FromGrpcStatus(bus_->ModifyAckDeadline(&ctx, req, &resp)); !st.ok()) return st;
+  if (auto st = FromGrpcStatus(bus_->ModifyAckDeadline(ctx.get(), req, &resp)); !st.ok()) return st;
   return Statuses(resp);
 }
 
@@ -294,12 +323,12 @@ absl::StatusOr<int64_t> Client::RetrievePayloadTo(const std::string& message_id,
   int64_t done = 0, size = -1;
   std::string expected_sha;
   do {
-    grpc::ClientContext ctx;
+    auto ctx = Context();
     v1::RetrieveRequest req;
     req.set_message_id(message_id);
     req.set_offset(done);
     v1::RetrieveResponse resp;
-    if (auto st = FromGrpcStatus(bus_->Retrieve(&ctx, req, &resp)); !st.ok()) return st;
+    if (auto st = FromGrpcStatus(bus_->Retrieve(ctx.get(), req, &resp)); !st.ok()) return st;
     size = resp.message().size();
     expected_sha = resp.message().sha256();
     if (resp.data().empty() && done < size) {

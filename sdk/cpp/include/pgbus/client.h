@@ -9,6 +9,7 @@
 #define PGBUS_SDK_CPP_CLIENT_H_
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/support/client_interceptor.h>
 
 #include <deque>
 #include <functional>
@@ -62,11 +63,17 @@ struct ClientOptions {
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   // The name the server certificate must carry, when not the target's host.
   std::string ssl_target_name;
+  // The deadline of every unary call this layer makes.
+  absl::Duration timeout = absl::Seconds(30);
+  // More client interceptors (gRPC's experimental API), after the key's.
+  std::vector<std::shared_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+      interceptors;
 };
 
 class Client {
  public:
-  explicit Client(std::shared_ptr<grpc::Channel> channel);
+  explicit Client(std::shared_ptr<grpc::Channel> channel,
+                  absl::Duration timeout = absl::Seconds(30));
   // A plaintext channel to `target` ("host:port") without a key.
   static std::unique_ptr<Client> Connect(const std::string& target);
   static std::unique_ptr<Client> Connect(const std::string& target,
@@ -115,7 +122,11 @@ class Client {
   std::unique_ptr<Subscriber> Subscribe(const std::string& subscription);
 
  private:
+  // A context whose deadline is the client's timeout from now.
+  std::unique_ptr<grpc::ClientContext> Context() const;
+
   std::shared_ptr<grpc::Channel> channel_;
+  absl::Duration timeout_;
   std::unique_ptr<v1::BusService::Stub> bus_;
   std::unique_ptr<v1::AdminService::Stub> admin_;
 };
