@@ -26,6 +26,7 @@ EVERYTHING = BASE + [
     "--set", "autoscaling.enabled=true", "--set", "networkPolicy.enabled=true",
     "--set", "networkPolicy.from[0].podSelector.matchLabels.role=client",
     "--set", "metrics.serviceMonitor.enabled=true",
+    "--set", "smokeTest.apiKeySecret=pgbus-smoke",
 ]
 failures = []
 
@@ -116,6 +117,15 @@ check([p["name"] for p in svc["spec"]["ports"]] == ["grpc", "metrics"], "no metr
 monitor = by_kind(docs, "ServiceMonitor")
 check(monitor is not None and monitor["spec"]["endpoints"][0]["port"] == "metrics",
       "no ServiceMonitor scraping the metrics port when enabled")
+smoke = [d for d in docs if d["kind"] == "Pod"]
+check(len(smoke) == 1 and smoke[0]["metadata"]["annotations"]["helm.sh/hook"] == "test",
+      "no helm test Pod")
+if smoke:
+    args = [c["args"] for c in smoke[0]["spec"]["containers"]]
+    check(any("grpc.health.v1.Health/Check" in a for a in args), "the smoke test checks no health")
+    check(any("pgbus.v1.AdminService/ListTopics" in a for a in args),
+          "the smoke test makes no authenticated call with smokeTest.apiKeySecret")
+    check(all("-insecure" in a for a in args), "the smoke test speaks plaintext to a TLS Service")
 for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler", "NetworkPolicy"):
     check(by_kind(docs, kind) is not None, f"no {kind} when enabled")
 check(not any("password" in json.dumps(d).lower() for d in docs), "a password in the manifests")
