@@ -87,8 +87,9 @@ void Stream::ClaimOnce() {
     if (!moved.ok()) {
       obs::Warn("dead_letter_failed", {{"subscription", options_.subscription},
                                        {"error", moved.status().ToString()}});
-    } else if (!moved->empty()) {
-      dispatcher_->Wake({store::TopicKey{options_.tenant, *moved}});
+    } else if (moved->count > 0) {
+      obs::CountDeadLettered(moved->count);
+      dispatcher_->Wake({store::TopicKey{options_.tenant, moved->topic}});
     }
   }
   const absl::Time claim_started = absl::Now();

@@ -55,11 +55,12 @@ struct Metrics {
   prometheus::Family<prometheus::Counter>& settled =
       BuildCounter().Name("pgbus_leases_settled_total")
           .Help("leases ended by outcome: acked, nacked, expired (an ack or lease change "
-                "that came too late)")
+                "that came too late), dead_lettered")
           .Register(*registry);
   prometheus::Counter& acked = settled.Add({{"outcome", "acked"}});
   prometheus::Counter& nacked = settled.Add({{"outcome", "nacked"}});
   prometheus::Counter& expired = settled.Add({{"outcome", "expired"}});
+  prometheus::Counter& dead_lettered = settled.Add({{"outcome", "dead_lettered"}});
   prometheus::Counter& reaped =
       BuildCounter().Name("pgbus_reaped_messages_total")
           .Help("expired messages deleted by the reaper").Register(*registry).Add({});
@@ -122,6 +123,7 @@ void CountClaim(int messages, absl::Duration took) {
 void CountAcked(int64_t n) { M().acked.Increment(static_cast<double>(n)); }
 void CountNacked(int64_t n) { M().nacked.Increment(static_cast<double>(n)); }
 void CountLeaseExpired(int64_t n) { M().expired.Increment(static_cast<double>(n)); }
+void CountDeadLettered(int64_t n) { M().dead_lettered.Increment(static_cast<double>(n)); }
 void CountReaped(int64_t n) { M().reaped.Increment(static_cast<double>(n)); }
 
 void CountPostgresError(absl::string_view sqlstate) {

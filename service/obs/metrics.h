@@ -31,6 +31,8 @@ void CountClaim(int messages, absl::Duration took);
 void CountAcked(int64_t n);
 void CountNacked(int64_t n);
 void CountLeaseExpired(int64_t n);
+// Deliveries moved to their subscription's dead-letter topic.
+void CountDeadLettered(int64_t n);
 // Expired messages the reaper deleted.
 void CountReaped(int64_t n);
 // A Postgres error, by SQLSTATE class (its first two characters).

@@ -156,8 +156,12 @@ class Store {
 
   // Moves up to `limit` deliveries of the subscription that used up its
   // max_delivery_attempts and are due again to its dead-letter topic.
-  // Returns the dead-letter topic's name (empty when none moved).
-  virtual absl::StatusOr<std::string> DeadLetter(const std::string& tenant,
+  // Returns that topic's name and how many moved (none: an empty topic).
+  struct DeadLettered {
+    std::string topic;
+    int64_t count = 0;
+  };
+  virtual absl::StatusOr<DeadLettered> DeadLetter(const std::string& tenant,
                                                  const std::string& subscription,
                                                  int limit) = 0;
   // The subscription's unexpired dead letters with ids above `after_id`.

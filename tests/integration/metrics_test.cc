@@ -1,6 +1,6 @@
 // Prometheus metrics (--metrics-listen): a scrape of /metrics over HTTP
 // after real calls shows them counted by method and code, the group
-// commit, the claim, the acks, and expired leases.
+// commit, the claim, the acks, expired leases and dead letters.
 #include <gtest/gtest.h>
 
 #include <arpa/inet.h>
@@ -52,13 +52,17 @@ double Sample(const std::string& text, const std::string& series) {
   return absl::SimpleAtod(text.substr(from, text.find('\n', from) - from), &v) ? v : -1;
 }
 
-TEST(Metrics, ScrapeShowsCallsCommitsClaimsAndAcks) {
-  Pgbusd server({"--metrics-listen", "127.0.0.1:0"});
+int MetricsPort(const Pgbusd& server) {
   std::smatch m;
   std::string log = server.Log();
-  ASSERT_TRUE(std::regex_search(log, m, std::regex("event=metrics addr=[0-9.]+:([0-9]+)")))
-      << log;
-  const int port = std::stoi(m[1]);
+  if (!std::regex_search(log, m, std::regex("event=metrics addr=[0-9.]+:([0-9]+)"))) return 0;
+  return std::stoi(m[1]);
+}
+
+TEST(Metrics, ScrapeShowsCallsCommitsClaimsAndAcks) {
+  Pgbusd server({"--metrics-listen", "127.0.0.1:0"});
+  const int port = MetricsPort(server);
+  ASSERT_GT(port, 0) << server.Log();
 
   auto client = server.Connect();
   ASSERT_TRUE(client->CreateTopic("t").ok());
@@ -88,6 +92,41 @@ TEST(Metrics, ScrapeShowsCallsCommitsClaimsAndAcks) {
   EXPECT_EQ(Sample(text, "pgbus_leases_settled_total{outcome=\"expired\"}"), 1);
   EXPECT_GE(Sample(text, "pgbus_open_streams"), 0);
   EXPECT_GE(Sample(text, "pgbus_worker_queue_depth"), 0);
+}
+
+TEST(Metrics, DeadLetteredDeliveriesAreCounted) {
+  Pgbusd server({"--metrics-listen", "127.0.0.1:0"});
+  const int port = MetricsPort(server);
+  ASSERT_GT(port, 0) << server.Log();
+  auto client = server.Connect();
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  ASSERT_TRUE(client->CreateTopic("t-dlq").ok());
+  {
+    grpc::ClientContext ctx;
+    v1::CreateSubscriptionRequest req;
+    req.mutable_subscription()->set_name("s");
+    req.mutable_subscription()->set_topic("t");
+    req.mutable_subscription()->set_max_delivery_attempts(2);
+    req.mutable_subscription()->set_dead_letter_topic("t-dlq");
+    req.mutable_subscription()->mutable_min_backoff()->set_seconds(0);
+    v1::CreateSubscriptionResponse resp;
+    ASSERT_TRUE(client->admin().CreateSubscription(&ctx, req, &resp).ok());
+  }
+  ASSERT_TRUE(client->Publish("t", "poison").ok());
+  auto sub = client->Subscribe("s");
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    auto got = Receive(*sub, 1, absl::Seconds(10));
+    ASSERT_EQ(got.size(), 1u) << "attempt " << attempt;
+    ASSERT_TRUE(client->ModifyAckDeadline("s", {got[0].ack_id()}, absl::ZeroDuration()).ok());
+  }
+  // The stream's next claim moves the exhausted delivery.
+  double moved = -1;
+  for (absl::Time end = absl::Now() + absl::Seconds(10); absl::Now() < end && moved < 1;
+       absl::SleepFor(absl::Milliseconds(50))) {
+    moved = Sample("\n" + Scrape(port), "pgbus_leases_settled_total{outcome=\"dead_lettered\"}");
+  }
+  EXPECT_EQ(moved, 1);
+  EXPECT_EQ(Sample("\n" + Scrape(port), "pgbus_leases_settled_total{outcome=\"nacked\"}"), 2);
 }
 
 }  // namespace

@@ -84,7 +84,7 @@ class RecordingStore : public store::Store {
   UNUSED_METHOD(absl::Status, Seek, const std::string&, const std::string&, absl::Time)
   UNUSED_METHOD(absl::StatusOr<store::StatsRecord>, GetStats, const std::string&,
                 const std::string&, const std::string&)
-  UNUSED_METHOD(absl::StatusOr<std::string>, DeadLetter, const std::string&, const std::string&,
+  UNUSED_METHOD(absl::StatusOr<store::Store::DeadLettered>, DeadLetter, const std::string&, const std::string&,
                 int)
   UNUSED_METHOD(absl::StatusOr<std::vector<store::MessageRecord>>, ListDeadLetters,
                 const std::string&, const std::string&, int64_t, int)

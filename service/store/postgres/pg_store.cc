@@ -864,19 +864,21 @@ absl::StatusOr<StatsRecord> PgStore::GetStats(const std::string& tenant,
   return out;
 }
 
-absl::StatusOr<std::string> PgStore::DeadLetter(const std::string& tenant,
-                                                const std::string& subscription, int limit) {
-  std::string topic;
+absl::StatusOr<Store::DeadLettered> PgStore::DeadLetter(const std::string& tenant,
+                                                        const std::string& subscription,
+                                                        int limit) {
+  DeadLettered out;
   RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     pqxx::result r = txn.exec_params(sql::kDeadLetter, subscription, limit);
     if (r.empty()) return absl::OkStatus();
-    topic = r[0][0].as<std::string>();
+    const std::string topic = r[0][0].as<std::string>();
+    out = DeadLettered{topic, static_cast<int64_t>(r.size())};
     txn.exec_params(sql::kCountSettled, subscription, 0, static_cast<int64_t>(r.size()));
     // Wakes the dead-letter topic's subscribers on every replica, once.
     txn.exec_params(sql::kNotifyPublish, absl::StrCat(tenant, "\t", topic, "\n"));
     return absl::OkStatus();
   }));
-  return topic;
+  return out;
 }
 
 absl::StatusOr<std::vector<MessageRecord>> PgStore::ListDeadLetters(

@@ -82,7 +82,7 @@ class PgStore : public Store, public Directory {
                     absl::Time time) override;
   absl::StatusOr<StatsRecord> GetStats(const std::string& tenant, const std::string& topic,
                                        const std::string& subscription) override;
-  absl::StatusOr<std::string> DeadLetter(const std::string& tenant,
+  absl::StatusOr<DeadLettered> DeadLetter(const std::string& tenant,
                                          const std::string& subscription, int limit) override;
   absl::StatusOr<std::vector<MessageRecord>> ListDeadLetters(const std::string& tenant,
                                                              const std::string& subscription,
