@@ -30,6 +30,9 @@ namespace {
 
 // The grpc.health.v1 service name of the liveness probe (see Serve).
 constexpr char kLivenessService[] = "liveness";
+// Subscriptions whose backlog the metrics carry at most (their labels are
+// series: a bound on the scrape's size).
+constexpr int kMaxBacklogSeries = 1000;
 
 absl::StatusOr<std::string> ReadPem(const char* setting, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -164,13 +167,31 @@ absl::Status Serve(const config::Config& config) {
                                                     0, config.metrics_listen.rfind(':')),
                                                 ":", metrics->port())}});
   }
+  // Every subscription's backlog (one query across tenants, at most
+  // kMaxBacklogSeries of them) every metrics_backlog_interval_ms, only when
+  // metrics are served.
   absl::Notification stop_sampling;
   std::thread sampler([&] {
+    absl::Time next_backlog = absl::InfinitePast();
     do {
       bus::Dispatcher::Counts c = bus.StreamCounts();
       obs::SetOpenStreams(c.streams);
       obs::SetOutstandingMessages(c.outstanding);
       obs::SetWorkerQueueDepth(static_cast<int64_t>(pool.QueueDepth()));
+      if (metrics != nullptr && absl::Now() >= next_backlog) {
+        next_backlog = absl::Now() + absl::Milliseconds(config.metrics_backlog_interval_ms);
+        auto backlog = store->SubscriptionBacklog(kMaxBacklogSeries);
+        if (!backlog.ok()) {
+          obs::Warn("backlog_metrics_failed", {{"error", backlog.status().ToString()}});
+        } else {
+          std::vector<obs::SubscriptionBacklog> rows;
+          for (const auto& b : *backlog) {
+            rows.push_back({b.tenant, b.subscription, b.ready, b.in_flight,
+                            b.oldest_unacked_seconds});
+          }
+          obs::SetSubscriptionBacklog(rows);
+        }
+      }
     } while (!stop_sampling.WaitForNotificationWithTimeout(absl::Seconds(1)));
   });
 

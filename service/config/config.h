@@ -74,6 +74,8 @@ struct Config {
   int health_interval_ms = 5000;
   // host:port to serve Prometheus metrics on (/metrics); empty: none.
   std::string metrics_listen;
+  // How often the per-subscription backlog metrics are queried.
+  int metrics_backlog_interval_ms = 15000;
   // When set, the bound port is written here once serving (tests use it).
   std::string port_file;
 };

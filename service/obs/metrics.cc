@@ -8,7 +8,11 @@
 #include <prometheus/registry.h>
 
 #include <exception>
+#include <map>
+#include <set>
 #include <utility>
+
+#include "absl/synchronization/mutex.h"
 
 #include "absl/strings/str_cat.h"
 
@@ -78,6 +82,18 @@ struct Metrics {
       BuildGauge().Name("pgbus_outstanding_messages")
           .Help("messages leased to this replica's streams and not yet settled")
           .Register(*registry).Add({});
+  prometheus::Family<prometheus::Gauge>& backlog_ready =
+      BuildGauge().Name("pgbus_subscription_ready_messages")
+          .Help("messages ready for delivery, per subscription (sampled on an interval)")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& backlog_in_flight =
+      BuildGauge().Name("pgbus_subscription_in_flight_messages")
+          .Help("messages leased and not yet settled, per subscription").Register(*registry);
+  prometheus::Family<prometheus::Gauge>& backlog_oldest =
+      BuildGauge().Name("pgbus_subscription_oldest_unacked_seconds")
+          .Help("age of the oldest message not yet acked, per subscription").Register(*registry);
+  absl::Mutex backlog_mu;
+  std::set<std::pair<std::string, std::string>> backlog_keys ABSL_GUARDED_BY(backlog_mu);
   prometheus::Gauge& queue_depth =
       BuildGauge().Name("pgbus_worker_queue_depth")
           .Help("database tasks waiting for a worker thread").Register(*registry).Add({});
@@ -138,6 +154,29 @@ void SetOutstandingMessages(int64_t messages) {
   M().outstanding.Set(static_cast<double>(messages));
 }
 void SetWorkerQueueDepth(int64_t tasks) { M().queue_depth.Set(static_cast<double>(tasks)); }
+
+void SetSubscriptionBacklog(const std::vector<SubscriptionBacklog>& backlog) {
+  Metrics& m = M();
+  absl::MutexLock lock(&m.backlog_mu);
+  std::set<std::pair<std::string, std::string>> now;
+  for (const auto& b : backlog) {
+    std::map<std::string, std::string> labels = {{"tenant", b.tenant},
+                                                  {"subscription", b.subscription}};
+    m.backlog_ready.Add(labels).Set(static_cast<double>(b.ready));
+    m.backlog_in_flight.Add(labels).Set(static_cast<double>(b.in_flight));
+    m.backlog_oldest.Add(labels).Set(b.oldest_unacked_seconds);
+    now.insert({b.tenant, b.subscription});
+  }
+  for (const auto& [tenant, subscription] : m.backlog_keys) {
+    if (now.count({tenant, subscription})) continue;
+    std::map<std::string, std::string> labels = {{"tenant", tenant},
+                                                  {"subscription", subscription}};
+    for (auto* family : {&m.backlog_ready, &m.backlog_in_flight, &m.backlog_oldest}) {
+      if (family->Has(labels)) family->Remove(&family->Add(labels));
+    }
+  }
+  m.backlog_keys = std::move(now);
+}
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> ServeMetrics(const std::string& listen) {
   try {

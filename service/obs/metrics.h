@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -44,6 +45,16 @@ void CountPoolWait(absl::Duration waited);
 void SetOpenStreams(int64_t streams);
 void SetOutstandingMessages(int64_t messages);
 void SetWorkerQueueDepth(int64_t tasks);
+// Each subscription's backlog (replaces the previous set: subscriptions
+// not listed lose their series).
+struct SubscriptionBacklog {
+  std::string tenant;
+  std::string subscription;
+  int64_t ready = 0;
+  int64_t in_flight = 0;
+  double oldest_unacked_seconds = 0;
+};
+void SetSubscriptionBacklog(const std::vector<SubscriptionBacklog>& backlog);
 
 // Serves /metrics until destroyed.
 class MetricsServer {

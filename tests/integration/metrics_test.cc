@@ -129,5 +129,53 @@ TEST(Metrics, DeadLetteredDeliveriesAreCounted) {
   EXPECT_EQ(Sample("\n" + Scrape(port), "pgbus_leases_settled_total{outcome=\"nacked\"}"), 2);
 }
 
+// Backlog per subscription: from one query across tenants on an interval.
+// Two tenants' subscriptions, each seen with its own counts, and a deleted
+// subscription's series gone at the next sample.
+TEST(Metrics, BacklogPerSubscriptionAcrossTenants) {
+  Pgbusd server({"--metrics-listen", "127.0.0.1:0", "--metrics-backlog-interval-ms", "1000"});
+  Pgbusd other({}, "");  // another tenant's data on the same database
+  const int port = MetricsPort(server);
+  ASSERT_GT(port, 0) << server.Log();
+  auto a = server.Connect();
+  auto b = other.Connect();
+  ASSERT_TRUE(a->CreateTopic("t").ok());
+  ASSERT_TRUE(a->CreateSubscription("s", "t").ok());
+  ASSERT_TRUE(a->CreateSubscription("gone", "t").ok());
+  ASSERT_TRUE(b->CreateTopic("t").ok());
+  ASSERT_TRUE(b->CreateSubscription("s", "t").ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(a->Publish("t", "a").ok());
+  ASSERT_TRUE(b->Publish("t", "b").ok());
+  const std::string mine = "pgbus_subscription_ready_messages{subscription=\"s\",tenant=\"" +
+                           server.tenant() + "\"}";
+  const std::string theirs = "pgbus_subscription_ready_messages{subscription=\"s\",tenant=\"" +
+                             other.tenant() + "\"}";
+  std::string text;
+  for (absl::Time end = absl::Now() + absl::Seconds(10); absl::Now() < end;
+       absl::SleepFor(absl::Milliseconds(100))) {
+    text = "\n" + Scrape(port);
+    if (Sample(text, mine) == 3 && Sample(text, theirs) == 1) break;
+  }
+  EXPECT_EQ(Sample(text, mine), 3) << text;
+  EXPECT_EQ(Sample(text, theirs), 1) << text;
+  EXPECT_GE(Sample(text, "pgbus_subscription_oldest_unacked_seconds{subscription=\"s\",tenant=\"" +
+                             server.tenant() + "\"}"),
+            0);
+
+  grpc::ClientContext ctx;
+  v1::DeleteSubscriptionRequest req;
+  req.set_name("gone");
+  v1::DeleteSubscriptionResponse resp;
+  ASSERT_TRUE(a->admin().DeleteSubscription(&ctx, req, &resp).ok());
+  const std::string gone = "pgbus_subscription_ready_messages{subscription=\"gone\",tenant=\"" +
+                           server.tenant() + "\"}";
+  bool removed = false;
+  for (absl::Time end = absl::Now() + absl::Seconds(10); absl::Now() < end && !removed;
+       absl::SleepFor(absl::Milliseconds(100))) {
+    removed = Sample("\n" + Scrape(port), gone) == -1;
+  }
+  EXPECT_TRUE(removed) << "the deleted subscription's series stayed";
+}
+
 }  // namespace
 }  // namespace pgbus

@@ -44,6 +44,7 @@ TEST(Migrator, FunctionsAreCallableOnlyByTheRolesThatNeedThem) {
       {"pgbus.refresh_statistics()", "pgbus_app"},
       {"pgbus.reject_handle(bigint)", "pgbus_app"},
       {"pgbus.reject_oversize(text,bigint,bigint)", "pgbus_app"},
+      {"pgbus.subscription_backlog(integer)", "pgbus_app"},
   };
   pqxx::connection conn(testing::OwnerDsn());
   pqxx::nontransaction q(conn);

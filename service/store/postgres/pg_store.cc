@@ -794,6 +794,23 @@ absl::StatusOr<int> PgStore::ReapExpired(int batch) {
   }
 }
 
+absl::StatusOr<std::vector<PgStore::Backlog>> PgStore::SubscriptionBacklog(int max_rows) {
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  std::vector<Backlog> out;
+  try {
+    // Its own transaction: the function sets the tenant per pass, locally.
+    pqxx::work txn(*conn);
+    for (const auto& row : txn.exec_params(sql::kSubscriptionBacklog, max_rows)) {
+      out.push_back(Backlog{row[0].as<std::string>(), row[1].as<std::string>(),
+                            row[2].as<int64_t>(), row[3].as<int64_t>(), row[4].as<double>()});
+    }
+    txn.commit();
+  } catch (const std::exception& e) {
+    return StatusFromException(e, &*conn);
+  }
+  return out;
+}
+
 absl::Status PgStore::Ping() {
   if (ping_conn_ == nullptr || ping_conn_->broken) {
     ping_conn_.reset();

@@ -103,6 +103,17 @@ class PgStore : public Store, public Directory {
   // checks; one caller at a time.
   absl::Status Ping();
 
+  // Every subscription's backlog across tenants (at most `max_rows`), for
+  // metrics.
+  struct Backlog {
+    std::string tenant;
+    std::string subscription;
+    int64_t ready = 0;
+    int64_t in_flight = 0;
+    double oldest_unacked_seconds = 0;
+  };
+  absl::StatusOr<std::vector<Backlog>> SubscriptionBacklog(int max_rows);
+
  private:
   explicit PgStore(const PgStoreOptions& options);
   // Publishes every item in one transaction; per-item NOT_FOUND for a

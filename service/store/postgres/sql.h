@@ -451,6 +451,11 @@ inline constexpr char kReapExpired[] = "SELECT pgbus.reap_expired($1)";
 // Analyses the hot tables that have doubled since their statistics (see
 // migrations/0016_fresh_statistics.sql); returns how many.
 inline constexpr char kRefreshStatistics[] = "SELECT pgbus.refresh_statistics()";
+// Every subscription's backlog, across tenants (0017): tenant, name, ready,
+// in flight, oldest unacked age in seconds. $1: most rows.
+inline constexpr char kSubscriptionBacklog[] =
+    "SELECT tenant_id, subscription, ready, in_flight, oldest_unacked_seconds"
+    " FROM pgbus.subscription_backlog($1)";
 // Folds the stored-bytes ledger to one row per tenant (0007), and the
 // stats counters to one row per topic / subscription (0009).
 inline constexpr char kFoldTenantUsage[] = "SELECT pgbus.fold_tenant_usage()";
