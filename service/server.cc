@@ -184,12 +184,7 @@ absl::Status Serve(const config::Config& config) {
         if (!backlog.ok()) {
           obs::Warn("backlog_metrics_failed", {{"error", backlog.status().ToString()}});
         } else {
-          std::vector<obs::SubscriptionBacklog> rows;
-          for (const auto& b : *backlog) {
-            rows.push_back({b.tenant, b.subscription, b.ready, b.in_flight,
-                            b.oldest_unacked_seconds});
-          }
-          obs::SetSubscriptionBacklog(rows);
+          obs::SetSubscriptionBacklog(*backlog);
         }
       }
     } while (!stop_sampling.WaitForNotificationWithTimeout(absl::Seconds(1)));

@@ -54,6 +54,7 @@ void Publisher::Stop() {
 void Publisher::Run() {
   for (;;) {
     std::vector<Pending> batch;
+    int messages = 0;
     {
       absl::MutexLock lock(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -63,7 +64,6 @@ void Publisher::Run() {
       if (queue_.empty()) return;  // stopping, drained
       // Take everything that queued while the last commit ran, up to the
       // batch limit (always at least one call).
-      int messages = 0;
       int64_t bytes = 0;
       while (!queue_.empty()) {
         int n = static_cast<int>(queue_.front().item.messages.size());
@@ -84,8 +84,6 @@ void Publisher::Run() {
     for (const Pending& p : batch) items.push_back(&p.item);
     const absl::Time started = absl::Now();
     auto results = store_->PublishBatch(items);
-    int messages = 0;
-    for (const Pending& p : batch) messages += static_cast<int>(p.item.messages.size());
     obs::CountPublishCommit(messages, absl::Now() - started);
     transactions_.fetch_add(1);
     requests_.fetch_add(static_cast<int64_t>(batch.size()));

@@ -87,32 +87,27 @@ absl::Status Connection::PrepareRaw(const char* name, const char* sql,
   return absl::OkStatus();
 }
 
-absl::StatusOr<Result> ExecRaw(Connection& conn, const char* name,
-                               const std::vector<Param>& params) {
-  std::vector<const char*> values;
-  std::vector<int> lengths, formats;
-  values.reserve(params.size());
-  for (const Param& p : params) {
-    values.push_back(p.data);
-    lengths.push_back(p.length);
-    formats.push_back(p.format);
-  }
-  Result res(PQexecPrepared(conn.raw(), name, static_cast<int>(params.size()), values.data(),
-                            lengths.data(), formats.data(), /*resultFormat=*/1),
-             &PQclear);
-  ExecStatusType st = PQresultStatus(res.get());
-  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
-  if (PQstatus(conn.raw()) != CONNECTION_OK) {
-    conn.broken = true;
-    return absl::UnavailableError("lost the connection to Postgres");
-  }
-  const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
-  const char* msg = PQresultErrorField(res.get(), PG_DIAG_MESSAGE_PRIMARY);
-  return StatusFromSqlState(state ? state : "", msg ? msg : PQresultErrorMessage(res.get()));
-}
-
 namespace {
 
+// A statement's parameters as libpq takes them (pointers into `params`).
+struct LibpqParams {
+  explicit LibpqParams(const std::vector<Param>& params) {
+    values.reserve(params.size());
+    lengths.reserve(params.size());
+    formats.reserve(params.size());
+    for (const Param& p : params) {
+      values.push_back(p.data);
+      lengths.push_back(p.length);
+      formats.push_back(p.format);
+    }
+  }
+  int count() const { return static_cast<int>(values.size()); }
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+};
+
+// The status of a failed statement's result; marks `conn` broken when the
+// session is gone.
 absl::Status StatusFromResult(Connection& conn, const PGresult* res) {
   if (PQstatus(conn.raw()) != CONNECTION_OK) {
     conn.broken = true;
@@ -124,6 +119,17 @@ absl::Status StatusFromResult(Connection& conn, const PGresult* res) {
 }
 
 }  // namespace
+
+absl::StatusOr<Result> ExecRaw(Connection& conn, const char* name,
+                               const std::vector<Param>& params) {
+  LibpqParams p(params);
+  Result res(PQexecPrepared(conn.raw(), name, p.count(), p.values.data(), p.lengths.data(),
+                            p.formats.data(), /*resultFormat=*/1),
+             &PQclear);
+  ExecStatusType st = PQresultStatus(res.get());
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
+  return StatusFromResult(conn, res.get());
+}
 
 absl::StatusOr<std::vector<Result>> ExecPipelined(Connection& conn,
                                                   const std::vector<Statement>& statements) {
@@ -137,15 +143,9 @@ absl::StatusOr<std::vector<Result>> ExecPipelined(Connection& conn,
   };
   if (PQenterPipelineMode(raw) != 1) return lost("cannot enter pipeline mode");
   for (const Statement& s : statements) {
-    std::vector<const char*> values;
-    std::vector<int> lengths, formats;
-    for (const Param& p : s.params) {
-      values.push_back(p.data);
-      lengths.push_back(p.length);
-      formats.push_back(p.format);
-    }
-    if (PQsendQueryPrepared(raw, s.name, static_cast<int>(s.params.size()), values.data(),
-                            lengths.data(), formats.data(), /*resultFormat=*/1) != 1) {
+    LibpqParams p(s.params);
+    if (PQsendQueryPrepared(raw, s.name, p.count(), p.values.data(), p.lengths.data(),
+                            p.formats.data(), /*resultFormat=*/1) != 1) {
       return lost("send failed");
     }
   }

@@ -794,15 +794,17 @@ absl::StatusOr<int> PgStore::ReapExpired(int batch) {
   }
 }
 
-absl::StatusOr<std::vector<PgStore::Backlog>> PgStore::SubscriptionBacklog(int max_rows) {
+absl::StatusOr<std::vector<obs::SubscriptionBacklog>> PgStore::SubscriptionBacklog(
+    int max_rows) {
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  std::vector<Backlog> out;
+  std::vector<obs::SubscriptionBacklog> out;
   try {
     // Its own transaction: the function sets the tenant per pass, locally.
     pqxx::work txn(*conn);
     for (const auto& row : txn.exec_params(sql::kSubscriptionBacklog, max_rows)) {
-      out.push_back(Backlog{row[0].as<std::string>(), row[1].as<std::string>(),
-                            row[2].as<int64_t>(), row[3].as<int64_t>(), row[4].as<double>()});
+      out.push_back(obs::SubscriptionBacklog{row[0].as<std::string>(),
+                                             row[1].as<std::string>(), row[2].as<int64_t>(),
+                                             row[3].as<int64_t>(), row[4].as<double>()});
     }
     txn.commit();
   } catch (const std::exception& e) {

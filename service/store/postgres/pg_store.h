@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "service/obs/metrics.h"
 #include "service/store/postgres/connection.h"
 #include "service/store/store.h"
 
@@ -103,16 +104,9 @@ class PgStore : public Store, public Directory {
   // checks; one caller at a time.
   absl::Status Ping();
 
-  // Every subscription's backlog across tenants (at most `max_rows`), for
-  // metrics.
-  struct Backlog {
-    std::string tenant;
-    std::string subscription;
-    int64_t ready = 0;
-    int64_t in_flight = 0;
-    double oldest_unacked_seconds = 0;
-  };
-  absl::StatusOr<std::vector<Backlog>> SubscriptionBacklog(int max_rows);
+  // Every subscription's backlog across tenants (at most `max_rows`), in
+  // the form the metrics take it.
+  absl::StatusOr<std::vector<obs::SubscriptionBacklog>> SubscriptionBacklog(int max_rows);
 
  private:
   explicit PgStore(const PgStoreOptions& options);
