@@ -29,7 +29,8 @@ constexpr char kCreateLedger[] =
 constexpr char kAppFunctions[] =
     "pgbus.reap_expired(int), pgbus.fold_counters(), pgbus.fold_tenant_usage(), "
     "pgbus.api_key_lookup(text), pgbus.reject_oversize(text, bigint, bigint), "
-    "pgbus.reject_handle(bigint), pgbus.refresh_statistics(), pgbus.subscription_backlog(int)";
+    "pgbus.reject_handle(bigint), pgbus.reject_stored_bytes(bigint, bigint, bigint), "
+    "pgbus.refresh_statistics(), pgbus.subscription_backlog(int)";
 constexpr char kAppliedMigrations[] = "SELECT version, name, sha256 FROM pgbus.schema_migrations";
 constexpr char kRecordMigration[] =
     "INSERT INTO pgbus.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)";

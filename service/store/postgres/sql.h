@@ -155,6 +155,32 @@ inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
   "      AND m.topic ~ s2.topic_regex) fs ON true"                                   \
   "  WHERE fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path)) "
 
+// The CTEs every statement that inserts messages (CTE `m`, returning at
+// least tenant_id, topic, size and payload_id) puts before PGBUS_FAN_OUT:
+// the published counter of each topic and the tenant's stored-bytes ledger
+// (payloads stored inline count; an uploaded one was counted by its chunks),
+// with the quota: when the tenant has max_stored_bytes and what is stored
+// plus this statement's bytes exceeds it, the statement fails with SQLSTATE
+// 54000 and stores nothing. Was two statement triggers (migration 0018).
+#define PGBUS_ACCOUNT_PUBLISHED                                                       \
+  "counted AS ("                                                                      \
+  "  INSERT INTO pgbus.counters (tenant_id, topic, published)"                        \
+  "  SELECT m.tenant_id, m.topic, count(*) FROM m GROUP BY m.tenant_id, m.topic), "   \
+  "charged AS ("                                                                      \
+  "  INSERT INTO pgbus.tenant_usage (tenant_id, bytes)"                               \
+  "  SELECT c.tenant_id, CASE WHEN c.bytes + s.used > t.max_stored_bytes"             \
+  "    THEN pgbus.reject_stored_bytes(t.max_stored_bytes, s.used, c.bytes)"           \
+  "    ELSE c.bytes END"                                                              \
+  "  FROM (SELECT m.tenant_id,"                                                       \
+  "      (sum(m.size) FILTER (WHERE m.payload_id IS NULL))::bigint AS bytes"          \
+  "    FROM m GROUP BY m.tenant_id) c"                                                \
+  "  LEFT JOIN pgbus.tenants t ON t.tenant_id = c.tenant_id"                          \
+  /* what is stored: read only when the tenant has a quota */                         \
+  "  CROSS JOIN LATERAL (SELECT coalesce(sum(u.bytes), 0)::bigint AS used"            \
+  "    FROM pgbus.tenant_usage u"                                                     \
+  "    WHERE t.max_stored_bytes IS NOT NULL AND u.tenant_id = c.tenant_id) s"         \
+  "  WHERE c.bytes > 0), "
+
 inline constexpr char kInsertMessages[] =
     "WITH input AS ("
     "  SELECT i.*, (sum(i.attr_count) OVER (ORDER BY i.ord))::int AS attr_end"
@@ -205,6 +231,7 @@ inline constexpr char kInsertMessages[] =
     "u AS ("
     "  UPDATE pgbus.payloads p SET message_id = m.id FROM m"
     "  WHERE p.tenant_id = m.tenant_id AND p.id = m.payload_id), "
+    PGBUS_ACCOUNT_PUBLISHED
     PGBUS_FAN_OUT
     "SELECT id, topic FROM m ORDER BY id";
 
@@ -529,7 +556,8 @@ inline constexpr char kDeadLetter[] =
     "    AND o.id = dead.message_id CROSS JOIN ds"
     "  ORDER BY o.id"
     "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at, ordering_key, attributes), "
+    "    expires_at, payload_id, ordering_key, attributes), "
+    PGBUS_ACCOUNT_PUBLISHED
     PGBUS_FAN_OUT
     "SELECT topic FROM m";
 
@@ -575,7 +603,8 @@ inline constexpr char kRedriveDeadLetters[] =
     "    AND t.name = dl.attributes ->> 'pgbus.dead_letter.topic'"
     "  ORDER BY dl.id"
     "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at, ordering_key, attributes), "
+    "    expires_at, payload_id, ordering_key, attributes), "
+    PGBUS_ACCOUNT_PUBLISHED
     PGBUS_FAN_OUT
     "SELECT id, topic FROM m ORDER BY id";
 
