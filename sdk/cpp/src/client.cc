@@ -3,6 +3,7 @@
 #include <grpcpp/support/client_interceptor.h>
 #include <openssl/evp.h>
 
+#include <cstdlib>
 #include <sstream>
 #include <utility>
 
@@ -136,6 +137,14 @@ class ApiKeyInterceptorFactory : public grpc::experimental::ClientInterceptorFac
 
 }  // namespace
 
+std::unique_ptr<Client> Client::Connect() {
+  const char* server = std::getenv("PGBUS_SERVER");
+  const char* key = std::getenv("PGBUS_API_KEY");
+  ClientOptions options;
+  if (key != nullptr) options.api_key = key;
+  return Connect(server != nullptr && *server != '\0' ? server : "localhost:50051", options);
+}
+
 std::unique_ptr<Client> Client::Connect(const std::string& target) {
   return Connect(target, ClientOptions{});
 }
@@ -236,12 +245,13 @@ absl::StatusOr<std::vector<v1::AckStatus>> Client::Ack(const std::string& subscr
 
 absl::StatusOr<std::vector<v1::AckStatus>> Client::ModifyAckDeadline(
     const std::string& subscription, const std::vector<std::string>& ack_ids,
-    absl::Duration deadline) {
+    absl::Duration deadline, const std::string& reason) {
   auto ctx = Context();
   v1::ModifyAckDeadlineRequest req;
   req.set_subscription(subscription);
   for (const auto& id : ack_ids) req.add_ack_ids(id);
   ToDuration(deadline, req.mutable_ack_deadline());
+  req.set_reason(reason);
   v1::ModifyAckDeadlineResponse resp;
   if (auto st = FromGrpcStatus(bus_->ModifyAckDeadline(ctx.get(), req, &resp)); !st.ok()) return st;
   return Statuses(resp);

@@ -74,6 +74,9 @@ class Client {
  public:
   explicit Client(std::shared_ptr<grpc::Channel> channel,
                   absl::Duration timeout = absl::Seconds(30));
+  // A plaintext channel to $PGBUS_SERVER (default localhost:50051) with the
+  // key in $PGBUS_API_KEY (none when unset).
+  static std::unique_ptr<Client> Connect();
   // A plaintext channel to `target` ("host:port") without a key.
   static std::unique_ptr<Client> Connect(const std::string& target);
   static std::unique_ptr<Client> Connect(const std::string& target,
@@ -97,7 +100,7 @@ class Client {
                                                  const std::vector<std::string>& ack_ids);
   absl::StatusOr<std::vector<v1::AckStatus>> ModifyAckDeadline(
       const std::string& subscription, const std::vector<std::string>& ack_ids,
-      absl::Duration deadline);
+      absl::Duration deadline, const std::string& reason = "");
   // Progress callbacks get (bytes done, total bytes; -1 when unknown).
   using Progress = std::function<void(int64_t, int64_t)>;
 
