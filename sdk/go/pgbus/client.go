@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/pgbus/pgbus/sdk/go/pgbus/v1"
 )
@@ -174,6 +175,107 @@ func (c *Client) Stats(ctx context.Context, subscription string) (*pb.GetStatsRe
 	ctx, cancel := c.bounded(ctx)
 	defer cancel()
 	return c.Admin.GetStats(ctx, &pb.GetStatsRequest{Subscription: subscription})
+}
+
+// GetTopic returns a topic with its settings.
+func (c *Client) GetTopic(ctx context.Context, name string) (*pb.Topic, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	r, err := c.Admin.GetTopic(ctx, &pb.GetTopicRequest{Name: name})
+	return r.GetTopic(), err
+}
+
+// ListTopics returns every topic, reading the pages pageSize at a time
+// (0: the server's default).
+func (c *Client) ListTopics(ctx context.Context, pageSize int32) ([]*pb.Topic, error) {
+	var all []*pb.Topic
+	err := c.pages(ctx, func(ctx context.Context, token string) (string, error) {
+		r, err := c.Admin.ListTopics(ctx, &pb.ListTopicsRequest{PageSize: pageSize, PageToken: token})
+		all = append(all, r.GetTopics()...)
+		return r.GetNextPageToken(), err
+	})
+	return all, err
+}
+
+// GetSubscription returns a subscription with its settings.
+func (c *Client) GetSubscription(ctx context.Context, name string) (*pb.Subscription, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	r, err := c.Admin.GetSubscription(ctx, &pb.GetSubscriptionRequest{Name: name})
+	return r.GetSubscription(), err
+}
+
+// ListSubscriptions returns the subscriptions of topic (every one when
+// topic is empty), reading the pages pageSize at a time.
+func (c *Client) ListSubscriptions(ctx context.Context, topic string, pageSize int32) ([]*pb.Subscription, error) {
+	var all []*pb.Subscription
+	err := c.pages(ctx, func(ctx context.Context, token string) (string, error) {
+		r, err := c.Admin.ListSubscriptions(ctx, &pb.ListSubscriptionsRequest{
+			Topic: topic, PageSize: pageSize, PageToken: token})
+		all = append(all, r.GetSubscriptions()...)
+		return r.GetNextPageToken(), err
+	})
+	return all, err
+}
+
+// Seek replays (or skips) a subscription to the messages published since t.
+func (c *Client) Seek(ctx context.Context, subscription string, t time.Time) error {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	_, err := c.Admin.Seek(ctx, &pb.SeekRequest{Subscription: subscription, Time: timestamppb.New(t)})
+	return err
+}
+
+// ListMessages returns the messages with a correlation id.
+func (c *Client) ListMessages(ctx context.Context, correlationID string, pageSize int32) ([]*pb.Message, error) {
+	var all []*pb.Message
+	err := c.pages(ctx, func(ctx context.Context, token string) (string, error) {
+		r, err := c.Admin.ListMessages(ctx, &pb.ListMessagesRequest{
+			CorrelationId: correlationID, PageSize: pageSize, PageToken: token})
+		all = append(all, r.GetMessages()...)
+		return r.GetNextPageToken(), err
+	})
+	return all, err
+}
+
+// ListDeadLetters returns the dead letters of a subscription (messages of
+// its dead-letter topic, with the pgbus.dead_letter.* attributes).
+func (c *Client) ListDeadLetters(ctx context.Context, subscription string, pageSize int32) ([]*pb.Message, error) {
+	var all []*pb.Message
+	err := c.pages(ctx, func(ctx context.Context, token string) (string, error) {
+		r, err := c.Admin.ListDeadLetters(ctx, &pb.ListDeadLettersRequest{
+			Subscription: subscription, PageSize: pageSize, PageToken: token})
+		all = append(all, r.GetMessages()...)
+		return r.GetNextPageToken(), err
+	})
+	return all, err
+}
+
+// RedriveDeadLetters publishes dead letters of a subscription to their
+// original topic again (these ids, or the oldest limit when ids is empty)
+// and returns the new ids.
+func (c *Client) RedriveDeadLetters(ctx context.Context, subscription string, ids []string,
+	limit int32) ([]string, error) {
+	ctx, cancel := c.bounded(ctx)
+	defer cancel()
+	r, err := c.Admin.RedriveDeadLetters(ctx, &pb.RedriveDeadLettersRequest{
+		Subscription: subscription, MessageIds: ids, Limit: limit})
+	return r.GetMessageIds(), err
+}
+
+// pages calls page with each page token in turn (each call with its own
+// deadline) until the server returns no next token.
+func (c *Client) pages(ctx context.Context, page func(context.Context, string) (string, error)) error {
+	token := ""
+	for {
+		bctx, cancel := c.bounded(ctx)
+		next, err := page(bctx, token)
+		cancel()
+		if err != nil || next == "" {
+			return err
+		}
+		token = next
+	}
 }
 
 // Publish makes one Publish call: no batching and no retry (see Publisher).

@@ -506,3 +506,95 @@ func TestReadmeQuickStartRuns(t *testing.T) {
 		t.Fatalf("the quick start printed:\n%s", out)
 	}
 }
+
+// Every admin call the proto has, against the live server.
+func TestAdminCallsCoverTheProto(t *testing.T) {
+	c := connect(t, startServer(t, false))
+	ctx := context.Background()
+	orders := &pb.Topic{Name: "orders", Retention: pgbus.Duration(time.Hour),
+		DedupWindow: pgbus.Duration(5 * time.Minute), MaxMessageBytes: 4096}
+	if _, err := c.CreateTopic(ctx, orders); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CreateTopic(ctx, &pb.Topic{Name: "dead"}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetTopic(ctx, "orders")
+	if err != nil || got.GetRetention().AsDuration() != time.Hour ||
+		got.GetDedupWindow().AsDuration() != 5*time.Minute || got.GetMaxMessageBytes() != 4096 {
+		t.Fatalf("GetTopic: %v, %v", got, err)
+	}
+	topics, err := c.ListTopics(ctx, 1)
+	if err != nil || len(topics) != 2 {
+		t.Fatalf("ListTopics one a page: %v, %v", topics, err)
+	}
+	billing := &pb.Subscription{Name: "billing", Topic: "orders",
+		AckDeadline: pgbus.Duration(10 * time.Second), MaxDeliveryAttempts: 2,
+		DeadLetterTopic: "dead", MinBackoff: pgbus.Duration(100 * time.Millisecond)}
+	if _, err := c.CreateSubscription(ctx, billing); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := c.GetSubscription(ctx, "billing")
+	if err != nil || sub.GetAckDeadline().AsDuration() != 10*time.Second ||
+		sub.GetMaxDeliveryAttempts() != 2 || sub.GetDeadLetterTopic() != "dead" {
+		t.Fatalf("GetSubscription: %v, %v", sub, err)
+	}
+	subs, err := c.ListSubscriptions(ctx, "orders", 0)
+	if err != nil || len(subs) != 1 || subs[0].GetName() != "billing" {
+		t.Fatalf("ListSubscriptions: %v, %v", subs, err)
+	}
+	ids, err := c.Publish(ctx, "orders", []*pb.PublishMessage{{Payload: []byte("x"), CorrelationId: "c-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, err := c.ListMessages(ctx, "c-1", 0)
+	if err != nil || len(found) != 1 || found[0].GetId() != ids[0] {
+		t.Fatalf("ListMessages: %v, %v", found, err)
+	}
+
+	// Seek: a subscription created after the publish has nothing, until it
+	// is sought back before it.
+	if _, err := c.CreateSubscription(ctx, &pb.Subscription{Name: "replay", Topic: "orders"}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Stats(ctx, "replay"); err != nil || st.GetPending() != 0 {
+		t.Fatalf("before Seek: %v, %v", st, err)
+	}
+	if err := c.Seek(ctx, "replay", time.Now().Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := c.Stats(ctx, "replay"); err != nil || st.GetPending() != 1 {
+		t.Fatalf("after Seek: %v, %v", st, err)
+	}
+
+	// Dead letters: nacked on both attempts allowed. The subscriber
+	// stays open: the move happens when the subscription is next claimed.
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Subscriber("billing", nil).Receive(rctx, func(_ context.Context, m *pgbus.Received) {
+			_ = m.Nack("cannot bill")
+		})
+	}()
+	var dead []*pb.Message
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && len(dead) == 0; {
+		time.Sleep(50 * time.Millisecond)
+		if dead, err = c.ListDeadLetters(ctx, "billing", 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || dead[0].GetAttributes()["pgbus.dead_letter.message_id"] != ids[0] {
+		t.Fatalf("ListDeadLetters: %v", dead)
+	}
+	redriven, err := c.RedriveDeadLetters(ctx, "billing", nil, 10)
+	if err != nil || len(redriven) != 1 {
+		t.Fatalf("RedriveDeadLetters: %v, %v", redriven, err)
+	}
+	if st, err := c.Stats(ctx, "billing"); err != nil || st.GetDeadLettered() != 1 {
+		t.Fatalf("Stats: %v, %v", st, err)
+	}
+}

@@ -290,3 +290,41 @@ def test_readme_quick_start_runs(server):
     finally:
         del os.environ["PGBUS_SERVER"]
     assert scope["received"] == [b"hello"]
+
+
+def test_admin_calls_cover_the_proto(client):
+    client.create_topic("orders", retention=3600, dedup_window=300, max_message_bytes=4096)
+    client.create_topic("dead")
+    orders = client.get_topic("orders")
+    assert (orders.retention.seconds, orders.dedup_window.seconds, orders.max_message_bytes) == (
+        3600, 300, 4096)
+    assert sorted(t.name for t in client.list_topics(page_size=1)) == ["dead", "orders"]
+    client.create_subscription("billing", "orders", ack_deadline=10, max_delivery_attempts=2,
+                               dead_letter_topic="dead", min_backoff=0.1)
+    billing = client.get_subscription("billing")
+    assert (billing.ack_deadline.seconds, billing.max_delivery_attempts,
+            billing.dead_letter_topic) == (10, 2, "dead")
+    assert [s.name for s in client.list_subscriptions("orders")] == ["billing"]
+    [message_id] = client.publish(
+        "orders", [pgbus.v1.types_pb2.PublishMessage(payload=b"x", correlation_id="c-1")])
+    assert [m.id for m in client.list_messages("c-1")] == [message_id]
+
+    # Seek: a subscription created after the publish has nothing, until it
+    # is sought back before it.
+    client.create_subscription("replay", "orders")
+    assert client.get_stats("replay").pending == 0
+    client.seek("replay", time.time() - 60)
+    assert client.get_stats("replay").pending == 1
+
+    # Dead letters: nacked on both attempts allowed. The subscriber stays
+    # open: the move happens when the subscription is next claimed.
+    dead = []
+    with pgbus.Subscriber(client, "billing", lambda m: m.nack("cannot bill")):
+        deadline = time.monotonic() + 20
+        while not dead and time.monotonic() < deadline:
+            time.sleep(0.05)
+            dead = list(client.list_dead_letters("billing"))
+    assert len(dead) == 1
+    assert dead[0].attributes["pgbus.dead_letter.message_id"] == message_id
+    assert len(client.redrive_dead_letters("billing", limit=10)) == 1
+    assert client.get_stats("billing").dead_lettered == 1

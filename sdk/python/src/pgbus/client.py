@@ -1,39 +1,24 @@
-"""Connection, admin calls and large payloads."""
+"""The synchronous client: a connection, every call of the API, and large
+payloads checked end to end (the calls themselves are in pgbus._api)."""
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import os
-import random
 import time
-from typing import BinaryIO, Callable, Iterator, Optional, TypeVar
+from typing import BinaryIO, Callable, Optional, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2
 
-from pgbus.errors import DataLossError, PgbusError, from_rpc_error
-from pgbus.v1 import admin_pb2, admin_pb2_grpc, bus_pb2, bus_pb2_grpc, types_pb2
+from pgbus._api import (CHANNEL_OPTIONS, DEFAULT_INLINE_LIMIT, Api, PayloadCheck, backoff_delays,
+                        connection_settings, duration, upload_requests)
+from pgbus.errors import PgbusError, from_rpc_error
+from pgbus.v1 import admin_pb2_grpc, bus_pb2, bus_pb2_grpc, types_pb2
 
-CHUNK_BYTES = 1 << 20  # UploadPayload request size
-RETRIEVE_BYTES = 2 << 20  # what one Retrieve returns at most
-DEFAULT_INLINE_LIMIT = 256 * 1024
+__all__ = ["Client", "DEFAULT_INLINE_LIMIT", "duration", "with_retries"]
 
 T = TypeVar("T")
 
 
-def duration(value: Optional[float | datetime.timedelta]) -> Optional[duration_pb2.Duration]:
-    """Seconds (or a timedelta) as a protobuf Duration; None stays unset."""
-    if value is None:
-        return None
-    if isinstance(value, datetime.timedelta):
-        value = value.total_seconds()
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(round(value * 1e9)))
-    return d
-
-
-class Client:
+class Client(Api):
     """A connection to pgbusd.
 
     `target` defaults to $PGBUS_SERVER (else localhost:50051) and `api_key`
@@ -54,17 +39,9 @@ class Client:
         timeout: float = 30.0,
         options: Optional[list] = None,
     ):
-        self.target = target or os.environ.get("PGBUS_SERVER", "localhost:50051")
-        key = api_key if api_key is not None else os.environ.get("PGBUS_API_KEY", "")
-        self._metadata = (("authorization", f"Bearer {key}"),) if key else ()
+        self.target, self._metadata = connection_settings(target, api_key)
         self.timeout = timeout
-        channel_options = [
-            ("grpc.max_receive_message_length", 8 << 20),
-            # A replica that restarts (a rolling update) is back in seconds:
-            # reconnect within 5 s, not gRPC's default of up to 120 s.
-            ("grpc.initial_reconnect_backoff_ms", 200),
-            ("grpc.max_reconnect_backoff_ms", 5000),
-        ] + (options or [])
+        channel_options = CHANNEL_OPTIONS + (options or [])
         if root_certificates is not None:
             creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
             self.channel = grpc.secure_channel(self.target, creds, channel_options)
@@ -92,6 +69,18 @@ class Client:
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
+    def _unary(self, method, request, extract, *, timeout=None, wait_for_ready=False):
+        return extract(self.call(method, request, timeout, wait_for_ready))
+
+    def _pages(self, method, request, items):
+        token = ""
+        while True:
+            resp = self.call(method, request(token))
+            yield from getattr(resp, items)
+            token = resp.next_page_token
+            if not token:
+                return
+
     @property
     def metadata(self):
         return self._metadata
@@ -105,124 +94,12 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- admin ------------------------------------------------------------
-
-    def create_topic(
-        self,
-        name: str,
-        *,
-        retention: Optional[float] = None,
-        max_message_bytes: int = 0,
-        message_ttl: Optional[float] = None,
-        dedup_window: Optional[float] = None,
-    ) -> types_pb2.Topic:
-        topic = types_pb2.Topic(
-            name=name,
-            max_message_bytes=max_message_bytes,
-            retention=duration(retention),
-            message_ttl=duration(message_ttl),
-            dedup_window=duration(dedup_window),
-        )
-        return self.call(self.admin.CreateTopic, admin_pb2.CreateTopicRequest(topic=topic)).topic
-
-    def get_topic(self, name: str) -> types_pb2.Topic:
-        return self.call(self.admin.GetTopic, admin_pb2.GetTopicRequest(name=name)).topic
-
-    def list_topics(self) -> Iterator[types_pb2.Topic]:
-        token = ""
-        while True:
-            resp = self.call(self.admin.ListTopics, admin_pb2.ListTopicsRequest(page_token=token))
-            yield from resp.topics
-            token = resp.next_page_token
-            if not token:
-                return
-
-    def delete_topic(self, name: str) -> None:
-        self.call(self.admin.DeleteTopic, admin_pb2.DeleteTopicRequest(name=name))
-
-    def create_subscription(
-        self,
-        name: str,
-        topic: str,
-        *,
-        filter: str = "",
-        ack_deadline: Optional[float] = None,
-        max_delivery_attempts: int = 0,
-        dead_letter_topic: str = "",
-        min_backoff: Optional[float] = None,
-        max_backoff: Optional[float] = None,
-    ) -> types_pb2.Subscription:
-        sub = types_pb2.Subscription(
-            name=name,
-            topic=topic,
-            filter=filter,
-            ack_deadline=duration(ack_deadline),
-            max_delivery_attempts=max_delivery_attempts,
-            dead_letter_topic=dead_letter_topic,
-            min_backoff=duration(min_backoff),
-            max_backoff=duration(max_backoff),
-        )
-        req = admin_pb2.CreateSubscriptionRequest(subscription=sub)
-        return self.call(self.admin.CreateSubscription, req).subscription
-
-    def get_subscription(self, name: str) -> types_pb2.Subscription:
-        req = admin_pb2.GetSubscriptionRequest(name=name)
-        return self.call(self.admin.GetSubscription, req).subscription
-
-    def delete_subscription(self, name: str) -> None:
-        self.call(self.admin.DeleteSubscription, admin_pb2.DeleteSubscriptionRequest(name=name))
-
-    def get_stats(self, subscription: str) -> admin_pb2.GetStatsResponse:
-        req = admin_pb2.GetStatsRequest(subscription=subscription)
-        return self.call(self.admin.GetStats, req)
-
-    # -- publish, ack, retrieve -------------------------------------------
-
-    def publish(self, topic: str, messages: list[types_pb2.PublishMessage],
-                timeout: Optional[float] = None) -> list[str]:
-        """One Publish call (no batching, no retry: see Publisher)."""
-        req = bus_pb2.PublishRequest(topic=topic, messages=messages)
-        return list(self.call(self.bus.Publish, req, timeout, wait_for_ready=True).message_ids)
-
-    def ack(self, subscription: str, ack_ids: list[str]) -> list[int]:
-        """Per ack id: bus_pb2.ACK_STATUS_OK, or ACK_STATUS_EXPIRED (it may come again)."""
-        req = bus_pb2.AckRequest(subscription=subscription, ack_ids=ack_ids)
-        return [r.status for r in self.call(self.bus.Ack, req, wait_for_ready=True).results]
-
-    def modify_ack_deadline(self, subscription: str, ack_ids: list[str], seconds: float,
-                            reason: str = "") -> list[int]:
-        """A new deadline from now; 0 is a nack (with an optional reason)."""
-        req = bus_pb2.ModifyAckDeadlineRequest(
-            subscription=subscription, ack_ids=ack_ids, ack_deadline=duration(seconds),
-            reason=reason)
-        return [r.status for r in self.call(self.bus.ModifyAckDeadline, req,
-                                               wait_for_ready=True).results]
-
     def upload(self, topic: str, source: bytes | BinaryIO) -> bus_pb2.UploadPayloadResponse:
         """Streams bytes or a binary file object to UploadPayload in 1 MiB
         requests, hashing as it goes (memory stays at one chunk); the server
         checks the SHA-256 sent with the last request. Returns the handle."""
-        digest = hashlib.sha256()
-
-        def chunks():
-            first = True
-            if isinstance(source, (bytes, bytearray, memoryview)):
-                view = memoryview(source)
-                parts = (bytes(view[i:i + CHUNK_BYTES]) for i in range(0, len(view), CHUNK_BYTES))
-            else:
-                parts = iter(lambda: source.read(CHUNK_BYTES), b"")
-            pending = None
-            for part in parts:
-                if pending is not None:
-                    yield bus_pb2.UploadPayloadRequest(topic=topic if first else "", data=pending)
-                    first = False
-                digest.update(part)
-                pending = part
-            yield bus_pb2.UploadPayloadRequest(topic=topic if first else "", data=pending or b"",
-                                               sha256=digest.digest())
-
         try:
-            return self.bus.UploadPayload(chunks(), metadata=self._metadata, wait_for_ready=True)
+            return self.bus.UploadPayload(upload_requests(topic, source), metadata=self._metadata, wait_for_ready=True)
         except grpc.RpcError as err:
             raise from_rpc_error(err) from None
 
@@ -231,48 +108,22 @@ class Client:
         against its SHA-256 (DataLossError on a mismatch, before anything is
         returned; with `out`, bytes are written as they come and the check
         happens at the end). Returns the bytes (b"" when written to `out`)."""
-        message_id = message if isinstance(message, str) else message.id
-        digest = hashlib.sha256()
-        parts: list[bytes] = []
-        offset = 0
-        expected = None
-        size = None
-        while True:
-            req = bus_pb2.RetrieveRequest(message_id=message_id, offset=offset,
-                                          length=RETRIEVE_BYTES)
-            resp = self.call(self.bus.Retrieve, req)
-            if expected is None:
-                expected = resp.message.sha256
-                size = resp.message.size
-            digest.update(resp.data)
-            if out is not None:
-                out.write(resp.data)
-            else:
-                parts.append(resp.data)
-            offset += len(resp.data)
-            if offset >= size or not resp.data:
-                break
-        if offset != size or digest.digest() != expected:
-            raise DataLossError(
-                f"message {message_id}: {offset} bytes received do not match its SHA-256")
-        return b"" if out is not None else b"".join(parts)
+        check = PayloadCheck(message, out)
+        while not check.add(self.call(self.bus.Retrieve, check.request())):
+            pass
+        return check.result()
 
 
-def with_retries(fn: Callable[[], T], *, deadline: float = 60.0, initial: float = 0.1,
-                 maximum: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(fn: Callable[[], T], *, deadline: float = 60.0) -> T:
     """Calls fn until it succeeds, fails with a non-retryable error, or
-    `deadline` seconds have passed (then the last error is raised), backing
-    off exponentially with full jitter between tries. A budget of time, not
-    of attempts: while a replica restarts, the channel fails fast for a few
-    seconds (gRPC's own reconnect backoff), and a count of tries would be
-    spent before it is back."""
-    give_up = time.monotonic() + deadline
-    delay = initial
+    `deadline` seconds have passed (then the last error is raised), with
+    the pauses of pgbus._api.backoff_delays between tries."""
+    delays = backoff_delays(deadline)
     while True:
         try:
             return fn()
         except PgbusError as err:
-            if not err.retryable or time.monotonic() >= give_up:
+            delay = next(delays, None) if err.retryable else None
+            if delay is None:
                 raise
-        sleep(min(random.uniform(0, delay), max(give_up - time.monotonic(), 0)))
-        delay = min(delay * 2, maximum)
+        time.sleep(delay)
