@@ -190,16 +190,156 @@ absl::StatusOr<v1::Topic> Client::CreateTopic(const v1::Topic& topic) {
 absl::StatusOr<v1::Subscription> Client::CreateSubscription(const std::string& name,
                                                             const std::string& topic,
                                                             absl::Duration ack_deadline) {
-  auto ctx = Context();
-  v1::CreateSubscriptionRequest req;
-  req.mutable_subscription()->set_name(name);
-  req.mutable_subscription()->set_topic(topic);
+  v1::Subscription subscription;
+  subscription.set_name(name);
+  subscription.set_topic(topic);
   if (ack_deadline > absl::ZeroDuration()) {
-    ToDuration(ack_deadline, req.mutable_subscription()->mutable_ack_deadline());
+    ToDuration(ack_deadline, subscription.mutable_ack_deadline());
   }
-  v1::CreateSubscriptionResponse resp;
-  if (auto st = FromGrpcStatus(admin_->CreateSubscription(ctx.get(), req, &resp)); !st.ok()) return st;
-  return resp.subscription();
+  return CreateSubscription(subscription);
+}
+
+namespace {
+
+// One unary call of a stub with `context`; the answer or the status.
+template <typename Stub, typename Request, typename Response>
+absl::StatusOr<Response> Unary(grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                                            Response*),
+                               Stub* stub, const Request& request,
+                               std::unique_ptr<grpc::ClientContext> context) {
+  Response response;
+  if (auto st = FromGrpcStatus((stub->*method)(context.get(), request, &response)); !st.ok()) {
+    return st;
+  }
+  return response;
+}
+
+// Every item of every page: calls `method` (each call with a context from
+// `context`) until the answer has no next page token.
+template <typename Item, typename Stub, typename Request, typename Response,
+          typename Items, typename Context>
+absl::StatusOr<std::vector<Item>> Pages(grpc::Status (Stub::*method)(grpc::ClientContext*,
+                                                                     const Request&, Response*),
+                                        Stub* stub, Request request, Items items,
+                                        Context context) {
+  std::vector<Item> all;
+  for (;;) {
+    auto page = Unary(method, stub, request, context());
+    if (!page.ok()) return page.status();
+    for (const Item& item : items(*page)) all.push_back(item);
+    if (page->next_page_token().empty()) return all;
+    request.set_page_token(page->next_page_token());
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<v1::Subscription> Client::CreateSubscription(const v1::Subscription& subscription) {
+  v1::CreateSubscriptionRequest req;
+  *req.mutable_subscription() = subscription;
+  auto resp = Unary(&v1::AdminService::Stub::CreateSubscription, admin_.get(), req, Context());
+  if (!resp.ok()) return resp.status();
+  return resp->subscription();
+}
+
+absl::StatusOr<v1::Topic> Client::GetTopic(const std::string& name) {
+  v1::GetTopicRequest req;
+  req.set_name(name);
+  auto resp = Unary(&v1::AdminService::Stub::GetTopic, admin_.get(), req, Context());
+  if (!resp.ok()) return resp.status();
+  return resp->topic();
+}
+
+absl::StatusOr<std::vector<v1::Topic>> Client::ListTopics(int32_t page_size) {
+  v1::ListTopicsRequest req;
+  req.set_page_size(page_size);
+  return Pages<v1::Topic>(
+      &v1::AdminService::Stub::ListTopics, admin_.get(), req,
+      [](const v1::ListTopicsResponse& r) -> const auto& { return r.topics(); },
+      [this] { return Context(); });
+}
+
+absl::Status Client::DeleteTopic(const std::string& name) {
+  v1::DeleteTopicRequest req;
+  req.set_name(name);
+  return Unary(&v1::AdminService::Stub::DeleteTopic, admin_.get(), req, Context()).status();
+}
+
+absl::StatusOr<v1::Subscription> Client::GetSubscription(const std::string& name) {
+  v1::GetSubscriptionRequest req;
+  req.set_name(name);
+  auto resp = Unary(&v1::AdminService::Stub::GetSubscription, admin_.get(), req, Context());
+  if (!resp.ok()) return resp.status();
+  return resp->subscription();
+}
+
+absl::StatusOr<std::vector<v1::Subscription>> Client::ListSubscriptions(const std::string& topic,
+                                                                        int32_t page_size) {
+  v1::ListSubscriptionsRequest req;
+  req.set_topic(topic);
+  req.set_page_size(page_size);
+  return Pages<v1::Subscription>(
+      &v1::AdminService::Stub::ListSubscriptions, admin_.get(), req,
+      [](const v1::ListSubscriptionsResponse& r) -> const auto& { return r.subscriptions(); },
+      [this] { return Context(); });
+}
+
+absl::Status Client::DeleteSubscription(const std::string& name) {
+  v1::DeleteSubscriptionRequest req;
+  req.set_name(name);
+  return Unary(&v1::AdminService::Stub::DeleteSubscription, admin_.get(), req, Context())
+      .status();
+}
+
+absl::Status Client::Seek(const std::string& subscription, absl::Time time) {
+  v1::SeekRequest req;
+  req.set_subscription(subscription);
+  timespec ts = absl::ToTimespec(time);
+  req.mutable_time()->set_seconds(ts.tv_sec);
+  req.mutable_time()->set_nanos(static_cast<int32_t>(ts.tv_nsec));
+  return Unary(&v1::AdminService::Stub::Seek, admin_.get(), req, Context()).status();
+}
+
+absl::StatusOr<v1::GetStatsResponse> Client::GetStats(const std::string& subscription,
+                                                      const std::string& topic) {
+  v1::GetStatsRequest req;
+  req.set_subscription(subscription);
+  req.set_topic(topic);
+  return Unary(&v1::AdminService::Stub::GetStats, admin_.get(), req, Context());
+}
+
+absl::StatusOr<std::vector<v1::Message>> Client::ListMessages(const std::string& correlation_id,
+                                                              int32_t page_size) {
+  v1::ListMessagesRequest req;
+  req.set_correlation_id(correlation_id);
+  req.set_page_size(page_size);
+  return Pages<v1::Message>(
+      &v1::AdminService::Stub::ListMessages, admin_.get(), req,
+      [](const v1::ListMessagesResponse& r) -> const auto& { return r.messages(); },
+      [this] { return Context(); });
+}
+
+absl::StatusOr<std::vector<v1::Message>> Client::ListDeadLetters(const std::string& subscription,
+                                                                 int32_t page_size) {
+  v1::ListDeadLettersRequest req;
+  req.set_subscription(subscription);
+  req.set_page_size(page_size);
+  return Pages<v1::Message>(
+      &v1::AdminService::Stub::ListDeadLetters, admin_.get(), req,
+      [](const v1::ListDeadLettersResponse& r) -> const auto& { return r.messages(); },
+      [this] { return Context(); });
+}
+
+absl::StatusOr<std::vector<std::string>> Client::RedriveDeadLetters(
+    const std::string& subscription, const std::vector<std::string>& message_ids,
+    int32_t limit) {
+  v1::RedriveDeadLettersRequest req;
+  req.set_subscription(subscription);
+  for (const auto& id : message_ids) req.add_message_ids(id);
+  req.set_limit(limit);
+  auto resp = Unary(&v1::AdminService::Stub::RedriveDeadLetters, admin_.get(), req, Context());
+  if (!resp.ok()) return resp.status();
+  return std::vector<std::string>(resp->message_ids().begin(), resp->message_ids().end());
 }
 
 absl::StatusOr<std::vector<std::string>> Client::Publish(const std::string& topic,

@@ -359,3 +359,75 @@ test("README quick start runs", async (t) => {
   assert.match(out[0], /^published \d+$/);
   assert.equal(out[1], "received hello");
 });
+
+test("admin calls cover the proto", async (t) => {
+  const c = connect(t, await serve(t));
+  await c.createTopic({
+    name: "orders",
+    retention: durationMs(3_600_000),
+    dedupWindow: durationMs(300_000),
+    maxMessageBytes: 4096,
+  });
+  await c.createTopic({ name: "dead" });
+  const orders = await c.getTopic("orders");
+  assert.equal(orders.retention?.seconds, 3600);
+  assert.equal(orders.dedupWindow?.seconds, 300);
+  assert.equal(orders.maxMessageBytes, 4096);
+  const names: string[] = [];
+  let pageToken = "";
+  let pages = 0;
+  do {
+    const page = await c.listTopics({ pageSize: 1, pageToken });
+    names.push(...page.topics.map((x) => x.name));
+    pageToken = page.nextPageToken;
+    pages++;
+  } while (pageToken);
+  assert.deepEqual(names.sort(), ["dead", "orders"]);
+  assert.ok(pages >= 2, `${pages} pages`);
+  await c.createSubscription({
+    name: "billing",
+    topic: "orders",
+    ackDeadline: durationMs(10_000),
+    maxDeliveryAttempts: 2,
+    deadLetterTopic: "dead",
+    minBackoff: durationMs(100),
+  });
+  const billing = await c.getSubscription("billing");
+  assert.equal(billing.ackDeadline?.seconds, 10);
+  assert.equal(billing.maxDeliveryAttempts, 2);
+  assert.equal(billing.deadLetterTopic, "dead");
+  const subs = await c.listSubscriptions({ topic: "orders" });
+  assert.deepEqual(
+    subs.subscriptions.map((s) => s.name),
+    ["billing"],
+  );
+  const [id] = await c.publish("orders", [{ payload: Buffer.from("x"), correlationId: "c-1" }]);
+  const found = await c.listMessages({ correlationId: "c-1" });
+  assert.deepEqual(
+    found.messages.map((m) => m.id),
+    [id],
+  );
+
+  // Seek: a subscription created after the publish has nothing, until it
+  // is sought back before it.
+  await c.createSubscription({ name: "replay", topic: "orders" });
+  assert.equal((await c.getStats({ subscription: "replay" })).pending, 0);
+  await c.seek("replay", new Date(Date.now() - 60_000));
+  assert.equal((await c.getStats({ subscription: "replay" })).pending, 1);
+
+  // Dead letters: nacked on both attempts allowed. The subscriber stays
+  // open: the move happens when the subscription is next claimed.
+  const stop = new AbortController();
+  const session = c.subscriber("billing").receive((m) => m.nack("cannot bill"), { signal: stop.signal });
+  let dead: Awaited<ReturnType<Client["listDeadLetters"]>>["messages"] = [];
+  await waitFor(async () => {
+    dead = (await c.listDeadLetters({ subscription: "billing" })).messages;
+    return dead.length > 0;
+  }, 20_000);
+  stop.abort();
+  await session;
+  assert.equal(dead.length, 1);
+  assert.equal(dead[0].attributes["pgbus.dead_letter.message_id"], id);
+  assert.equal((await c.redriveDeadLetters({ subscription: "billing", limit: 10 })).length, 1);
+  assert.equal((await c.getStats({ subscription: "billing" })).deadLettered, 1);
+});

@@ -128,10 +128,13 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `cond` every 20 ms until true or `timeoutMs`; returns its last value. */
-export async function waitFor(cond: () => boolean, timeoutMs: number): Promise<boolean> {
+export async function waitFor(
+  cond: () => boolean | Promise<boolean>,
+  timeoutMs: number,
+): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
-    if (cond()) return true;
+    if (await cond()) return true;
     await sleep(20);
   }
   return cond();

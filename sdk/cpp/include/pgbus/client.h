@@ -91,6 +91,34 @@ class Client {
   absl::StatusOr<v1::Subscription> CreateSubscription(const std::string& name,
                                                       const std::string& topic,
                                                       absl::Duration ack_deadline = absl::ZeroDuration());
+  // With every setting of the proto (dead letters, backoff, filter, ...).
+  absl::StatusOr<v1::Subscription> CreateSubscription(const v1::Subscription& subscription);
+  absl::StatusOr<v1::Topic> GetTopic(const std::string& name);
+  // Every topic, read page_size at a time (0: the server's default).
+  absl::StatusOr<std::vector<v1::Topic>> ListTopics(int32_t page_size = 0);
+  absl::Status DeleteTopic(const std::string& name);
+  absl::StatusOr<v1::Subscription> GetSubscription(const std::string& name);
+  // The subscriptions of `topic` (every one when empty).
+  absl::StatusOr<std::vector<v1::Subscription>> ListSubscriptions(const std::string& topic = "",
+                                                                  int32_t page_size = 0);
+  absl::Status DeleteSubscription(const std::string& name);
+  // Replays (or skips) a subscription to the messages published since `time`.
+  absl::Status Seek(const std::string& subscription, absl::Time time);
+  // Backlog, in flight, oldest unacked age and counters of a subscription
+  // (or, with `topic`, of a topic).
+  absl::StatusOr<v1::GetStatsResponse> GetStats(const std::string& subscription,
+                                                const std::string& topic = "");
+  // The messages with a correlation id.
+  absl::StatusOr<std::vector<v1::Message>> ListMessages(const std::string& correlation_id,
+                                                        int32_t page_size = 0);
+  // The dead letters of a subscription (with the pgbus.dead_letter.* attributes).
+  absl::StatusOr<std::vector<v1::Message>> ListDeadLetters(const std::string& subscription,
+                                                           int32_t page_size = 0);
+  // Publishes dead letters to their original topic again (these ids, or the
+  // oldest `limit`); returns the new ids.
+  absl::StatusOr<std::vector<std::string>> RedriveDeadLetters(
+      const std::string& subscription, const std::vector<std::string>& message_ids = {},
+      int32_t limit = 0);
   // Publishes and returns the ids in order.
   absl::StatusOr<std::vector<std::string>> Publish(const std::string& topic,
                                                    std::vector<v1::PublishMessage> messages);
