@@ -4,6 +4,7 @@ Generated stubs live in pgbus.v1 (bus_pb2, admin_pb2, types_pb2 and their
 *_pb2_grpc); this package adds a connection with defaults and deadlines,
 a batching publisher with retries that never duplicate, a flow-controlled
 subscriber with lease management, and large payloads checked end to end.
+pgbus.aio has the same for asyncio.
 """
 
 from pgbus.client import Client
