@@ -503,6 +503,61 @@ int Soak(pgbus::Client& client, const std::string& owner_dsn, const std::string&
   return 0;
 }
 
+// The SDK figures (issue 11): each `--sdk NAME=COMMAND` runs `COMMAND N`
+// (its stdout: `publish_msgs_per_s=X consume_msgs_per_s=Y`) against the same
+// pgbusd, `rounds` times, the SDKs in turn within each round; the first
+// (C++) is the reference of the ratios. 0, or 1 when a program failed.
+int SdkFigures(const std::vector<std::pair<std::string, std::string>>& sdks,
+               const std::string& target, int64_t messages, int rounds) {
+  if (sdks.empty()) return 0;
+  setenv("PGBUS_SERVER", target.c_str(), 1);  // the programs' clients read it
+  struct Rates {
+    std::vector<double> publish, consume, publish_ratio, consume_ratio;
+  };
+  std::vector<Rates> rates(sdks.size());
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<std::pair<double, double>> round;
+    for (const auto& [name, command] : sdks) {
+      std::string cmd = absl::StrCat(command, " ", messages);
+      std::string out;
+      if (FILE* p = popen(cmd.c_str(), "r")) {
+        char buf[512];
+        while (std::fgets(buf, sizeof buf, p)) out += buf;
+        if (pclose(p) != 0) out.clear();
+      }
+      double publish = 0, consume = 0;
+      if (std::sscanf(out.c_str(), "publish_msgs_per_s=%lf consume_msgs_per_s=%lf", &publish,
+                      &consume) != 2) {
+        std::fprintf(stderr, "SDK bench %s failed: %s -> %s\n", name.c_str(), cmd.c_str(),
+                     out.c_str());
+        return 1;
+      }
+      std::fprintf(stderr, "round %d: SDK %s: publish %.0f msg/s, subscribe + ack %.0f msg/s\n",
+                   r + 1, name.c_str(), publish, consume);
+      round.emplace_back(publish, consume);
+    }
+    for (size_t i = 0; i < sdks.size(); ++i) {
+      rates[i].publish.push_back(round[i].first);
+      rates[i].consume.push_back(round[i].second);
+      rates[i].publish_ratio.push_back(round[i].first / round[0].first);
+      rates[i].consume_ratio.push_back(round[i].second / round[0].second);
+    }
+  }
+  std::printf("\n| SDK (%lld messages of 1 KiB, %d rounds) | batched publish msg/s | ratio to %s | "
+              "subscribe + ack msg/s | ratio to %s |\n|---|---|---|---|---|\n",
+              static_cast<long long>(messages), rounds, sdks[0].first.c_str(),
+              sdks[0].first.c_str());
+  for (size_t i = 0; i < sdks.size(); ++i) {
+    std::printf("| %s | %s | %s | %s | %s |\n", sdks[i].first.c_str(),
+                Spread(rates[i].publish).c_str(), Spread(rates[i].publish_ratio, 2).c_str(),
+                Spread(rates[i].consume).c_str(), Spread(rates[i].consume_ratio, 2).c_str());
+  }
+  std::printf("\n(each SDK's own program, sdk/<language>/bench*, through its batching publisher "
+              "and its subscriber, acking one message at a time; the ratio is that of the same "
+              "round. Goals: Go and TypeScript >= 0.5, Python >= 0.25 of C++)\n");
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::string target, owner_dsn;
   int pgbusd_pid = 0;
@@ -515,9 +570,16 @@ int main(int argc, char** argv) {
   int rounds = 3;
   // Which figures to take (all by default): one alone is what a profile of
   // it wants.
-  std::string figures = "publish,latency,consume";
+  std::string figures = "publish,latency,consume,sdk";
+  std::vector<std::pair<std::string, std::string>> sdks;  // name, command
+  int64_t sdk_messages = 10000;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
+    if (flag == "--sdk") {
+      std::pair<std::string, std::string> sdk = absl::StrSplit(argv[i + 1], absl::MaxSplits('=', 1));
+      sdks.push_back(std::move(sdk));
+    }
+    if (flag == "--sdk-messages") sdk_messages = std::stoll(argv[i + 1]);
     if (flag == "--target") target = argv[i + 1];
     if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
     if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
@@ -885,6 +947,9 @@ int main(int argc, char** argv) {
                 "For rates a ratio above 1 is better, for latencies below 1)\n");
   }
 
+  if (wanted("sdk")) {
+    if (int rc = SdkFigures(sdks, target, sdk_messages, rounds)) return rc;
+  }
   if (int rc = LargePayloads(client, owner_dsn, pub_topic, large_mib, rss_mib, pgbusd_pid)) {
     return rc;
   }

@@ -19,7 +19,14 @@ PGBUS_DATABASE_URL="host=$dir/run dbname=pgbus user=pgbus_app" \
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; bash tests/pg_fixture.sh stop "$dir"' EXIT
 for _ in $(seq 100); do [ -s "$port_file" ] && break; sleep 0.1; done
-"$build/bench/pgbus_bench" --target "127.0.0.1:$(cat "$port_file")" \
+# Each SDK's bench program (issue 11), the C++ one first: the reference.
+(cd sdk/go && go build -o "$build/pgbus_go_bench" ./bench)
+(cd sdk/typescript && npx tsc -p .)
+sdks=(--sdk "C++=$build/bench/pgbus_sdk_bench"
+      --sdk "Python=$PWD/.venv/bin/python $PWD/sdk/python/bench.py"
+      --sdk "Go=$build/pgbus_go_bench"
+      --sdk "TypeScript=node $PWD/sdk/typescript/dist/bench/bench.js")
+"$build/bench/pgbus_bench" --target "127.0.0.1:$(cat "$port_file")" "${sdks[@]}" \
   --owner-dsn "host=$dir/run dbname=pgbus user=pgbus_owner" --pgbusd-pid "$pid" \
   --pgbench "$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)/pgbench" \
   --work-dir "$dir" "${@:2}"
