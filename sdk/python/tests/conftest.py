@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -82,6 +83,21 @@ def sql(tenant: str, statement: str) -> str:
                           input=script, capture_output=True, text=True, check=True)
     lines = done.stdout.strip().splitlines()
     return lines[-1] if len(lines) > 1 else ""
+
+
+def run_readme_block(server: Server, pick) -> dict:
+    """Runs the first ```python block of sdk/python/README.md for which
+    pick(code) holds, with $PGBUS_SERVER naming `server`; its globals."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    code = next(b for b in blocks if pick(b))
+    os.environ["PGBUS_SERVER"] = server.target
+    try:
+        scope: dict = {}
+        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 -- our own README
+    finally:
+        del os.environ["PGBUS_SERVER"]
+    return scope
 
 
 @pytest.fixture

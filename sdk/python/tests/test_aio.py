@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import re
 import signal
 import subprocess
 import time
@@ -16,7 +15,7 @@ import grpc.aio
 import pytest
 
 import pgbus
-from conftest import Server, operator, sql
+from conftest import Server, operator, run_readme_block, sql
 from pgbus.aio import AsyncClient, AsyncMessage
 
 
@@ -311,16 +310,7 @@ def test_tls(tmp_path):
 
 
 def test_readme_quick_start_runs(server):
-    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
-        readme = f.read()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    code = next(b for b in blocks if "pgbus.aio" in b)
-    os.environ["PGBUS_SERVER"] = server.target
-    try:
-        scope: dict = {}
-        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 -- our own README
-    finally:
-        del os.environ["PGBUS_SERVER"]
+    scope = run_readme_block(server, lambda code: "pgbus.aio" in code)
     assert scope["received"] == [b"hello"]
 
 

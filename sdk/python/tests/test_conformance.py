@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -15,7 +14,7 @@ import grpc
 import pytest
 
 import pgbus
-from conftest import Server, operator, sql
+from conftest import Server, operator, run_readme_block, sql
 
 
 class Inbox:
@@ -281,14 +280,7 @@ def test_tls(tmp_path):
 
 
 def test_readme_quick_start_runs(server):
-    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
-    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
-    os.environ["PGBUS_SERVER"] = server.target
-    try:
-        scope: dict = {}
-        exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 -- our own README
-    finally:
-        del os.environ["PGBUS_SERVER"]
+    scope = run_readme_block(server, lambda code: "pgbus.aio" not in code)
     assert scope["received"] == [b"hello"]
 
 

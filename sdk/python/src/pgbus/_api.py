@@ -15,6 +15,7 @@ import random
 import time
 from typing import Any, BinaryIO, Callable, Iterator, Optional
 
+import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from pgbus.errors import DataLossError
@@ -31,6 +32,18 @@ CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5000),
 ]
+
+
+def open_channel(grpc_module, target: str, root_certificates: Optional[bytes],
+                 certificate_chain: Optional[bytes], private_key: Optional[bytes],
+                 options: Optional[list], **kwargs):
+    """A channel of `grpc_module` (grpc, or grpc.aio): TLS when
+    `root_certificates` is given (mutual with a chain and key), else plaintext."""
+    channel_options = CHANNEL_OPTIONS + (options or [])
+    if root_certificates is not None:
+        creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+        return grpc_module.secure_channel(target, creds, channel_options, **kwargs)
+    return grpc_module.insecure_channel(target, channel_options, **kwargs)
 
 
 def duration(value: Optional[float | datetime.timedelta]) -> Optional[duration_pb2.Duration]:

@@ -21,11 +21,11 @@ from typing import AsyncIterator, Awaitable, BinaryIO, Callable, Optional, TypeV
 import grpc
 import grpc.aio
 
-from pgbus._api import (CHANNEL_OPTIONS, DEFAULT_INLINE_LIMIT, Api, PayloadCheck, backoff_delays,
-                        connection_settings, duration, upload_requests)
+from pgbus._api import (DEFAULT_INLINE_LIMIT, Api, PayloadCheck, backoff_delays,
+                        connection_settings, duration, open_channel, upload_requests)
 from pgbus.errors import PgbusError, from_rpc_error
 from pgbus.publisher import BatchSettings
-from pgbus.subscriber import PERMANENT
+from pgbus.subscriber import PERMANENT, Delivery
 from pgbus.v1 import admin_pb2_grpc, bus_pb2, bus_pb2_grpc, types_pb2
 
 __all__ = ["AsyncClient", "AsyncMessage", "AsyncPublisher", "AsyncSubscriber", "with_retries"]
@@ -53,14 +53,8 @@ class AsyncClient(Api):
         """`interceptors`: grpc.aio client interceptors for every call."""
         self.target, self.metadata = connection_settings(target, api_key)
         self.timeout = timeout
-        channel_options = CHANNEL_OPTIONS + (options or [])
-        if root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
-            self.channel = grpc.aio.secure_channel(self.target, creds, channel_options,
-                                                   interceptors=interceptors)
-        else:
-            self.channel = grpc.aio.insecure_channel(self.target, channel_options,
-                                                     interceptors=interceptors)
+        self.channel = open_channel(grpc.aio, self.target, root_certificates, certificate_chain,
+                                    private_key, options, interceptors=interceptors)
         self.bus = bus_pb2_grpc.BusServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
 
@@ -261,26 +255,11 @@ class AsyncPublisher:
                         future.set_exception(err)
 
 
-class AsyncMessage:
+class AsyncMessage(Delivery):
     """One delivery (as pgbus.Message, with coroutines): `await data()` is
     the payload (retrieved and checked when it was uploaded); `await ack()`
     is True, or False when the lease was lost (it may come again);
     `await nack(reason)` gives it back for redelivery."""
-
-    def __init__(self, subscriber: "AsyncSubscriber", received: types_pb2.ReceivedMessage):
-        self._subscriber = subscriber
-        self.ack_id = received.ack_id
-        self.message = received.message
-        self.delivery_attempt = received.delivery_attempt
-        self.settled = False
-
-    @property
-    def id(self) -> str:
-        return self.message.id
-
-    @property
-    def attributes(self):
-        return self.message.attributes
 
     async def data(self) -> bytes:
         if self.message.payload_by_reference:

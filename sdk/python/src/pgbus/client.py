@@ -8,8 +8,8 @@ from typing import BinaryIO, Callable, Optional, TypeVar
 
 import grpc
 
-from pgbus._api import (CHANNEL_OPTIONS, DEFAULT_INLINE_LIMIT, Api, PayloadCheck, backoff_delays,
-                        connection_settings, duration, upload_requests)
+from pgbus._api import (DEFAULT_INLINE_LIMIT, Api, PayloadCheck, backoff_delays,
+                        connection_settings, duration, open_channel, upload_requests)
 from pgbus.errors import PgbusError, from_rpc_error
 from pgbus.v1 import admin_pb2_grpc, bus_pb2, bus_pb2_grpc, types_pb2
 
@@ -41,12 +41,8 @@ class Client(Api):
     ):
         self.target, self._metadata = connection_settings(target, api_key)
         self.timeout = timeout
-        channel_options = CHANNEL_OPTIONS + (options or [])
-        if root_certificates is not None:
-            creds = grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
-            self.channel = grpc.secure_channel(self.target, creds, channel_options)
-        else:
-            self.channel = grpc.insecure_channel(self.target, channel_options)
+        self.channel = open_channel(grpc, self.target, root_certificates, certificate_chain,
+                                    private_key, options)
         self.bus = bus_pb2_grpc.BusServiceStub(self.channel)
         self.admin = admin_pb2_grpc.AdminServiceStub(self.channel)
 

@@ -23,19 +23,16 @@ PERMANENT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED)
 
 
-class Message:
-    """One delivery. `data` is the payload (fetched and SHA-256-checked on
-    first use when it was uploaded: DataLossError on a mismatch). Call
-    ack() when done or nack(reason) to have it redelivered; ack() returns
-    True, or False when the lease was lost (the message may come again)."""
+class Delivery:
+    """What a delivery carries: ack_id, message (the pgbus.v1 Message),
+    delivery_attempt; the settling is the subclass's (sync or asyncio)."""
 
-    def __init__(self, subscriber: "Subscriber", received: types_pb2.ReceivedMessage):
+    def __init__(self, subscriber, received: types_pb2.ReceivedMessage):
         self._subscriber = subscriber
         self.ack_id = received.ack_id
         self.message = received.message
         self.delivery_attempt = received.delivery_attempt
-        self._data: Optional[bytes] = None
-        self._settled = False
+        self.settled = False
 
     @property
     def id(self) -> str:
@@ -44,6 +41,17 @@ class Message:
     @property
     def attributes(self):
         return self.message.attributes
+
+
+class Message(Delivery):
+    """One delivery. `data` is the payload (fetched and SHA-256-checked on
+    first use when it was uploaded: DataLossError on a mismatch). Call
+    ack() when done or nack(reason) to have it redelivered; ack() returns
+    True, or False when the lease was lost (the message may come again)."""
+
+    def __init__(self, subscriber: "Subscriber", received: types_pb2.ReceivedMessage):
+        super().__init__(subscriber, received)
+        self._data: Optional[bytes] = None
 
     @property
     def data(self) -> bytes:
@@ -158,14 +166,14 @@ class Subscriber:
         try:
             self._handler(message)
         except Exception:  # noqa: BLE001 -- a failed handler means: redeliver
-            if not message._settled:
+            if not message.settled:
                 message.nack("handler raised an exception")
 
     def _settle(self, message: Message, *, ack: bool, reason: str = "") -> bool:
         with self._lock:
-            if message._settled:
+            if message.settled:
                 return False
-            message._settled = True
+            message.settled = True
             self._leased.pop(message.ack_id, None)
         try:
             if ack:
