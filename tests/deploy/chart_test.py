@@ -15,12 +15,9 @@ import tempfile
 
 import yaml
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CHART = os.path.join(ROOT, "helm", "pgbus")
-HELM = os.path.join(ROOT, ".tools", "bin", "helm")
+from chart_lib import BASE, CHART, KUBE_VERSION, ROOT, by_kind, helm, render
+
 VALIDATE = os.path.join(ROOT, ".venv", "bin", "kubernetes-validate")
-KUBE_VERSION = "1.30.0"
-BASE = ["--set", "database.existingSecret=pgbus-db"]
 EVERYTHING = BASE + [
     "--set", "tls.existingSecret=pgbus-tls", "--set", "tls.clientCa=true",
     "--set", "autoscaling.enabled=true", "--set", "networkPolicy.enabled=true",
@@ -35,26 +32,6 @@ def check(ok, what):
     if not ok:
         failures.append(what)
         print("FAIL:", what, file=sys.stderr)
-
-
-def helm(*args, expect_ok=True):
-    if args[0] in ("template", "lint"):
-        # helm built by `go install` assumes Kubernetes 1.20 without a cluster.
-        args = (*args, "--kube-version", KUBE_VERSION)
-    done = subprocess.run([HELM, *args], capture_output=True, text=True)
-    if expect_ok and done.returncode != 0:
-        raise SystemExit(f"helm {' '.join(args)} failed:\n{done.stderr}")
-    return done
-
-
-def render(*sets):
-    out = helm("template", "pgbus", CHART, "--namespace", "bus", *sets).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def by_kind(docs, kind):
-    found = [d for d in docs if d["kind"] == kind]
-    return found[0] if found else None
 
 
 # 1. Lint, and manifests Kubernetes accepts.
