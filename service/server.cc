@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "grpc/health/v1/health.pb.h"
 #include "service/api/admin_service.h"
@@ -203,12 +204,17 @@ absl::Status Serve(const config::Config& config) {
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   health->SetServingStatus(kLivenessService, true);
   absl::Notification stop_health;
+  // Once shutdown begins it owns the status: set under this lock, so a ping
+  // that was under way (it may hang while Postgres does) cannot set it back.
+  absl::Mutex health_mu;
+  bool shutting_down = false;
   std::thread health_watch([&] {
     bool serving = true;
     while (!stop_health.WaitForNotificationWithTimeout(
         absl::Milliseconds(config.health_interval_ms))) {
       absl::Status db = store->Ping();
-      if (stop_health.HasBeenNotified()) break;  // shutdown owns the status now
+      absl::MutexLock lock(&health_mu);
+      if (shutting_down) break;
       if (db.ok() != serving) {
         serving = db.ok();
         health->SetServingStatus("", serving);
@@ -229,14 +235,19 @@ absl::Status Serve(const config::Config& config) {
   sigwait(&signals, &sig);
   obs::Info("shutting_down", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
 
+  {
+    // Readiness first, at once: load balancers stop sending new calls.
+    absl::MutexLock lock(&health_mu);
+    shutting_down = true;
+    health->SetServingStatus(false);
+  }
   stop_health.Notify();
-  health_watch.join();
   stop_sampling.Notify();
   sampler.join();
-  health->SetServingStatus(false);
   bus.Shutdown();  // streams end with UNAVAILABLE; queued publishes commit
   server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Milliseconds(config.shutdown_grace_ms)));
   server->Wait();
+  health_watch.join();  // a ping in flight ends by its own timeouts
   reaper.Stop();
   pool.Stop();
   store->StopListening();
