@@ -573,6 +573,8 @@ int main(int argc, char** argv) {
   std::string figures = "publish,latency,consume,sdk";
   std::vector<std::pair<std::string, std::string>> sdks;  // name, command
   int64_t sdk_messages = 10000;
+  // The paced rates of the latency figure, msg/s (one alone for a profile).
+  std::string latency_rates = absl::StrCat(kLatencyRate, ",", 10 * kLatencyRate);
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--sdk") {
@@ -580,6 +582,7 @@ int main(int argc, char** argv) {
       sdks.push_back(std::move(sdk));
     }
     if (flag == "--sdk-messages") sdk_messages = std::stoll(argv[i + 1]);
+    if (flag == "--latency-rates") latency_rates = argv[i + 1];
     if (flag == "--target") target = argv[i + 1];
     if (flag == "--seconds") seconds = std::stod(argv[i + 1]);
     if (flag == "--rounds") rounds = std::stoi(argv[i + 1]);
@@ -790,7 +793,11 @@ int main(int argc, char** argv) {
       noop_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
     }
   }
-  const int kLatencyRates[] = {kLatencyRate, 10 * kLatencyRate};
+  std::vector<int> kLatencyRates;
+  for (absl::string_view r : absl::StrSplit(latency_rates, ',')) {
+    int rate = 0;
+    if (absl::SimpleAtoi(r, &rate) && rate > 0) kLatencyRates.push_back(rate);
+  }
   std::map<int, Latency> latency;
   for (int r = 0; r < rounds && wanted("latency"); ++r) {
     for (int rate : kLatencyRates) {
