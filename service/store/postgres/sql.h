@@ -515,7 +515,6 @@ inline constexpr char kSubscriptionCounters[] =
 // statement: a failure moves nothing. An uploaded payload is not copied:
 // the dead letter names the original message, Retrieve-able while retained.
 // Returns the dead-letter topic, once per message moved.
-inline constexpr char kDeadLetterName[] = "pgbus_dead_letter";
 inline constexpr char kDeadLetter[] =
     "WITH ds AS ("
     "  SELECT s.name, s.max_delivery_attempts, s.dead_letter_topic,"
@@ -671,6 +670,76 @@ inline constexpr char kListApiKeys[] =
 inline constexpr char kRevokeApiKey[] =
     "UPDATE pgbus.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE key_id = $1 "
     "RETURNING tenant_id";
+
+// Every statement above, for tests/integration/statements_test.cc, which
+// prepares each against the migrated schema as the role that runs it (so a
+// typo or a dropped column fails `make test`, not a call in production), and
+// fails when a statement of this file is missing here. The two literal
+// prefixes (kSetTenantLiteral, kSetTenantAsyncCommitLiteral) are completed
+// as TenantTransaction::Begin completes them.
+enum class Role { kApp, kOwner };
+struct Statement {
+  const char* name;  // the constant's name, for the test's messages
+  const char* text;
+  Role role = Role::kApp;
+};
+inline constexpr Statement kAll[] = {
+    {"kSetTenant", kSetTenant},
+    {"kBegin", kBegin},
+    {"kCommit", kCommit},
+    {"kSetTenantAsyncCommit", kSetTenantAsyncCommit},
+    {"kEnsureTenant", kEnsureTenant},
+    {"kCreateTopic", kCreateTopic},
+    {"kGetTopic", kGetTopic},
+    {"kListTopics", kListTopics},
+    {"kDeleteTopic", kDeleteTopic},
+    {"kCreateSubscription", kCreateSubscription},
+    {"kCreatePatternSubscription", kCreatePatternSubscription},
+    {"kGetSubscription", kGetSubscription},
+    {"kListSubscriptions", kListSubscriptions},
+    {"kDeleteSubscription", kDeleteSubscription},
+    {"kInsertMessages", kInsertMessages},
+    {"kClaimIdempotencyKeys", kClaimIdempotencyKeys},
+    {"kIdempotentMessages", kIdempotentMessages},
+    {"kNotifyPublish", kNotifyPublish},
+    {"kSubscriptionExists", kSubscriptionExists},
+    {"kReleaseDue", kReleaseDue},
+    {"kClaim", kClaim},
+    {"kAck", kAck},
+    {"kExtendLease", kExtendLease},
+    {"kNack", kNack},
+    {"kReleaseLeases", kReleaseLeases},
+    {"kRetrieve", kRetrieve},
+    {"kReadChunks", kReadChunks},
+    {"kCreatePayload", kCreatePayload},
+    {"kWriteChunk", kWriteChunk},
+    {"kCompletePayload", kCompletePayload},
+    {"kDeletePayload", kDeletePayload},
+    {"kListMessages", kListMessages},
+    {"kSeek", kSeek},
+    {"kReapExpired", kReapExpired},
+    {"kRefreshStatistics", kRefreshStatistics},
+    {"kSubscriptionBacklog", kSubscriptionBacklog},
+    {"kFoldTenantUsage", kFoldTenantUsage},
+    {"kFoldCounters", kFoldCounters},
+    {"kCountSettled", kCountSettled},
+    {"kTopicCounters", kTopicCounters},
+    {"kSubscriptionCounters", kSubscriptionCounters},
+    {"kDeadLetter", kDeadLetter},
+    {"kListDeadLetters", kListDeadLetters},
+    {"kRedriveDeadLetters", kRedriveDeadLetters},
+    {"kTopicStats", kTopicStats},
+    {"kSubscriptionStats", kSubscriptionStats},
+    {"kLookupApiKey", kLookupApiKey},
+    {"kLookupTenant", kLookupTenant},
+    {"kCreateTenant", kCreateTenant, Role::kOwner},
+    {"kUpdateTenant", kUpdateTenant, Role::kOwner},
+    {"kGetTenant", kGetTenant, Role::kOwner},
+    {"kListTenants", kListTenants, Role::kOwner},
+    {"kInsertApiKey", kInsertApiKey, Role::kOwner},
+    {"kListApiKeys", kListApiKeys, Role::kOwner},
+    {"kRevokeApiKey", kRevokeApiKey, Role::kOwner},
+};
 
 }  // namespace pgbus::store::postgres::sql
 
