@@ -347,12 +347,27 @@ TEST(Reaper, TheAppRoleCanReapOnlyWhatExpired) {
   Pgbusd server({"--reap-interval-ms", "3600000"});  // no timer: call it by hand
   auto client = server.Connect();
   ASSERT_TRUE(client->CreateTopic("t").ok());
-  ASSERT_TRUE(client->Publish("t", "fresh").ok());
+  auto fresh = client->Publish("t", "fresh");
+  auto old = client->Publish("t", "old");
+  ASSERT_TRUE(fresh.ok() && old.ok());
+  {
+    // "old" expired a second ago (set as the owner: no TTL is that short).
+    pqxx::connection owner(testing::OwnerDsn());
+    pqxx::work w(owner);
+    w.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", server.tenant());
+    w.exec_params("UPDATE pgbus.messages SET expires_at = now() - interval '1 second' "
+                  "WHERE id = $1::bigint", *old);
+    w.commit();
+  }
   pqxx::connection conn(testing::AppDsn());
   pqxx::work txn(conn);
   txn.exec1("SELECT pgbus.reap_expired(1000000)");
   txn.commit();
+  // The expired one is gone (with its delivery rows), the other stays.
   EXPECT_EQ(Rows(server, "messages"), 1);
+  EXPECT_EQ(CountAsOwner(server.tenant(),
+                         "SELECT 1 FROM pgbus.messages WHERE id = " + *fresh),
+            1);
 }
 
 }  // namespace
