@@ -268,7 +268,11 @@ absl::Status StatusFromSqlState(const std::string& sqlstate, const std::string& 
   std::string text = absl::StrCat(FirstLine(message), " (SQLSTATE ", sqlstate, ")");
   if (sqlstate == "23505") return absl::AlreadyExistsError(text);
   if (sqlstate == "23503") return absl::FailedPreconditionError(text);
-  if (sqlstate == "40001" || sqlstate == "40P01") return absl::AbortedError(text);
+  if (sqlstate == "40000" || sqlstate == "40001" || sqlstate == "40P01") {
+    return absl::AbortedError(text);
+  }
+  // statement_completion_unknown: the outcome is unknown, as with a lost link.
+  if (sqlstate == "40003") return absl::UnavailableError(text);
   if (sqlstate == "57014") return absl::DeadlineExceededError(text);
   if (absl::StartsWith(sqlstate, "08") || sqlstate == "57P01" || sqlstate == "57P02" ||
       sqlstate == "57P03" || sqlstate == "53300") {
@@ -289,6 +293,16 @@ absl::Status StatusFromException(const std::exception& e, Connection* conn) {
     return absl::UnavailableError(
         "lost the connection to Postgres during commit; the outcome is unknown");
   }
+  // libpqxx 6.4 throws these for SQLSTATE class 40 and derives them from
+  // pqxx::failure, not sql_error: without this a deadlock became INTERNAL
+  // and cost the session. The transaction is rolled back; the session stays.
+  if (dynamic_cast<const pqxx::transaction_rollback*>(&e) != nullptr) {
+    const char* state = "40000";
+    if (dynamic_cast<const pqxx::serialization_failure*>(&e)) state = "40001";
+    if (dynamic_cast<const pqxx::deadlock_detected*>(&e)) state = "40P01";
+    if (dynamic_cast<const pqxx::statement_completion_unknown*>(&e)) state = "40003";
+    return StatusFromSqlState(state, e.what());
+  }
   if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
     // libpqxx 6.4 drops the SQLSTATE in some of its exception constructors;
     // its exception class still tells the condition.
@@ -296,8 +310,6 @@ absl::Status StatusFromException(const std::exception& e, Connection* conn) {
     if (state.empty()) {
       if (dynamic_cast<const pqxx::unique_violation*>(&e)) state = "23505";
       else if (dynamic_cast<const pqxx::foreign_key_violation*>(&e)) state = "23503";
-      else if (dynamic_cast<const pqxx::serialization_failure*>(&e)) state = "40001";
-      else if (dynamic_cast<const pqxx::deadlock_detected*>(&e)) state = "40P01";
       else if (dynamic_cast<const pqxx::data_exception*>(&e)) state = "22000";
       else if (dynamic_cast<const pqxx::insufficient_privilege*>(&e)) state = "42501";
       else if (absl::StrContains(sql->what(), "canceling statement due to statement timeout")) {
