@@ -169,6 +169,28 @@ void Stream::Release(const std::vector<store::LeaseKey>& keys) {
   }
 }
 
+int64_t Stream::outstanding() {
+  absl::MutexLock lock(&mu_);
+  return static_cast<int64_t>(outstanding_.size());
+}
+
+int64_t Stream::ShutDown(const absl::Status& status) {
+  std::shared_ptr<StreamSink> sink;
+  std::vector<store::LeaseKey> held;
+  {
+    absl::MutexLock lock(&mu_);
+    sink = sink_;
+    state_ = State::kClosed;
+    PruneExpired(absl::Now());
+    for (const auto& [key, unused] : outstanding_) held.push_back({key.first, key.second, lease_});
+    outstanding_.clear();
+    outstanding_bytes_ = 0;
+  }
+  Release(held);
+  if (sink) sink->End(status);
+  return static_cast<int64_t>(held.size());
+}
+
 void Stream::OnSent() {
   bool again;
   {
@@ -297,8 +319,7 @@ Dispatcher::Counts Dispatcher::Count() {
   Counts c;
   for (const auto& s : Snapshot(nullptr)) {
     ++c.streams;
-    absl::MutexLock lock(&s->mu_);
-    c.outstanding += static_cast<int64_t>(s->outstanding_.size());
+    c.outstanding += s->outstanding();
   }
   return c;
 }
@@ -323,24 +344,7 @@ void Dispatcher::Shutdown(const absl::Status& status) {
   // still succeeds until the message is claimed again.) A claim still
   // running gives back what it gets (ClaimOnce).
   int64_t released = 0;
-  for (const auto& s : Snapshot(nullptr)) {
-    std::shared_ptr<StreamSink> sink;
-    std::vector<store::LeaseKey> held;
-    {
-      absl::MutexLock lock(&s->mu_);
-      sink = s->sink_;
-      s->state_ = Stream::State::kClosed;
-      s->PruneExpired(absl::Now());
-      for (const auto& [key, unused] : s->outstanding_) {
-        held.push_back({key.first, key.second, s->lease_});
-      }
-      s->outstanding_.clear();
-      s->outstanding_bytes_ = 0;
-    }
-    s->Release(held);
-    released += static_cast<int64_t>(held.size());
-    if (sink) sink->End(status);
-  }
+  for (const auto& s : Snapshot(nullptr)) released += s->ShutDown(status);
   if (released > 0) obs::Info("leases_released", {{"count", std::to_string(released)}});
 }
 

@@ -62,6 +62,8 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // The stream is over (client gone or ended): no more claims or sends.
   void Close();
   int64_t lease() const { return lease_; }
+  // Messages leased to this stream and not yet settled.
+  int64_t outstanding();
   const StreamOptions& options() const { return options_; }
 
  private:
@@ -76,6 +78,10 @@ class Stream : public std::enable_shared_from_this<Stream> {
   std::vector<store::LeaseKey> LeaseKeys(const std::vector<store::Delivery>& batch) const;
   // Gives the leases back at once (store::Store::ReleaseLeases); blocks.
   void Release(const std::vector<store::LeaseKey>& keys);
+  // Server shutdown: closes the stream, gives back the leases it holds and
+  // ends its sink with `status`. Returns how many leases went back. Blocks
+  // on the store.
+  int64_t ShutDown(const absl::Status& status);
   // Acked, nacked or extended leases (same replica).
   void LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::vector<bool>& ok,
                      std::optional<absl::Time> new_expiry);
