@@ -236,7 +236,7 @@ void Stream::LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::
   if (freed) Kick();
 }
 
-Dispatcher::Dispatcher(store::Store* store, WorkerPool* pool, Options options)
+Dispatcher::Dispatcher(store::DeliveryStore* store, WorkerPool* pool, Options options)
     : store_(store), pool_(pool), options_(options) {
   poller_ = std::thread([this] { PollLoop(); });
 }

@@ -76,7 +76,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // Drops leases that ran out; they are no longer this stream's.
   void PruneExpired(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<store::LeaseKey> LeaseKeys(const std::vector<store::Delivery>& batch) const;
-  // Gives the leases back at once (store::Store::ReleaseLeases); blocks.
+  // Gives the leases back at once (store::DeliveryStore::ReleaseLeases); blocks.
   void Release(const std::vector<store::LeaseKey>& keys);
   // Server shutdown: closes the stream, gives back the leases it holds and
   // ends its sink with `status`. Returns how many leases went back. Blocks
@@ -110,7 +110,7 @@ class Dispatcher {
     absl::Duration poll_interval = absl::Milliseconds(500);
     int max_claim_batch = 100;
   };
-  Dispatcher(store::Store* store, WorkerPool* pool, Options options);
+  Dispatcher(store::DeliveryStore* store, WorkerPool* pool, Options options);
   ~Dispatcher();  // Shutdown()s.
 
   // Registers a stream and starts feeding it. UNAVAILABLE when shutting down.
@@ -141,7 +141,7 @@ class Dispatcher {
   void PollLoop();
   std::vector<std::shared_ptr<Stream>> Snapshot(const std::vector<store::TopicKey>* topics);
 
-  store::Store* const store_;
+  store::DeliveryStore* const store_;
   WorkerPool* const pool_;
   const Options options_;
   absl::Mutex mu_;

@@ -13,7 +13,7 @@ namespace {
 constexpr int64_t kMaxBatchBytes = 8 << 20;
 }  // namespace
 
-Publisher::Publisher(store::Store* store, int committers, int max_batch_messages,
+Publisher::Publisher(store::PublishStore* store, int committers, int max_batch_messages,
                      Committed on_committed, size_t max_queued_calls)
     : store_(store),
       max_batch_messages_(max_batch_messages),

@@ -32,7 +32,7 @@ class Publisher {
   // answers UNAVAILABLE at once, so overload sheds load instead of queueing
   // without end. (Their bytes are bounded before they get here, by the
   // server's max_call_memory_mb: see api::BusService::Publish.)
-  Publisher(store::Store* store, int committers, int max_batch_messages, Committed on_committed,
+  Publisher(store::PublishStore* store, int committers, int max_batch_messages, Committed on_committed,
             size_t max_queued_calls = 10000);
   ~Publisher();  // Stop()s.
 
@@ -53,7 +53,7 @@ class Publisher {
   };
   void Run();
 
-  store::Store* const store_;
+  store::PublishStore* const store_;
   const int max_batch_messages_;
   const Committed on_committed_;
   const size_t max_queued_calls_;

@@ -5,7 +5,7 @@
 
 namespace pgbus::bus {
 
-Reaper::Reaper(store::Store* store, WorkerPool* pool, absl::Duration interval, int batch)
+Reaper::Reaper(store::MaintenanceStore* store, WorkerPool* pool, absl::Duration interval, int batch)
     : store_(store), pool_(pool), interval_(interval), batch_(batch) {
   thread_ = std::thread([this] { Loop(); });
 }

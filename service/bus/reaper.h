@@ -18,7 +18,7 @@ namespace pgbus::bus {
 
 class Reaper {
  public:
-  Reaper(store::Store* store, WorkerPool* pool, absl::Duration interval, int batch);
+  Reaper(store::MaintenanceStore* store, WorkerPool* pool, absl::Duration interval, int batch);
   ~Reaper();  // Stop()s.
   void Stop();
   // Messages deleted so far (tests, metrics).
@@ -28,7 +28,7 @@ class Reaper {
   void Loop();
   void ReapOnce();
 
-  store::Store* const store_;
+  store::MaintenanceStore* const store_;
   WorkerPool* const pool_;
   const absl::Duration interval_;
   const int batch_;

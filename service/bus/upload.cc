@@ -6,7 +6,7 @@
 
 namespace pgbus::bus {
 
-absl::StatusOr<std::unique_ptr<Upload>> Upload::Begin(store::Store* store, std::string tenant,
+absl::StatusOr<std::unique_ptr<Upload>> Upload::Begin(store::PayloadStore* store, std::string tenant,
                                                       const std::string& topic,
                                                       int64_t max_bytes, bool compressed) {
   ASSIGN_OR_RETURN(store::Store::NewPayload p,

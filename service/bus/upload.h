@@ -28,7 +28,7 @@ class Upload {
   };
 
   // NOT_FOUND for an unknown topic.
-  static absl::StatusOr<std::unique_ptr<Upload>> Begin(store::Store* store, std::string tenant,
+  static absl::StatusOr<std::unique_ptr<Upload>> Begin(store::PayloadStore* store, std::string tenant,
                                                        const std::string& topic,
                                                        int64_t max_bytes, bool compressed);
   // INVALID_ARGUMENT past max_bytes, RESOURCE_EXHAUSTED past the topic's
@@ -42,7 +42,7 @@ class Upload {
   bool finished() const { return finished_; }
 
  private:
-  Upload(store::Store* store, std::string tenant, std::string topic, int64_t id,
+  Upload(store::PayloadStore* store, std::string tenant, std::string topic, int64_t id,
          int64_t max_bytes, int64_t topic_max_bytes)
       : store_(store),
         tenant_(std::move(tenant)),
@@ -52,7 +52,7 @@ class Upload {
         topic_max_bytes_(topic_max_bytes) {}
   absl::Status Flush();
 
-  store::Store* const store_;
+  store::PayloadStore* const store_;
   const std::string tenant_;
   const std::string topic_;
   const int64_t id_;

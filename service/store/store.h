@@ -1,5 +1,8 @@
-// The storage contract of pgbus. bus/ programs against this interface;
-// store/postgres/ implements it. Every call is scoped to one tenant: an
+// The storage contract of pgbus, in role interfaces (what admin calls,
+// publishing, delivery, payloads, maintenance and notifications each need),
+// so that a part of bus/ and its test fakes see only their role; Store is
+// all of them. bus/ programs against these; store/postgres/ implements
+// Store. Every call is scoped to one tenant: an
 // implementation must make rows of other tenants invisible (Postgres does it
 // with row-level security).
 //
@@ -23,9 +26,11 @@
 
 namespace pgbus::store {
 
-class Store {
+// Topics, subscriptions, replay, stats, dead letters and lookups by
+// correlation id: the admin surface.
+class AdminStore {
  public:
-  virtual ~Store() = default;
+  virtual ~AdminStore() = default;
 
   // Creates the tenant if it does not exist.
   virtual absl::Status EnsureTenant(const std::string& tenant) = 0;
@@ -58,6 +63,41 @@ class Store {
   virtual absl::Status DeleteSubscription(const std::string& tenant,
                                           const std::string& name) = 0;
 
+  // Makes every retained message of the subscription's topic published at or
+  // after `time` deliverable again. NOT_FOUND for an unknown subscription.
+  virtual absl::Status Seek(const std::string& tenant, const std::string& subscription,
+                            absl::Time time) = 0;
+
+  // Counters of a topic or (when `subscription` is set) a subscription.
+  // NOT_FOUND when it does not exist.
+  virtual absl::StatusOr<StatsRecord> GetStats(const std::string& tenant,
+                                               const std::string& topic,
+                                               const std::string& subscription) = 0;
+
+  // The subscription's unexpired dead letters with ids above `after_id`.
+  // NOT_FOUND for an unknown subscription.
+  virtual absl::StatusOr<std::vector<MessageRecord>> ListDeadLetters(
+      const std::string& tenant, const std::string& subscription, int64_t after_id,
+      int limit) = 0;
+  // Publishes dead letters (`ids`, or the oldest when empty; at most
+  // `limit`) again to their original topics and removes them. Returns the
+  // new messages' (id, topic). NOT_FOUND for an unknown subscription.
+  virtual absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> RedriveDeadLetters(
+      const std::string& tenant, const std::string& subscription,
+      const std::vector<int64_t>& ids, int limit) = 0;
+
+  // Unexpired messages with the correlation id and an id above `after_id`,
+  // in publish order, metadata only.
+  virtual absl::StatusOr<std::vector<MessageRecord>> ListMessages(
+      const std::string& tenant, const std::string& correlation_id, int64_t after_id,
+      int limit) = 0;
+};
+
+// Publishing: the Publisher's group commits.
+class PublishStore {
+ public:
+  virtual ~PublishStore() = default;
+
   // Stores the messages of every item durably, in as few transactions as it
   // can (group commit), and announces the topics to listeners of every
   // replica. Returns one result per item, in order: the message ids, or
@@ -65,6 +105,13 @@ class Store {
   // nothing; the others are unaffected).
   virtual std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
       const std::vector<const PublishItem*>& items) = 0;
+};
+
+// Leases: claims, acks, deadline changes, give-backs and dead-lettering (the
+// Dispatcher and the Ack / ModifyAckDeadline calls).
+class DeliveryStore {
+ public:
+  virtual ~DeliveryStore() = default;
 
   // Leases to `lease` up to `max_messages` deliverable messages of the
   // subscription (visible, not expired), highest priority first then publish
@@ -106,6 +153,23 @@ class Store {
                                                           const std::string& topic,
                                                           const std::vector<LeaseKey>& keys) = 0;
 
+  // Moves up to `limit` deliveries of the subscription that used up its
+  // max_delivery_attempts and are due again to its dead-letter topic.
+  // Returns that topic's name and how many moved (none: an empty topic).
+  struct DeadLettered {
+    std::string topic;
+    int64_t count = 0;
+  };
+  virtual absl::StatusOr<DeadLettered> DeadLetter(const std::string& tenant,
+                                                 const std::string& subscription,
+                                                 int limit) = 0;
+};
+
+// Payloads: ranged reads and the uploads of large ones.
+class PayloadStore {
+ public:
+  virtual ~PayloadStore() = default;
+
   // The message's metadata and payload bytes [offset, offset + length),
   // verified against the stored checksums (the whole inline payload, or
   // every chunk the range touches). NOT_FOUND for an unknown or expired
@@ -132,6 +196,12 @@ class Store {
   virtual absl::Status CompletePayload(const std::string& tenant, int64_t payload_id,
                                        int64_t size, const std::string& sha256) = 0;
   virtual absl::Status DeletePayload(const std::string& tenant, int64_t payload_id) = 0;
+};
+
+// The reaper's work.
+class MaintenanceStore {
+ public:
+  virtual ~MaintenanceStore() = default;
 
   // Deletes at most `batch` expired messages of every tenant (with their
   // deliveries and payloads), and abandoned uploads and expired idempotency
@@ -142,45 +212,12 @@ class Store {
   // ones, so that cached plans are replanned for their size. Returns how
   // many tables it analysed.
   virtual absl::StatusOr<int> RefreshStatistics() = 0;
+};
 
-  // Makes every retained message of the subscription's topic published at or
-  // after `time` deliverable again. NOT_FOUND for an unknown subscription.
-  virtual absl::Status Seek(const std::string& tenant, const std::string& subscription,
-                            absl::Time time) = 0;
-
-  // Counters of a topic or (when `subscription` is set) a subscription.
-  // NOT_FOUND when it does not exist.
-  virtual absl::StatusOr<StatsRecord> GetStats(const std::string& tenant,
-                                               const std::string& topic,
-                                               const std::string& subscription) = 0;
-
-  // Moves up to `limit` deliveries of the subscription that used up its
-  // max_delivery_attempts and are due again to its dead-letter topic.
-  // Returns that topic's name and how many moved (none: an empty topic).
-  struct DeadLettered {
-    std::string topic;
-    int64_t count = 0;
-  };
-  virtual absl::StatusOr<DeadLettered> DeadLetter(const std::string& tenant,
-                                                 const std::string& subscription,
-                                                 int limit) = 0;
-  // The subscription's unexpired dead letters with ids above `after_id`.
-  // NOT_FOUND for an unknown subscription.
-  virtual absl::StatusOr<std::vector<MessageRecord>> ListDeadLetters(
-      const std::string& tenant, const std::string& subscription, int64_t after_id,
-      int limit) = 0;
-  // Publishes dead letters (`ids`, or the oldest when empty; at most
-  // `limit`) again to their original topics and removes them. Returns the
-  // new messages' (id, topic). NOT_FOUND for an unknown subscription.
-  virtual absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> RedriveDeadLetters(
-      const std::string& tenant, const std::string& subscription,
-      const std::vector<int64_t>& ids, int limit) = 0;
-
-  // Unexpired messages with the correlation id and an id above `after_id`,
-  // in publish order, metadata only.
-  virtual absl::StatusOr<std::vector<MessageRecord>> ListMessages(
-      const std::string& tenant, const std::string& correlation_id, int64_t after_id,
-      int limit) = 0;
+// Publish notifications from every replica.
+class NotificationStore {
+ public:
+  virtual ~NotificationStore() = default;
 
   // Calls `on_publish` (on a thread of the store's) with the topics that
   // received messages on any replica. An empty vector means "anything may
@@ -190,6 +227,14 @@ class Store {
       std::function<void(const std::vector<TopicKey>&)> on_publish) = 0;
   virtual void StopListening() = 0;
 };
+
+// Every role: what store/postgres/ implements and pgbusd wires in.
+class Store : public AdminStore,
+              public PublishStore,
+              public DeliveryStore,
+              public PayloadStore,
+              public MaintenanceStore,
+              public NotificationStore {};
 
 // What authentication reads before a tenant is known. Implemented by the
 // same store (pgbusd's role) through functions that return one key by its

@@ -15,7 +15,7 @@ namespace {
 
 // Stores nothing: records batch sizes and hands out ids. The first batch
 // blocks until released, so that calls pile up behind it.
-class RecordingStore : public store::Store {
+class RecordingStore : public store::PublishStore {
  public:
   absl::Notification release_first;
   absl::Mutex mu;
@@ -43,59 +43,6 @@ class RecordingStore : public store::Store {
     }
     return out;
   }
-
-#define UNUSED_METHOD(ret, name, ...) \
-  ret name(__VA_ARGS__) override { return absl::UnimplementedError(#name); }
-  UNUSED_METHOD(absl::Status, EnsureTenant, const std::string&)
-  UNUSED_METHOD(absl::StatusOr<store::TopicRecord>, CreateTopic, const std::string&,
-                const store::TopicRecord&)
-  UNUSED_METHOD(absl::StatusOr<store::TopicRecord>, GetTopic, const std::string&,
-                const std::string&)
-  UNUSED_METHOD(absl::StatusOr<std::vector<store::TopicRecord>>, ListTopics, const std::string&,
-                const std::string&, int)
-  UNUSED_METHOD(absl::Status, DeleteTopic, const std::string&, const std::string&)
-  UNUSED_METHOD(absl::StatusOr<store::SubscriptionRecord>, CreateSubscription,
-                const std::string&, const store::SubscriptionRecord&)
-  UNUSED_METHOD(absl::StatusOr<store::SubscriptionRecord>, GetSubscription, const std::string&,
-                const std::string&)
-  UNUSED_METHOD(absl::StatusOr<std::vector<store::SubscriptionRecord>>, ListSubscriptions,
-                const std::string&, const std::string&, const std::string&, int)
-  UNUSED_METHOD(absl::Status, DeleteSubscription, const std::string&, const std::string&)
-  UNUSED_METHOD(absl::StatusOr<std::vector<store::Delivery>>, Claim, const std::string&,
-                const std::string&, int64_t, int, int64_t, bool, absl::Duration)
-  UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, Ack, const std::string&, const std::string&,
-                const std::vector<store::LeaseKey>&)
-  UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, ModifyAckDeadline, const std::string&,
-                const std::string&, const std::vector<store::LeaseKey>&, absl::Duration,
-                const std::string&)
-  UNUSED_METHOD(absl::StatusOr<std::vector<bool>>, ReleaseLeases, const std::string&,
-                const std::string&, const std::string&, const std::vector<store::LeaseKey>&)
-  UNUSED_METHOD(absl::StatusOr<store::RetrieveResult>, Retrieve, const std::string&, int64_t,
-                int64_t, int64_t)
-  UNUSED_METHOD(absl::StatusOr<store::Store::NewPayload>, CreatePayload, const std::string&, const std::string&,
-                int, bool)
-  UNUSED_METHOD(absl::Status, WriteChunk, const std::string&, int64_t, int, const std::string&,
-                const std::string&)
-  UNUSED_METHOD(absl::Status, CompletePayload, const std::string&, int64_t, int64_t,
-                const std::string&)
-  UNUSED_METHOD(absl::Status, DeletePayload, const std::string&, int64_t)
-  UNUSED_METHOD(absl::StatusOr<int>, ReapExpired, int)
-  UNUSED_METHOD(absl::StatusOr<int>, RefreshStatistics)
-  UNUSED_METHOD(absl::Status, Seek, const std::string&, const std::string&, absl::Time)
-  UNUSED_METHOD(absl::StatusOr<store::StatsRecord>, GetStats, const std::string&,
-                const std::string&, const std::string&)
-  UNUSED_METHOD(absl::StatusOr<store::Store::DeadLettered>, DeadLetter, const std::string&, const std::string&,
-                int)
-  UNUSED_METHOD(absl::StatusOr<std::vector<store::MessageRecord>>, ListDeadLetters,
-                const std::string&, const std::string&, int64_t, int)
-  using IdTopics = std::vector<std::pair<int64_t, std::string>>;
-  UNUSED_METHOD(absl::StatusOr<IdTopics>, RedriveDeadLetters, const std::string&,
-                const std::string&, const std::vector<int64_t>&, int)
-  UNUSED_METHOD(absl::StatusOr<std::vector<store::MessageRecord>>, ListMessages,
-                const std::string&, const std::string&, int64_t, int)
-  UNUSED_METHOD(absl::Status, StartListening, std::function<void(const std::vector<store::TopicKey>&)>)
-#undef UNUSED_METHOD
-  void StopListening() override {}
 };
 
 store::PublishItem Item(const std::string& topic, int messages) {
