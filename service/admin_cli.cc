@@ -89,7 +89,7 @@ std::string Show(const std::optional<int>& v) { return v ? std::to_string(*v) : 
 const std::vector<std::string> kQuotaFlags = {"max-message-bytes", "max-stored-bytes",
                                               "max-publish-rate", "max-streams"};
 
-std::optional<Failure> ApplyQuotas(const Parsed& p, store::TenantRecord* t) {
+std::optional<Failure> ApplyQuotas(const Parsed& p, model::TenantRecord* t) {
   if (auto f = Quota(p, "max-message-bytes", &t->max_message_bytes)) return f;
   if (auto f = Quota(p, "max-stored-bytes", &t->max_stored_bytes)) return f;
   if (auto f = Quota(p, "max-publish-rate", &t->max_publish_rate)) return f;
@@ -101,7 +101,7 @@ std::optional<Failure> ApplyQuotas(const Parsed& p, store::TenantRecord* t) {
   return std::nullopt;
 }
 
-void PrintTenant(const store::TenantRecord& t) {
+void PrintTenant(const model::TenantRecord& t) {
   std::printf(
       "tenant: %s\ncreated: %s\nmax_message_bytes: %s\nmax_stored_bytes: %s\n"
       "max_publish_rate: %s\nmax_streams: %s\nstored_bytes: %lld\n",
@@ -135,7 +135,7 @@ std::optional<Failure> Tenant(store::postgres::TenantAdmin& admin, const Parsed&
     return Failure{2, std::string(st.message())};
   }
   if (verb == "create") {
-    store::TenantRecord t;
+    model::TenantRecord t;
     t.tenant = name;
     if (auto f = ApplyQuotas(p, &t)) return f;
     if (auto f = Fail(admin.CreateTenant(t))) return f;
@@ -163,7 +163,7 @@ std::optional<Failure> Key(store::postgres::TenantAdmin& admin, const Parsed& p)
   }
   const std::string& verb = pos[0];
   if (verb == "issue") {
-    store::ApiKeyRecord k;
+    model::ApiKeyRecord k;
     k.tenant = pos[1];
     auto flag = [&](const char* name, const char* fallback) {
       auto it = p.flags.find(name);

@@ -107,7 +107,7 @@ absl::Status Serve(const config::Config& config) {
   // Publishes on other replicas reach our subscribers through NOTIFY; our
   // own wake them directly (Publisher's on_committed).
   RETURN_IF_ERROR(store->StartListening(
-      [&bus](const std::vector<store::TopicKey>& topics) { bus.Wake(topics); }));
+      [&bus](const std::vector<model::TopicKey>& topics) { bus.Wake(topics); }));
 
   bus::Reaper reaper(store.get(), &pool, absl::Milliseconds(config.reap_interval_ms),
                      /*batch=*/1000);

@@ -22,9 +22,9 @@ using auth::Scope;
 
 absl::Status DoCreateTopic(bus::Bus& bus, const auth::Principal& p,
                            const v1::CreateTopicRequest& req, v1::CreateTopicResponse* resp) {
-  ASSIGN_OR_RETURN(store::TopicRecord topic, FromProto(req.topic()));
+  ASSIGN_OR_RETURN(model::TopicRecord topic, FromProto(req.topic()));
   RETURN_IF_ERROR(p.Check(Scope::kAdmin, topic.name));
-  ASSIGN_OR_RETURN(store::TopicRecord created, bus.CreateTopic(p.tenant, std::move(topic)));
+  ASSIGN_OR_RETURN(model::TopicRecord created, bus.CreateTopic(p.tenant, std::move(topic)));
   ToProto(created, resp->mutable_topic());
   return absl::OkStatus();
 }
@@ -32,7 +32,7 @@ absl::Status DoCreateTopic(bus::Bus& bus, const auth::Principal& p,
 absl::Status DoGetTopic(bus::Bus& bus, const auth::Principal& p, const v1::GetTopicRequest& req,
                         v1::GetTopicResponse* resp) {
   RETURN_IF_ERROR(p.Check(Scope::kAdmin, req.name()));
-  ASSIGN_OR_RETURN(store::TopicRecord topic, bus.GetTopic(p.tenant, req.name()));
+  ASSIGN_OR_RETURN(model::TopicRecord topic, bus.GetTopic(p.tenant, req.name()));
   ToProto(topic, resp->mutable_topic());
   return absl::OkStatus();
 }
@@ -58,9 +58,9 @@ absl::Status DoDeleteTopic(bus::Bus& bus, const auth::Principal& p,
 absl::Status DoCreateSubscription(bus::Bus& bus, const auth::Principal& p,
                                   const v1::CreateSubscriptionRequest& req,
                                   v1::CreateSubscriptionResponse* resp) {
-  ASSIGN_OR_RETURN(store::SubscriptionRecord sub, FromProto(req.subscription()));
+  ASSIGN_OR_RETURN(model::SubscriptionRecord sub, FromProto(req.subscription()));
   RETURN_IF_ERROR(p.Check(Scope::kAdmin, sub.topic));
-  ASSIGN_OR_RETURN(store::SubscriptionRecord created,
+  ASSIGN_OR_RETURN(model::SubscriptionRecord created,
                    bus.CreateSubscription(p.tenant, std::move(sub)));
   ToProto(created, resp->mutable_subscription());
   return absl::OkStatus();
@@ -70,7 +70,7 @@ absl::Status DoGetSubscription(bus::Bus& bus, const auth::Principal& p,
                                const v1::GetSubscriptionRequest& req,
                                v1::GetSubscriptionResponse* resp) {
   RETURN_IF_ERROR(p.CheckScope(Scope::kAdmin));
-  ASSIGN_OR_RETURN(store::SubscriptionRecord sub, bus.GetSubscription(p.tenant, req.name()));
+  ASSIGN_OR_RETURN(model::SubscriptionRecord sub, bus.GetSubscription(p.tenant, req.name()));
   RETURN_IF_ERROR(p.Check(Scope::kAdmin, sub.topic));
   ToProto(sub, resp->mutable_subscription());
   return absl::OkStatus();

@@ -32,7 +32,7 @@ class SubscribeReactor;
 class SinkGuard : public bus::StreamSink {
  public:
   explicit SinkGuard(SubscribeReactor* reactor) : reactor_(reactor) {}
-  bool Send(std::vector<store::Delivery> batch) override;
+  bool Send(std::vector<model::Delivery> batch) override;
   void End(const absl::Status& status) override;
   void Detach() {
     absl::MutexLock lock(&mu_);
@@ -80,7 +80,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
   // Takes the batch for writing; false once the stream is finishing. A true
   // return pins the reactor (no Finish, so no OnDone) until the write
   // completes, so the caller may StartWrite() without holding any lock.
-  bool PrepareSend(std::vector<store::Delivery> batch) {
+  bool PrepareSend(std::vector<model::Delivery> batch) {
     absl::MutexLock lock(&mu_);
     if (finished_) return false;
     writing_ = true;
@@ -212,7 +212,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
 // The guard's lock covers only "is the reactor alive" and its state change;
 // StartWrite and Finish run after it is released, because gRPC may run
 // OnWriteDone or OnDone (which detaches under this lock) inline.
-bool SinkGuard::Send(std::vector<store::Delivery> batch) {
+bool SinkGuard::Send(std::vector<model::Delivery> batch) {
   SubscribeReactor* reactor;
   {
     absl::MutexLock lock(&mu_);
@@ -387,10 +387,10 @@ absl::Status BusService::StartPublish(const auth::Principal& principal,
                                       v1::PublishResponse* resp,
                                       std::shared_ptr<MemoryBudget::Reservation> memory) {
   RETURN_IF_ERROR(principal.Check(auth::Scope::kPublish, req->topic()));
-  std::vector<store::NewMessage> messages;
+  std::vector<model::NewMessage> messages;
   messages.reserve(req->messages_size());
   for (int i = 0; i < req->messages_size(); ++i) {
-    ASSIGN_OR_RETURN(store::NewMessage m, FromProto(i, req->messages(i)));
+    ASSIGN_OR_RETURN(model::NewMessage m, FromProto(i, req->messages(i)));
     if (principal.quotas.max_message_bytes &&
         static_cast<int64_t>(m.payload.size()) > *principal.quotas.max_message_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -447,7 +447,7 @@ grpc::ServerUnaryReactor* BusService::Retrieve(grpc::CallbackServerContext* ctx,
                                                v1::RetrieveResponse* resp) {
   return RunOnPool(cc_, ctx, [this, req, resp](const auth::Principal& p) -> absl::Status {
     RETURN_IF_ERROR(p.CheckScope(auth::Scope::kSubscribe));
-    ASSIGN_OR_RETURN(store::RetrieveResult r,
+    ASSIGN_OR_RETURN(model::RetrieveResult r,
                      bus_->Retrieve(p.tenant, req->message_id(), req->offset(), req->length()));
     RETURN_IF_ERROR(p.Check(auth::Scope::kSubscribe, r.message.topic));
     r.message.payload_by_reference = true;

@@ -32,7 +32,7 @@ absl::Status AuthorizeSubscription(bus::Bus& bus, const auth::Principal& princip
   if (alt && !principal.HasScope(scope) && principal.HasScope(*alt)) scope = *alt;
   if (absl::Status st = principal.CheckScope(scope); !st.ok()) return st;
   if (principal.AllTopics()) return absl::OkStatus();
-  absl::StatusOr<store::SubscriptionRecord> sub = bus.GetSubscription(principal.tenant,
+  absl::StatusOr<model::SubscriptionRecord> sub = bus.GetSubscription(principal.tenant,
                                                                      subscription);
   if (!sub.ok()) return sub.status();
   return principal.Check(scope, sub->topic);

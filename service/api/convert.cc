@@ -45,8 +45,8 @@ void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
   out->set_nanos(static_cast<int32_t>(us * 1000));
 }
 
-absl::StatusOr<store::TopicRecord> FromProto(const v1::Topic& t) {
-  store::TopicRecord r;
+absl::StatusOr<model::TopicRecord> FromProto(const v1::Topic& t) {
+  model::TopicRecord r;
   r.name = t.name();
   if (t.has_retention()) {
     ASSIGN_OR_RETURN(r.retention, FromProto("topic.retention", t.retention()));
@@ -64,8 +64,8 @@ absl::StatusOr<store::TopicRecord> FromProto(const v1::Topic& t) {
   return r;
 }
 
-absl::StatusOr<store::SubscriptionRecord> FromProto(const v1::Subscription& s) {
-  store::SubscriptionRecord r;
+absl::StatusOr<model::SubscriptionRecord> FromProto(const v1::Subscription& s) {
+  model::SubscriptionRecord r;
   r.name = s.name();
   r.topic = s.topic();
   r.filter = s.filter();
@@ -83,9 +83,9 @@ absl::StatusOr<store::SubscriptionRecord> FromProto(const v1::Subscription& s) {
   return r;
 }
 
-absl::StatusOr<store::NewMessage> FromProto(int index, const v1::PublishMessage& m) {
+absl::StatusOr<model::NewMessage> FromProto(int index, const v1::PublishMessage& m) {
   std::string at = absl::StrCat("messages[", index, "]");
-  store::NewMessage r;
+  model::NewMessage r;
   if (!m.payload_handle().empty()) {
     if (!m.payload().empty() || !m.sha256().empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -116,7 +116,7 @@ absl::StatusOr<store::NewMessage> FromProto(int index, const v1::PublishMessage&
   return r;
 }
 
-void ToProto(const store::TopicRecord& t, v1::Topic* out) {
+void ToProto(const model::TopicRecord& t, v1::Topic* out) {
   out->set_name(t.name);
   ToProto(t.retention, out->mutable_retention());
   out->set_max_message_bytes(t.max_message_bytes);
@@ -125,7 +125,7 @@ void ToProto(const store::TopicRecord& t, v1::Topic* out) {
   ToProto(t.create_time, out->mutable_create_time());
 }
 
-void ToProto(const store::SubscriptionRecord& s, v1::Subscription* out) {
+void ToProto(const model::SubscriptionRecord& s, v1::Subscription* out) {
   out->set_name(s.name);
   out->set_topic(s.topic);
   out->set_filter(s.filter);
@@ -137,7 +137,7 @@ void ToProto(const store::SubscriptionRecord& s, v1::Subscription* out) {
   ToProto(s.create_time, out->mutable_create_time());
 }
 
-void ToProto(const store::MessageRecord& m, v1::Message* out) {
+void ToProto(const model::MessageRecord& m, v1::Message* out) {
   out->set_id(std::to_string(m.id));
   out->set_topic(m.topic);
   if (!m.payload_by_reference) out->set_payload(m.payload);

@@ -9,7 +9,7 @@
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "pgbus/v1/types.pb.h"
-#include "service/store/model.h"
+#include "service/model/model.h"
 
 namespace pgbus::api {
 
@@ -21,13 +21,13 @@ void ToProto(absl::Duration d, google::protobuf::Duration* out);
 void ToProto(absl::Time t, google::protobuf::Timestamp* out);
 
 // Unset durations take the documented defaults.
-absl::StatusOr<store::TopicRecord> FromProto(const v1::Topic& topic);
-absl::StatusOr<store::SubscriptionRecord> FromProto(const v1::Subscription& sub);
-absl::StatusOr<store::NewMessage> FromProto(int index, const v1::PublishMessage& message);
+absl::StatusOr<model::TopicRecord> FromProto(const v1::Topic& topic);
+absl::StatusOr<model::SubscriptionRecord> FromProto(const v1::Subscription& sub);
+absl::StatusOr<model::NewMessage> FromProto(int index, const v1::PublishMessage& message);
 
-void ToProto(const store::TopicRecord& topic, v1::Topic* out);
-void ToProto(const store::SubscriptionRecord& sub, v1::Subscription* out);
-void ToProto(const store::MessageRecord& message, v1::Message* out);
+void ToProto(const model::TopicRecord& topic, v1::Topic* out);
+void ToProto(const model::SubscriptionRecord& sub, v1::Subscription* out);
+void ToProto(const model::MessageRecord& message, v1::Message* out);
 
 }  // namespace pgbus::api
 

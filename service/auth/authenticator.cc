@@ -19,7 +19,7 @@ constexpr int kAllScopes = static_cast<int>(Scope::kPublish) |
                            static_cast<int>(Scope::kSubscribe) |
                            static_cast<int>(Scope::kAdmin);
 
-TenantQuotas QuotasOf(const store::TenantRecord& t) {
+TenantQuotas QuotasOf(const model::TenantRecord& t) {
   TenantQuotas q;
   q.max_message_bytes = t.max_message_bytes;
   q.max_stored_bytes = t.max_stored_bytes;

@@ -52,8 +52,8 @@ class Authenticator {
   // A looked-up key (with its tenant) or tenant; unset: there is none.
   struct Entry {
     absl::Time expires;
-    std::optional<store::ApiKeyRecord> key;
-    std::optional<store::TenantRecord> tenant;
+    std::optional<model::ApiKeyRecord> key;
+    std::optional<model::TenantRecord> tenant;
   };
   enum class Kind { kKey, kCert, kDev };
   // What the credentials name: a key id, or a tenant.

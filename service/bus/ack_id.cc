@@ -8,14 +8,14 @@
 
 namespace pgbus::bus {
 
-std::string EncodeAckId(const store::LeaseKey& key) {
+std::string EncodeAckId(const model::LeaseKey& key) {
   return absl::StrCat(key.message_id, "-", key.attempt, "-",
                       absl::Hex(static_cast<uint64_t>(key.lease), absl::kZeroPad16));
 }
 
-absl::StatusOr<store::LeaseKey> DecodeAckId(absl::string_view ack_id) {
+absl::StatusOr<model::LeaseKey> DecodeAckId(absl::string_view ack_id) {
   std::vector<absl::string_view> parts = absl::StrSplit(ack_id, '-');
-  store::LeaseKey key;
+  model::LeaseKey key;
   uint64_t lease = 0;
   if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &key.message_id) ||
       !absl::SimpleAtoi(parts[1], &key.attempt) || parts[2].empty() || parts[2].size() > 16 ||

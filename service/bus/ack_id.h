@@ -7,13 +7,13 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "service/store/model.h"
+#include "service/model/model.h"
 
 namespace pgbus::bus {
 
-std::string EncodeAckId(const store::LeaseKey& key);
+std::string EncodeAckId(const model::LeaseKey& key);
 // INVALID_ARGUMENT when `ack_id` was not made by EncodeAckId.
-absl::StatusOr<store::LeaseKey> DecodeAckId(absl::string_view ack_id);
+absl::StatusOr<model::LeaseKey> DecodeAckId(absl::string_view ack_id);
 
 // Message ids travel as decimal strings. INVALID_ARGUMENT otherwise.
 absl::StatusOr<int64_t> DecodeMessageId(absl::string_view id);

@@ -45,9 +45,9 @@ absl::Status CheckNameToken(const std::string& token) {
 // A page of messages in id order: the token is the last id of the page
 // before; `fetch(after_id, limit)` reads one more than the page to know
 // whether another follows.
-absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> MessagePage(
+absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> MessagePage(
     const Page& page,
-    const std::function<absl::StatusOr<std::vector<store::MessageRecord>>(int64_t, int)>& fetch) {
+    const std::function<absl::StatusOr<std::vector<model::MessageRecord>>(int64_t, int)>& fetch) {
   ASSIGN_OR_RETURN(int size, PageSize(page));
   int64_t after = 0;
   if (!page.token.empty() && (!absl::SimpleAtoi(page.token, &after) || after < 0)) {
@@ -71,7 +71,7 @@ Bus::Bus(store::Store* store, WorkerPool* pool, BusOptions options)
       store, pool, Dispatcher::Options{options.poll_interval, /*max_claim_batch=*/100});
   publisher_ = std::make_unique<Publisher>(
       store, options.publish_committers, options.publish_max_batch,
-      [this](const store::TopicKey& key) { dispatcher_->Wake({key}); },
+      [this](const model::TopicKey& key) { dispatcher_->Wake({key}); },
       static_cast<size_t>(options.max_queued_publishes));
 }
 
@@ -82,8 +82,8 @@ void Bus::Shutdown() {
   publisher_->Stop();
 }
 
-absl::StatusOr<store::TopicRecord> Bus::CreateTopic(const std::string& tenant,
-                                                    store::TopicRecord topic) {
+absl::StatusOr<model::TopicRecord> Bus::CreateTopic(const std::string& tenant,
+                                                    model::TopicRecord topic) {
   RETURN_IF_ERROR(ValidateTopic(topic));
   auto created = store_->CreateTopic(tenant, topic);
   if (created.status().code() == absl::StatusCode::kAlreadyExists) {
@@ -93,13 +93,13 @@ absl::StatusOr<store::TopicRecord> Bus::CreateTopic(const std::string& tenant,
   return created;
 }
 
-absl::StatusOr<store::TopicRecord> Bus::GetTopic(const std::string& tenant,
+absl::StatusOr<model::TopicRecord> Bus::GetTopic(const std::string& tenant,
                                                  const std::string& name) {
   RETURN_IF_ERROR(ValidateName("name", name));
   return store_->GetTopic(tenant, name);
 }
 
-absl::StatusOr<std::pair<std::vector<store::TopicRecord>, std::string>> Bus::ListTopics(
+absl::StatusOr<std::pair<std::vector<model::TopicRecord>, std::string>> Bus::ListTopics(
     const std::string& tenant, const Page& page) {
   ASSIGN_OR_RETURN(int size, PageSize(page));
   RETURN_IF_ERROR(CheckNameToken(page.token));
@@ -119,8 +119,8 @@ absl::Status Bus::DeleteTopic(const std::string& tenant, const std::string& name
   return absl::OkStatus();
 }
 
-absl::StatusOr<store::SubscriptionRecord> Bus::CreateSubscription(const std::string& tenant,
-                                                                  store::SubscriptionRecord sub) {
+absl::StatusOr<model::SubscriptionRecord> Bus::CreateSubscription(const std::string& tenant,
+                                                                  model::SubscriptionRecord sub) {
   RETURN_IF_ERROR(ValidateSubscription(sub));
   ASSIGN_OR_RETURN(sub.filter_path, CompileFilter(sub.filter));
   if (!sub.dead_letter_topic.empty()) {
@@ -144,13 +144,13 @@ absl::StatusOr<store::SubscriptionRecord> Bus::CreateSubscription(const std::str
   return created;
 }
 
-absl::StatusOr<store::SubscriptionRecord> Bus::GetSubscription(const std::string& tenant,
+absl::StatusOr<model::SubscriptionRecord> Bus::GetSubscription(const std::string& tenant,
                                                                const std::string& name) {
   RETURN_IF_ERROR(ValidateName("name", name));
   return store_->GetSubscription(tenant, name);
 }
 
-absl::StatusOr<std::pair<std::vector<store::SubscriptionRecord>, std::string>>
+absl::StatusOr<std::pair<std::vector<model::SubscriptionRecord>, std::string>>
 Bus::ListSubscriptions(const std::string& tenant, const std::string& topic, const Page& page) {
   ASSIGN_OR_RETURN(int size, PageSize(page));
   RETURN_IF_ERROR(CheckNameToken(page.token));
@@ -172,7 +172,7 @@ absl::Status Bus::DeleteSubscription(const std::string& tenant, const std::strin
 }
 
 void Bus::Publish(const std::string& tenant, const std::string& topic,
-                  std::vector<store::NewMessage> messages, Publisher::Done done) {
+                  std::vector<model::NewMessage> messages, Publisher::Done done) {
   absl::Status st = ValidateName("topic", topic);
   if (st.ok() && messages.empty()) {
     st = absl::InvalidArgumentError("messages: at least one message is required");
@@ -182,7 +182,7 @@ void Bus::Publish(const std::string& tenant, const std::string& topic,
                                                  " per call; got ", messages.size()));
   }
   for (size_t i = 0; st.ok() && i < messages.size(); ++i) {
-    store::NewMessage& m = messages[i];
+    model::NewMessage& m = messages[i];
     st = ValidateMessage(static_cast<int>(i), m, options_.inline_payload_limit);
     if (!st.ok()) break;
     if (m.payload_id) continue;  // the upload was hashed on the way in
@@ -200,7 +200,7 @@ void Bus::Publish(const std::string& tenant, const std::string& topic,
     done(st);
     return;
   }
-  publisher_->Publish(store::PublishItem{tenant, topic, std::move(messages)}, std::move(done));
+  publisher_->Publish(model::PublishItem{tenant, topic, std::move(messages)}, std::move(done));
 }
 
 absl::StatusOr<std::unique_ptr<Upload>> Bus::BeginUpload(const std::string& tenant,
@@ -226,7 +226,7 @@ absl::StatusOr<std::shared_ptr<Stream>> Bus::Subscribe(const std::string& tenant
       (*params.ack_deadline < absl::Seconds(1) || *params.ack_deadline > absl::Minutes(10))) {
     return absl::InvalidArgumentError("ack_deadline: must be from 1s to 10m when set");
   }
-  ASSIGN_OR_RETURN(store::SubscriptionRecord sub,
+  ASSIGN_OR_RETURN(model::SubscriptionRecord sub,
                    store_->GetSubscription(tenant, params.subscription));
   StreamOptions options;
   options.tenant = tenant;
@@ -242,17 +242,17 @@ absl::StatusOr<std::shared_ptr<Stream>> Bus::Subscribe(const std::string& tenant
   return dispatcher_->Open(std::move(options), std::move(sink));
 }
 
-absl::StatusOr<std::vector<store::LeaseKey>> Bus::DecodeAckIds(
+absl::StatusOr<std::vector<model::LeaseKey>> Bus::DecodeAckIds(
     const std::vector<std::string>& ids) {
   if (ids.empty()) return absl::InvalidArgumentError("ack_ids: at least one is required");
   if (ids.size() > static_cast<size_t>(kMaxAckIds)) {
     return absl::InvalidArgumentError(
         absl::StrCat("ack_ids: at most ", kMaxAckIds, " per call; got ", ids.size()));
   }
-  std::vector<store::LeaseKey> keys;
+  std::vector<model::LeaseKey> keys;
   keys.reserve(ids.size());
   for (const auto& id : ids) {
-    ASSIGN_OR_RETURN(store::LeaseKey key, DecodeAckId(id));
+    ASSIGN_OR_RETURN(model::LeaseKey key, DecodeAckId(id));
     keys.push_back(key);
   }
   return keys;
@@ -274,7 +274,7 @@ void CountSettled(const LeaseResults& ok, void (*done)(int64_t)) {
 absl::StatusOr<LeaseResults> Bus::Ack(const std::string& tenant, const std::string& subscription,
                                       const std::vector<std::string>& ack_ids) {
   RETURN_IF_ERROR(ValidateName("subscription", subscription));
-  ASSIGN_OR_RETURN(std::vector<store::LeaseKey> keys, DecodeAckIds(ack_ids));
+  ASSIGN_OR_RETURN(std::vector<model::LeaseKey> keys, DecodeAckIds(ack_ids));
   ASSIGN_OR_RETURN(LeaseResults ok, store_->Ack(tenant, subscription, keys));
   CountSettled(ok, obs::CountAcked);
   dispatcher_->LeasesChanged(keys, ok, std::nullopt);
@@ -298,7 +298,7 @@ absl::StatusOr<LeaseResults> Bus::ModifyAckDeadline(const std::string& tenant,
   if (!reason.empty() && deadline > absl::ZeroDuration()) {
     return absl::InvalidArgumentError("reason: only for a nack (ack_deadline 0)");
   }
-  ASSIGN_OR_RETURN(std::vector<store::LeaseKey> keys, DecodeAckIds(ack_ids));
+  ASSIGN_OR_RETURN(std::vector<model::LeaseKey> keys, DecodeAckIds(ack_ids));
   absl::Time now = absl::Now();
   ASSIGN_OR_RETURN(LeaseResults ok, store_->ModifyAckDeadline(tenant, subscription, keys, deadline,
                                                                 reason));
@@ -313,7 +313,7 @@ absl::StatusOr<LeaseResults> Bus::ModifyAckDeadline(const std::string& tenant,
   return ok;
 }
 
-absl::StatusOr<store::RetrieveResult> Bus::Retrieve(const std::string& tenant,
+absl::StatusOr<model::RetrieveResult> Bus::Retrieve(const std::string& tenant,
                                                     const std::string& message_id,
                                                     int64_t offset, int64_t length) {
   ASSIGN_OR_RETURN(int64_t id, DecodeMessageId(message_id));
@@ -327,24 +327,24 @@ absl::Status Bus::Seek(const std::string& tenant, const std::string& subscriptio
                        absl::Time time) {
   RETURN_IF_ERROR(ValidateName("subscription", subscription));
   RETURN_IF_ERROR(store_->Seek(tenant, subscription, time));
-  ASSIGN_OR_RETURN(store::SubscriptionRecord sub, store_->GetSubscription(tenant, subscription));
-  dispatcher_->Wake({store::TopicKey{tenant, sub.topic}});
+  ASSIGN_OR_RETURN(model::SubscriptionRecord sub, store_->GetSubscription(tenant, subscription));
+  dispatcher_->Wake({model::TopicKey{tenant, sub.topic}});
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::pair<store::StatsRecord, int64_t>> Bus::GetStats(
+absl::StatusOr<std::pair<model::StatsRecord, int64_t>> Bus::GetStats(
     const std::string& tenant, const std::string& topic, const std::string& subscription) {
   if (topic.empty() == subscription.empty()) {
     return absl::InvalidArgumentError("set exactly one of topic and subscription");
   }
   RETURN_IF_ERROR(ValidateName(topic.empty() ? "subscription" : "topic",
                                topic.empty() ? subscription : topic));
-  ASSIGN_OR_RETURN(store::StatsRecord stats, store_->GetStats(tenant, topic, subscription));
+  ASSIGN_OR_RETURN(model::StatsRecord stats, store_->GetStats(tenant, topic, subscription));
   int64_t streams = subscription.empty() ? 0 : dispatcher_->ActiveStreams(tenant, subscription);
   return std::make_pair(stats, streams);
 }
 
-absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> Bus::ListDeadLetters(
+absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> Bus::ListDeadLetters(
     const std::string& tenant, const std::string& subscription, const Page& page) {
   RETURN_IF_ERROR(ValidateName("subscription", subscription));
   return MessagePage(page, [&](int64_t after, int limit) {
@@ -372,7 +372,7 @@ absl::StatusOr<std::vector<int64_t>> Bus::RedriveDeadLetters(
   ASSIGN_OR_RETURN(auto redriven,
                    store_->RedriveDeadLetters(tenant, subscription, ids, limit ? limit : 1000));
   std::vector<int64_t> out;
-  std::vector<store::TopicKey> woken;
+  std::vector<model::TopicKey> woken;
   for (const auto& [id, topic] : redriven) {
     out.push_back(id);
     woken.push_back({tenant, topic});
@@ -384,7 +384,7 @@ absl::StatusOr<std::vector<int64_t>> Bus::RedriveDeadLetters(
   return out;
 }
 
-absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> Bus::ListMessages(
+absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> Bus::ListMessages(
     const std::string& tenant, const std::string& correlation_id, const Page& page) {
   if (correlation_id.empty() || correlation_id.size() > kMaxKeyLength) {
     return absl::InvalidArgumentError(

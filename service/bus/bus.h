@@ -56,18 +56,18 @@ class Bus {
   Bus(store::Store* store, WorkerPool* pool, BusOptions options);
   ~Bus();
 
-  absl::StatusOr<store::TopicRecord> CreateTopic(const std::string& tenant,
-                                                 store::TopicRecord topic);
-  absl::StatusOr<store::TopicRecord> GetTopic(const std::string& tenant, const std::string& name);
-  absl::StatusOr<std::pair<std::vector<store::TopicRecord>, std::string>> ListTopics(
+  absl::StatusOr<model::TopicRecord> CreateTopic(const std::string& tenant,
+                                                 model::TopicRecord topic);
+  absl::StatusOr<model::TopicRecord> GetTopic(const std::string& tenant, const std::string& name);
+  absl::StatusOr<std::pair<std::vector<model::TopicRecord>, std::string>> ListTopics(
       const std::string& tenant, const Page& page);
   absl::Status DeleteTopic(const std::string& tenant, const std::string& name);
 
-  absl::StatusOr<store::SubscriptionRecord> CreateSubscription(const std::string& tenant,
-                                                               store::SubscriptionRecord sub);
-  absl::StatusOr<store::SubscriptionRecord> GetSubscription(const std::string& tenant,
+  absl::StatusOr<model::SubscriptionRecord> CreateSubscription(const std::string& tenant,
+                                                               model::SubscriptionRecord sub);
+  absl::StatusOr<model::SubscriptionRecord> GetSubscription(const std::string& tenant,
                                                             const std::string& name);
-  absl::StatusOr<std::pair<std::vector<store::SubscriptionRecord>, std::string>>
+  absl::StatusOr<std::pair<std::vector<model::SubscriptionRecord>, std::string>>
   ListSubscriptions(const std::string& tenant, const std::string& topic, const Page& page);
   absl::Status DeleteSubscription(const std::string& tenant, const std::string& name);
 
@@ -75,7 +75,7 @@ class Bus {
   // a committer thread (or inline for a rejected request), with the ids.
   // Client checksums that do not match the payload fail with DATA_LOSS.
   void Publish(const std::string& tenant, const std::string& topic,
-               std::vector<store::NewMessage> messages, Publisher::Done done);
+               std::vector<model::NewMessage> messages, Publisher::Done done);
 
   // Opens a stream on the subscription (blocking: checks it exists).
   absl::StatusOr<std::shared_ptr<Stream>> Subscribe(const std::string& tenant,
@@ -94,29 +94,29 @@ class Bus {
 
   // OUT_OF_RANGE for an offset past the end; INVALID_ARGUMENT for negative
   // offsets or lengths.
-  absl::StatusOr<store::RetrieveResult> Retrieve(const std::string& tenant,
+  absl::StatusOr<model::RetrieveResult> Retrieve(const std::string& tenant,
                                                  const std::string& message_id, int64_t offset,
                                                  int64_t length);
 
   absl::Status Seek(const std::string& tenant, const std::string& subscription, absl::Time time);
   // Exactly one of topic / subscription.
-  absl::StatusOr<std::pair<store::StatsRecord, int64_t>> GetStats(const std::string& tenant,
+  absl::StatusOr<std::pair<model::StatsRecord, int64_t>> GetStats(const std::string& tenant,
                                                                    const std::string& topic,
                                                                    const std::string& subscription);
   // A page of the subscription's dead letters, oldest first.
-  absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> ListDeadLetters(
+  absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> ListDeadLetters(
       const std::string& tenant, const std::string& subscription, const Page& page);
   // Publishes dead letters again to their original topics; returns the new
   // ids. `message_ids` empty: the oldest `limit` (0: 1000).
   absl::StatusOr<std::vector<int64_t>> RedriveDeadLetters(
       const std::string& tenant, const std::string& subscription,
       const std::vector<std::string>& message_ids, int limit);
-  absl::StatusOr<std::pair<std::vector<store::MessageRecord>, std::string>> ListMessages(
+  absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> ListMessages(
       const std::string& tenant, const std::string& correlation_id, const Page& page);
 
   // Publishes committed to these topics, on this or another replica
   // (empty: any topic).
-  void Wake(const std::vector<store::TopicKey>& topics) { dispatcher_->Wake(topics); }
+  void Wake(const std::vector<model::TopicKey>& topics) { dispatcher_->Wake(topics); }
 
   // Open streams and their unsettled messages, for metrics.
   Dispatcher::Counts StreamCounts() { return dispatcher_->Count(); }
@@ -130,7 +130,7 @@ class Bus {
 
 
  private:
-  absl::StatusOr<std::vector<store::LeaseKey>> DecodeAckIds(const std::vector<std::string>& ids);
+  absl::StatusOr<std::vector<model::LeaseKey>> DecodeAckIds(const std::vector<std::string>& ids);
 
   store::Store* const store_;
   const BusOptions options_;

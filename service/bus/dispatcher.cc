@@ -89,7 +89,7 @@ void Stream::ClaimOnce() {
                                        {"error", moved.status().ToString()}});
     } else if (moved->count > 0) {
       obs::CountDeadLettered(moved->count);
-      dispatcher_->Wake({store::TopicKey{options_.tenant, moved->topic}});
+      dispatcher_->Wake({model::TopicKey{options_.tenant, moved->topic}});
     }
   }
   const absl::Time claim_started = absl::Now();
@@ -144,7 +144,7 @@ void Stream::ClaimOnce() {
     return;
   }
   if (claimed->empty()) return;
-  std::vector<store::LeaseKey> keys = LeaseKeys(*claimed);
+  std::vector<model::LeaseKey> keys = LeaseKeys(*claimed);
   if (!sink->Send(*std::move(claimed))) {
     // The stream ended before the batch went out: nobody got it.
     Close();
@@ -152,14 +152,14 @@ void Stream::ClaimOnce() {
   }
 }
 
-std::vector<store::LeaseKey> Stream::LeaseKeys(const std::vector<store::Delivery>& batch) const {
-  std::vector<store::LeaseKey> keys;
+std::vector<model::LeaseKey> Stream::LeaseKeys(const std::vector<model::Delivery>& batch) const {
+  std::vector<model::LeaseKey> keys;
   keys.reserve(batch.size());
   for (const auto& d : batch) keys.push_back({d.message.id, d.attempt, lease_});
   return keys;
 }
 
-void Stream::Release(const std::vector<store::LeaseKey>& keys) {
+void Stream::Release(const std::vector<model::LeaseKey>& keys) {
   if (keys.empty()) return;
   auto released = dispatcher_->store_->ReleaseLeases(options_.tenant, options_.subscription,
                                                      options_.topic, keys);
@@ -176,7 +176,7 @@ int64_t Stream::outstanding() {
 
 int64_t Stream::ShutDown(const absl::Status& status) {
   std::shared_ptr<StreamSink> sink;
-  std::vector<store::LeaseKey> held;
+  std::vector<model::LeaseKey> held;
   {
     absl::MutexLock lock(&mu_);
     sink = sink_;
@@ -214,7 +214,7 @@ void Stream::Close() {
   dispatcher_->Remove(this);
 }
 
-void Stream::LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::vector<bool>& ok,
+void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::vector<bool>& ok,
                            std::optional<absl::Time> new_expiry) {
   bool freed = false;
   {
@@ -271,7 +271,7 @@ void Dispatcher::Remove(Stream* stream) {
 }
 
 std::vector<std::shared_ptr<Stream>> Dispatcher::Snapshot(
-    const std::vector<store::TopicKey>* topics) {
+    const std::vector<model::TopicKey>* topics) {
   std::vector<std::shared_ptr<Stream>> out;
   absl::MutexLock lock(&mu_);
   for (const auto& [lease, weak] : by_lease_) {
@@ -294,11 +294,11 @@ std::vector<std::shared_ptr<Stream>> Dispatcher::Snapshot(
   return out;
 }
 
-void Dispatcher::Wake(const std::vector<store::TopicKey>& topics) {
+void Dispatcher::Wake(const std::vector<model::TopicKey>& topics) {
   for (const auto& s : Snapshot(&topics)) s->Kick();
 }
 
-void Dispatcher::LeasesChanged(const std::vector<store::LeaseKey>& keys,
+void Dispatcher::LeasesChanged(const std::vector<model::LeaseKey>& keys,
                                const std::vector<bool>& ok,
                                std::optional<absl::Time> new_expiry) {
   std::set<int64_t> leases;

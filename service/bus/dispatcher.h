@@ -33,7 +33,7 @@ class StreamSink {
   // Starts sending `batch`; at most one send is in flight, and the sink
   // calls Stream::OnSent() when it completes. False when the stream has
   // already ended (the batch is dropped; its leases run out).
-  virtual bool Send(std::vector<store::Delivery> batch) = 0;
+  virtual bool Send(std::vector<model::Delivery> batch) = 0;
   // Ends the stream with `status` (once; later calls do nothing).
   virtual void End(const absl::Status& status) = 0;
 };
@@ -75,15 +75,15 @@ class Stream : public std::enable_shared_from_this<Stream> {
   void ClaimOnce();
   // Drops leases that ran out; they are no longer this stream's.
   void PruneExpired(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::vector<store::LeaseKey> LeaseKeys(const std::vector<store::Delivery>& batch) const;
+  std::vector<model::LeaseKey> LeaseKeys(const std::vector<model::Delivery>& batch) const;
   // Gives the leases back at once (store::DeliveryStore::ReleaseLeases); blocks.
-  void Release(const std::vector<store::LeaseKey>& keys);
+  void Release(const std::vector<model::LeaseKey>& keys);
   // Server shutdown: closes the stream, gives back the leases it holds and
   // ends its sink with `status`. Returns how many leases went back. Blocks
   // on the store.
   int64_t ShutDown(const absl::Status& status);
   // Acked, nacked or extended leases (same replica).
-  void LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::vector<bool>& ok,
+  void LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::vector<bool>& ok,
                      std::optional<absl::Time> new_expiry);
 
   struct Outstanding {
@@ -117,10 +117,10 @@ class Dispatcher {
   absl::StatusOr<std::shared_ptr<Stream>> Open(StreamOptions options,
                                                std::shared_ptr<StreamSink> sink);
   // Publishes committed to these topics (empty: any topic may have changed).
-  void Wake(const std::vector<store::TopicKey>& topics);
+  void Wake(const std::vector<model::TopicKey>& topics);
   // Leases settled by Ack / ModifyAckDeadline on this replica; returns
   // credit to the streams that hold them. `new_expiry` unset: lease ended.
-  void LeasesChanged(const std::vector<store::LeaseKey>& keys, const std::vector<bool>& ok,
+  void LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::vector<bool>& ok,
                      std::optional<absl::Time> new_expiry);
   // Streams open on this replica for the subscription.
   // Open streams and the messages leased to them, for metrics.
@@ -139,7 +139,7 @@ class Dispatcher {
   friend class Stream;
   void Remove(Stream* stream);
   void PollLoop();
-  std::vector<std::shared_ptr<Stream>> Snapshot(const std::vector<store::TopicKey>* topics);
+  std::vector<std::shared_ptr<Stream>> Snapshot(const std::vector<model::TopicKey>* topics);
 
   store::DeliveryStore* const store_;
   WorkerPool* const pool_;

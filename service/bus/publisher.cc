@@ -24,7 +24,7 @@ Publisher::Publisher(store::PublishStore* store, int committers, int max_batch_m
 
 Publisher::~Publisher() { Stop(); }
 
-void Publisher::Publish(store::PublishItem item, Done done) {
+void Publisher::Publish(model::PublishItem item, Done done) {
   bool stopping;
   {
     absl::MutexLock lock(&mu_);
@@ -79,7 +79,7 @@ void Publisher::Run() {
         queue_.pop_front();
       }
     }
-    std::vector<const store::PublishItem*> items;
+    std::vector<const model::PublishItem*> items;
     items.reserve(batch.size());
     for (const Pending& p : batch) items.push_back(&p.item);
     const absl::Time started = absl::Now();
@@ -87,7 +87,7 @@ void Publisher::Run() {
     obs::CountPublishCommit(messages, absl::Now() - started);
     transactions_.fetch_add(1);
     requests_.fetch_add(static_cast<int64_t>(batch.size()));
-    std::set<store::TopicKey> committed;
+    std::set<model::TopicKey> committed;
     for (size_t i = 0; i < batch.size(); ++i) {
       if (results[i].ok()) committed.insert({batch[i].item.tenant, batch[i].item.topic});
       batch[i].done(std::move(results[i]));

@@ -24,7 +24,7 @@ namespace pgbus::bus {
 class Publisher {
  public:
   using Done = std::function<void(absl::StatusOr<std::vector<int64_t>>)>;
-  using Committed = std::function<void(const store::TopicKey&)>;
+  using Committed = std::function<void(const model::TopicKey&)>;
 
   // `on_committed` is called once per topic of each committed batch (to wake
   // local subscribers without waiting for NOTIFY to come back).
@@ -38,7 +38,7 @@ class Publisher {
 
   // Queues the item. `done` gets the message ids once committed, or the
   // error. UNAVAILABLE when stopping or when the queue is full.
-  void Publish(store::PublishItem item, Done done);
+  void Publish(model::PublishItem item, Done done);
   // Commits what is queued, then joins the committers.
   void Stop();
 
@@ -48,7 +48,7 @@ class Publisher {
 
  private:
   struct Pending {
-    store::PublishItem item;
+    model::PublishItem item;
     Done done;
   };
   void Run();

@@ -54,7 +54,7 @@ absl::Status ValidateName(absl::string_view field, absl::string_view name) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateTopic(const store::TopicRecord& t) {
+absl::Status ValidateTopic(const model::TopicRecord& t) {
   if (auto st = ValidateName("topic.name", t.name); !st.ok()) return st;
   if (auto st = CheckDuration("topic.retention", t.retention, absl::Minutes(1),
                               absl::Hours(24 * 366));
@@ -79,7 +79,7 @@ absl::Status ValidateTopic(const store::TopicRecord& t) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateSubscription(const store::SubscriptionRecord& s) {
+absl::Status ValidateSubscription(const model::SubscriptionRecord& s) {
   if (auto st = ValidateName("subscription.name", s.name); !st.ok()) return st;
   // A topic name, or a pattern (orders.*, orders.>) covering every matching
   // topic, also those created later.
@@ -126,7 +126,7 @@ absl::Status ValidateSubscription(const store::SubscriptionRecord& s) {
   return CompileFilter(s.filter).status();
 }
 
-absl::Status ValidateMessage(int index, const store::NewMessage& m, int64_t max_payload) {
+absl::Status ValidateMessage(int index, const model::NewMessage& m, int64_t max_payload) {
   std::string at = absl::StrCat("messages[", index, "]");
   if (static_cast<int64_t>(m.payload.size()) > max_payload) {
     return Invalid(absl::StrCat(at, ".payload"),

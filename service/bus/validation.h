@@ -7,7 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
-#include "service/store/model.h"
+#include "service/model/model.h"
 
 namespace pgbus::bus {
 
@@ -26,12 +26,12 @@ inline constexpr size_t kMaxNackReason = 1024;
 absl::Status ValidateName(absl::string_view field, absl::string_view name);
 
 // Topic settings (defaults already applied).
-absl::Status ValidateTopic(const store::TopicRecord& topic);
-absl::Status ValidateSubscription(const store::SubscriptionRecord& sub);
+absl::Status ValidateTopic(const model::TopicRecord& topic);
+absl::Status ValidateSubscription(const model::SubscriptionRecord& sub);
 
 // One message of a Publish; `index` names it in errors. `max_payload` is the
 // largest payload accepted inline.
-absl::Status ValidateMessage(int index, const store::NewMessage& message, int64_t max_payload);
+absl::Status ValidateMessage(int index, const model::NewMessage& message, int64_t max_payload);
 
 }  // namespace pgbus::bus
 

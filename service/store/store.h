@@ -22,9 +22,24 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "service/store/model.h"
+#include "service/model/model.h"
 
 namespace pgbus::store {
+
+// The model's records, by their short names in the storage layer.
+using model::ApiKeyRecord;
+using model::Attributes;
+using model::Delivery;
+using model::LeaseKey;
+using model::MessageRecord;
+using model::NewMessage;
+using model::PublishItem;
+using model::RetrieveResult;
+using model::StatsRecord;
+using model::SubscriptionRecord;
+using model::TenantRecord;
+using model::TopicKey;
+using model::TopicRecord;
 
 // Topics, subscriptions, replay, stats, dead letters and lookups by
 // correlation id: the admin surface.

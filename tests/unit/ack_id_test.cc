@@ -6,7 +6,7 @@ namespace pgbus::bus {
 namespace {
 
 TEST(AckId, RoundTripsEveryField) {
-  store::LeaseKey key{1234567890123, 7, 0x7fffffffffffffffLL};
+  model::LeaseKey key{1234567890123, 7, 0x7fffffffffffffffLL};
   auto decoded = DecodeAckId(EncodeAckId(key));
   ASSERT_TRUE(decoded.ok()) << decoded.status();
   EXPECT_EQ(*decoded, key);
@@ -17,7 +17,7 @@ TEST(AckId, RoundTripsEveryField) {
 TEST(AckId, TheLeaseIsAlwaysSixteenHexDigits) {
   EXPECT_EQ(EncodeAckId({42, 3, 0x0123456789abcdefLL}), "42-3-0123456789abcdef");
   EXPECT_EQ(EncodeAckId({42, 3, 1}), "42-3-0000000000000001");
-  EXPECT_EQ(*DecodeAckId("42-3-0000000000000001"), (store::LeaseKey{42, 3, 1}));
+  EXPECT_EQ(*DecodeAckId("42-3-0000000000000001"), (model::LeaseKey{42, 3, 1}));
 }
 
 TEST(AckId, RejectsWhatItDidNotMake) {

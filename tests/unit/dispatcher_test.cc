@@ -38,7 +38,7 @@ class FakeDeliveryStore : public store::DeliveryStore {
     absl::MutexLock lock(&mu_);
     return dead_letter_calls_;
   }
-  std::vector<store::LeaseKey> released() {
+  std::vector<model::LeaseKey> released() {
     absl::MutexLock lock(&mu_);
     return released_;
   }
@@ -54,7 +54,7 @@ class FakeDeliveryStore : public store::DeliveryStore {
     fail_ = std::move(st);
   }
 
-  absl::StatusOr<std::vector<store::Delivery>> Claim(const std::string&, const std::string&,
+  absl::StatusOr<std::vector<model::Delivery>> Claim(const std::string&, const std::string&,
                                                      int64_t lease, int max_messages,
                                                      int64_t max_bytes, bool first_may_exceed,
                                                      absl::Duration ack_deadline) override {
@@ -72,14 +72,14 @@ class FakeDeliveryStore : public store::DeliveryStore {
     absl::MutexLock lock(&mu_);
     ++claims_done_;
     if (!fail_.ok()) return fail_;
-    std::vector<store::Delivery> out;
+    std::vector<model::Delivery> out;
     int64_t bytes = 0;
     while (!ready_.empty() && static_cast<int>(out.size()) < max_messages) {
       auto [id, size] = ready_.front();
       if (bytes + size > max_bytes && !(out.empty() && first_may_exceed)) break;
       ready_.pop_front();
       bytes += size;
-      store::Delivery d;
+      model::Delivery d;
       d.message.id = id;
       d.message.size = size;
       d.attempt = 1;
@@ -91,7 +91,7 @@ class FakeDeliveryStore : public store::DeliveryStore {
   }
   absl::StatusOr<std::vector<bool>> ReleaseLeases(const std::string&, const std::string&,
                                                   const std::string&,
-                                                  const std::vector<store::LeaseKey>& keys) override {
+                                                  const std::vector<model::LeaseKey>& keys) override {
     absl::MutexLock lock(&mu_);
     released_.insert(released_.end(), keys.begin(), keys.end());
     return std::vector<bool>(keys.size(), true);
@@ -102,11 +102,11 @@ class FakeDeliveryStore : public store::DeliveryStore {
     return DeadLettered{"dead", 0};
   }
   absl::StatusOr<std::vector<bool>> Ack(const std::string&, const std::string&,
-                                        const std::vector<store::LeaseKey>&) override {
+                                        const std::vector<model::LeaseKey>&) override {
     return absl::UnimplementedError("the Dispatcher does not ack");
   }
   absl::StatusOr<std::vector<bool>> ModifyAckDeadline(const std::string&, const std::string&,
-                                                      const std::vector<store::LeaseKey>&,
+                                                      const std::vector<model::LeaseKey>&,
                                                       absl::Duration, const std::string&) override {
     return absl::UnimplementedError("the Dispatcher does not change deadlines");
   }
@@ -120,14 +120,14 @@ class FakeDeliveryStore : public store::DeliveryStore {
   int dead_letter_calls_ ABSL_GUARDED_BY(mu_) = 0;
   bool block_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status fail_ ABSL_GUARDED_BY(mu_);
-  std::vector<store::LeaseKey> released_ ABSL_GUARDED_BY(mu_);
+  std::vector<model::LeaseKey> released_ ABSL_GUARDED_BY(mu_);
   absl::Notification claim_blocked_, unblock_;
 };
 
 // Records batches; the test says when a send has completed (OnSent).
 class FakeSink : public StreamSink {
  public:
-  bool Send(std::vector<store::Delivery> batch) override {
+  bool Send(std::vector<model::Delivery> batch) override {
     absl::MutexLock lock(&mu_);
     if (ended_) return false;
     batches_.push_back(std::move(batch));
@@ -139,7 +139,7 @@ class FakeSink : public StreamSink {
     ended_ = true;
   }
   // Waits (30 s at most) until `n` batches were sent; returns them.
-  std::vector<std::vector<store::Delivery>> WaitForBatches(size_t n) {
+  std::vector<std::vector<model::Delivery>> WaitForBatches(size_t n) {
     absl::MutexLock lock(&mu_);
     auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return batches_.size() >= n; };
     mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(30));
@@ -158,7 +158,7 @@ class FakeSink : public StreamSink {
 
  private:
   absl::Mutex mu_;
-  std::vector<std::vector<store::Delivery>> batches_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::vector<model::Delivery>> batches_ ABSL_GUARDED_BY(mu_);
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
   absl::Status end_status_ ABSL_GUARDED_BY(mu_);
 };
@@ -182,8 +182,8 @@ class DispatcherTest : public ::testing::Test {
     return stream.ok() ? *stream : nullptr;
   }
 
-  static std::vector<store::LeaseKey> Keys(const std::vector<store::Delivery>& batch) {
-    std::vector<store::LeaseKey> keys;
+  static std::vector<model::LeaseKey> Keys(const std::vector<model::Delivery>& batch) {
+    std::vector<model::LeaseKey> keys;
     for (const auto& d : batch) keys.push_back({d.message.id, d.attempt, d.lease});
     return keys;
   }
@@ -205,7 +205,7 @@ TEST_F(DispatcherTest, NeverLeasesMoreThanItsCreditAndClaimsWhenAcksReturnIt) {
   EXPECT_EQ(dispatcher_.Count().outstanding, 3);
 
   // Two acked on this replica: two more.
-  std::vector<store::LeaseKey> acked = Keys(batches[0]);
+  std::vector<model::LeaseKey> acked = Keys(batches[0]);
   acked.pop_back();
   dispatcher_.LeasesChanged(acked, {true, true}, std::nullopt);
   batches = sink_->WaitForBatches(2);
@@ -228,9 +228,9 @@ TEST_F(DispatcherTest, APublishToItsTopicWakesItAndOthersDoNot) {
   }
   ASSERT_EQ(store_.claims_done(), 1);
   store_.Add(2);
-  dispatcher_.Wake({store::TopicKey{kTenant, "other-topic"}, store::TopicKey{"other", kTopic}});
+  dispatcher_.Wake({model::TopicKey{kTenant, "other-topic"}, model::TopicKey{"other", kTopic}});
   EXPECT_EQ(store_.claims(), 1) << "a publish elsewhere claimed";
-  dispatcher_.Wake({store::TopicKey{kTenant, kTopic}});
+  dispatcher_.Wake({model::TopicKey{kTenant, kTopic}});
   auto batches = sink_->WaitForBatches(1);
   ASSERT_EQ(batches.size(), 1u);
   EXPECT_EQ(batches[0].size(), 2u);
@@ -269,7 +269,7 @@ TEST_F(DispatcherTest, ShutdownGivesBackWhatStreamsHoldEndsThemAndRefusesNewOnes
   auto batches = sink_->WaitForBatches(1);
   ASSERT_EQ(batches[0].size(), 3u);
   dispatcher_.Shutdown(absl::UnavailableError("bye"));
-  std::vector<store::LeaseKey> released = store_.released();
+  std::vector<model::LeaseKey> released = store_.released();
   EXPECT_EQ(released.size(), 3u);
   for (const auto& key : Keys(batches[0])) {
     EXPECT_NE(std::find(released.begin(), released.end(), key), released.end());

@@ -23,7 +23,7 @@ class RecordingStore : public store::PublishStore {
   std::atomic<int64_t> next_id{1};
 
   std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
-      const std::vector<const store::PublishItem*>& items) override {
+      const std::vector<const model::PublishItem*>& items) override {
     bool first;
     {
       absl::MutexLock lock(&mu);
@@ -45,8 +45,8 @@ class RecordingStore : public store::PublishStore {
   }
 };
 
-store::PublishItem Item(const std::string& topic, int messages) {
-  store::PublishItem item{"tenant", topic, {}};
+model::PublishItem Item(const std::string& topic, int messages) {
+  model::PublishItem item{"tenant", topic, {}};
   item.messages.resize(messages);
   return item;
 }
@@ -55,7 +55,7 @@ TEST(Publisher, CoalescesCallsQueuedDuringACommit) {
   RecordingStore store;
   std::atomic<int> woken{0};
   Publisher publisher(&store, /*committers=*/1, /*max_batch_messages=*/1000,
-                      [&](const store::TopicKey&) { woken++; });
+                      [&](const model::TopicKey&) { woken++; });
   std::atomic<int> done{0};
   std::vector<absl::StatusOr<std::vector<int64_t>>> results(21);
   for (int i = 0; i < 21; ++i) {
@@ -86,7 +86,7 @@ TEST(Publisher, CoalescesCallsQueuedDuringACommit) {
 TEST(Publisher, RespectsTheBatchLimitAndAnswersEachCallAlone) {
   RecordingStore store;
   store.release_first.Notify();
-  Publisher publisher(&store, 1, /*max_batch_messages=*/5, [](const store::TopicKey&) {});
+  Publisher publisher(&store, 1, /*max_batch_messages=*/5, [](const model::TopicKey&) {});
   absl::Notification hold;
   std::vector<absl::StatusOr<std::vector<int64_t>>> results(4);
   std::atomic<int> done{0};
@@ -109,7 +109,7 @@ TEST(Publisher, RespectsTheBatchLimitAndAnswersEachCallAlone) {
 TEST(Publisher, RefusesAfterStop) {
   RecordingStore store;
   store.release_first.Notify();
-  Publisher publisher(&store, 1, 10, [](const store::TopicKey&) {});
+  Publisher publisher(&store, 1, 10, [](const model::TopicKey&) {});
   publisher.Stop();
   absl::Status got;
   publisher.Publish(Item("t", 1), [&](absl::StatusOr<std::vector<int64_t>> r) { got = r.status(); });

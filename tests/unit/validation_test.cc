@@ -41,50 +41,50 @@ TEST(ValidateName, AcceptsAndRejectsByTheDocumentedRule) {
 TEST(ValidateMessage, RejectsEachBrokenRuleNamingTheField) {
   struct Case {
     const char* desc;
-    void (*mutate)(store::NewMessage&);
+    void (*mutate)(model::NewMessage&);
     absl::StatusCode code;
     const char* field;
   };
   const Case cases[] = {
-      {"payload over the limit", [](store::NewMessage& m) { m.payload = std::string(101, 'x'); },
+      {"payload over the limit", [](model::NewMessage& m) { m.payload = std::string(101, 'x'); },
        absl::StatusCode::kInvalidArgument, "messages[3].payload"},
-      {"priority too high", [](store::NewMessage& m) { m.priority = 1001; },
+      {"priority too high", [](model::NewMessage& m) { m.priority = 1001; },
        absl::StatusCode::kInvalidArgument, "messages[3].priority"},
-      {"priority too low", [](store::NewMessage& m) { m.priority = -1001; },
+      {"priority too low", [](model::NewMessage& m) { m.priority = -1001; },
        absl::StatusCode::kInvalidArgument, "messages[3].priority"},
-      {"reserved attribute", [](store::NewMessage& m) { m.attributes["pgbus.x"] = "1"; },
+      {"reserved attribute", [](model::NewMessage& m) { m.attributes["pgbus.x"] = "1"; },
        absl::StatusCode::kInvalidArgument, "messages[3].attributes"},
-      {"empty attribute key", [](store::NewMessage& m) { m.attributes[""] = "1"; },
+      {"empty attribute key", [](model::NewMessage& m) { m.attributes[""] = "1"; },
        absl::StatusCode::kInvalidArgument, "messages[3].attributes"},
       {"long attribute value",
-       [](store::NewMessage& m) { m.attributes["k"] = std::string(1025, 'v'); },
+       [](model::NewMessage& m) { m.attributes["k"] = std::string(1025, 'v'); },
        absl::StatusCode::kInvalidArgument, "messages[3].attributes"},
       {"long correlation id",
-       [](store::NewMessage& m) { m.correlation_id = std::string(257, 'c'); },
+       [](model::NewMessage& m) { m.correlation_id = std::string(257, 'c'); },
        absl::StatusCode::kInvalidArgument, "messages[3].correlation_id"},
-      {"zero ttl", [](store::NewMessage& m) { m.ttl = absl::ZeroDuration(); },
+      {"zero ttl", [](model::NewMessage& m) { m.ttl = absl::ZeroDuration(); },
        absl::StatusCode::kInvalidArgument, "messages[3].ttl"},
-      {"negative ttl", [](store::NewMessage& m) { m.ttl = absl::Seconds(-1); },
+      {"negative ttl", [](model::NewMessage& m) { m.ttl = absl::Seconds(-1); },
        absl::StatusCode::kInvalidArgument, "messages[3].ttl"},
       {"NUL in an attribute value",
-       [](store::NewMessage& m) { m.attributes["k"] = std::string("a\0b", 3); },
+       [](model::NewMessage& m) { m.attributes["k"] = std::string("a\0b", 3); },
        absl::StatusCode::kInvalidArgument, "messages[3].attributes"},
       {"NUL in a correlation id",
-       [](store::NewMessage& m) { m.correlation_id = std::string("a\0b", 3); },
+       [](model::NewMessage& m) { m.correlation_id = std::string("a\0b", 3); },
        absl::StatusCode::kInvalidArgument, "messages[3].correlation_id"},
       {"long idempotency key",
-       [](store::NewMessage& m) { m.idempotency_key = std::string(257, 'k'); },
+       [](model::NewMessage& m) { m.idempotency_key = std::string(257, 'k'); },
        absl::StatusCode::kInvalidArgument, "messages[3].idempotency_key"},
   };
   for (const auto& c : cases) {
-    store::NewMessage m;
+    model::NewMessage m;
     m.payload = "ok";
     c.mutate(m);
     absl::Status st = ValidateMessage(3, m, /*max_payload=*/100);
     EXPECT_EQ(st.code(), c.code) << c.desc << ": " << st;
     EXPECT_NE(st.message().find(c.field), absl::string_view::npos) << c.desc << ": " << st;
   }
-  store::NewMessage fine;
+  model::NewMessage fine;
   fine.payload = std::string(100, 'x');
   fine.attributes["k"] = "v";
   fine.priority = -1000;
@@ -92,7 +92,7 @@ TEST(ValidateMessage, RejectsEachBrokenRuleNamingTheField) {
 }
 
 TEST(ValidateSubscription, BoundsAckDeadlineAndBackoff) {
-  store::SubscriptionRecord s;
+  model::SubscriptionRecord s;
   s.name = "s";
   s.topic = "t";
   EXPECT_TRUE(ValidateSubscription(s).ok());

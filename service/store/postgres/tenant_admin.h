@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "service/store/model.h"
 #include "service/store/postgres/connection.h"
+#include "service/store/store.h"
 
 namespace pgbus::store::postgres {
 

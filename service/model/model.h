@@ -1,7 +1,8 @@
-// The records pgbus stores. Plain values, no behaviour; shared by bus/ (the
-// domain) and the store implementations.
-#ifndef PGBUS_SERVICE_STORE_MODEL_H_
-#define PGBUS_SERVICE_STORE_MODEL_H_
+// The domain records of pgbus: plain values, no behaviour, on the ground
+// floor (Redpanda's model/): api/, bus/ and store/ all use them and none of
+// them owns them, so api/ depends on the model, not on storage.
+#ifndef PGBUS_SERVICE_MODEL_MODEL_H_
+#define PGBUS_SERVICE_MODEL_MODEL_H_
 
 #include <cstdint>
 #include <map>
@@ -11,7 +12,7 @@
 
 #include "absl/time/time.h"
 
-namespace pgbus::store {
+namespace pgbus::model {
 
 using Attributes = std::map<std::string, std::string>;
 
@@ -146,6 +147,6 @@ struct TopicKey {
   bool operator==(const TopicKey& o) const { return tenant == o.tenant && topic == o.topic; }
 };
 
-}  // namespace pgbus::store
+}  // namespace pgbus::model
 
-#endif  // PGBUS_SERVICE_STORE_MODEL_H_
+#endif  // PGBUS_SERVICE_MODEL_MODEL_H_
