@@ -9,6 +9,7 @@
 #include "service/api/convert.h"
 #include "service/bus/ack_id.h"
 #include "service/common/status_macros.h"
+#include "service/obs/log.h"
 
 namespace pgbus::api {
 namespace {
@@ -290,9 +291,13 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
 
   void OnDone() override {
     if (upload_ && !upload_->finished()) {
-      // Broke off: delete what was stored, off the gRPC thread.
+      // Broke off: delete what was stored, on the pool, never on this gRPC
+      // thread. With the pool full, the reaper deletes it as an abandoned
+      // upload (after a day; its bytes count against the quota meanwhile).
       std::shared_ptr<bus::Upload> upload = std::move(upload_);
-      if (!cc_.pool->Submit([upload] { upload->Abort(); })) upload->Abort();
+      if (!cc_.pool->Submit([upload] { upload->Abort(); })) {
+        obs::Warn("upload_left_to_reaper", {{"reason", "worker pool full"}});
+      }
     }
     delete this;
   }
