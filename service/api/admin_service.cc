@@ -42,10 +42,10 @@ absl::Status DoListTopics(bus::Bus& bus, const auth::Principal& p,
   RETURN_IF_ERROR(p.CheckScope(Scope::kAdmin));
   ASSIGN_OR_RETURN(auto page,
                    bus.ListTopics(p.tenant, bus::Page{req.page_token(), req.page_size()}));
-  for (const auto& t : page.first) {
+  for (const auto& t : page.items) {
     if (p.TopicAllowed(t.name)) ToProto(t, resp->add_topics());
   }
-  resp->set_next_page_token(page.second);
+  resp->set_next_page_token(page.next_page_token);
   return absl::OkStatus();
 }
 
@@ -83,10 +83,10 @@ absl::Status DoListSubscriptions(bus::Bus& bus, const auth::Principal& p,
   if (!req.topic().empty()) RETURN_IF_ERROR(p.Check(Scope::kAdmin, req.topic()));
   ASSIGN_OR_RETURN(auto page, bus.ListSubscriptions(p.tenant, req.topic(),
                                                     bus::Page{req.page_token(), req.page_size()}));
-  for (const auto& s : page.first) {
+  for (const auto& s : page.items) {
     if (p.TopicAllowed(s.topic)) ToProto(s, resp->add_subscriptions());
   }
-  resp->set_next_page_token(page.second);
+  resp->set_next_page_token(page.next_page_token);
   return absl::OkStatus();
 }
 
@@ -117,14 +117,14 @@ absl::Status DoGetStats(bus::Bus& bus, const auth::Principal& p, const v1::GetSt
     RETURN_IF_ERROR(p.CheckAny(Scope::kSubscribe, Scope::kAdmin, req.topic()));
   }
   ASSIGN_OR_RETURN(auto stats, bus.GetStats(p.tenant, req.topic(), req.subscription()));
-  resp->set_messages(stats.first.messages);
-  resp->set_pending(stats.first.pending);
-  resp->set_in_flight(stats.first.in_flight);
-  resp->set_oldest_unacked_age_seconds(stats.first.oldest_unacked_age_seconds);
-  resp->set_active_streams(stats.second);
-  resp->set_dead_lettered(stats.first.dead_lettered);
-  resp->set_published(stats.first.published);
-  resp->set_acked(stats.first.acked);
+  resp->set_messages(stats.counts.messages);
+  resp->set_pending(stats.counts.pending);
+  resp->set_in_flight(stats.counts.in_flight);
+  resp->set_oldest_unacked_age_seconds(stats.counts.oldest_unacked_age_seconds);
+  resp->set_active_streams(stats.active_streams);
+  resp->set_dead_lettered(stats.counts.dead_lettered);
+  resp->set_published(stats.counts.published);
+  resp->set_acked(stats.counts.acked);
   return absl::OkStatus();
 }
 
@@ -134,10 +134,10 @@ absl::Status DoListMessages(bus::Bus& bus, const auth::Principal& p,
   ASSIGN_OR_RETURN(auto page, bus.ListMessages(p.tenant, req.correlation_id(),
                                                bus::Page{req.page_token(), req.page_size()}));
   // A key limited to some topics sees only their messages.
-  for (const auto& m : page.first) {
+  for (const auto& m : page.items) {
     if (p.TopicAllowed(m.topic)) ToProto(m, resp->add_messages());
   }
-  resp->set_next_page_token(page.second);
+  resp->set_next_page_token(page.next_page_token);
   return absl::OkStatus();
 }
 
@@ -148,8 +148,8 @@ absl::Status DoListDeadLetters(bus::Bus& bus, const auth::Principal& p,
       AuthorizeSubscription(bus, p, Scope::kSubscribe, req.subscription(), Scope::kAdmin));
   ASSIGN_OR_RETURN(auto page, bus.ListDeadLetters(p.tenant, req.subscription(),
                                                   bus::Page{req.page_token(), req.page_size()}));
-  for (const auto& m : page.first) ToProto(m, resp->add_messages());
-  resp->set_next_page_token(page.second);
+  for (const auto& m : page.items) ToProto(m, resp->add_messages());
+  resp->set_next_page_token(page.next_page_token);
   return absl::OkStatus();
 }
 

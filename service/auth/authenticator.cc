@@ -64,7 +64,7 @@ absl::StatusOr<Principal> Authenticator::FromKey(const Credentials& creds,
   if (!entry.key || !SecretMatches(parsed->secret, entry.key->secret_sha256)) {
     return absl::UnauthenticatedError(absl::StrCat("API key ", key_id, " is not valid"));
   }
-  if (entry.key->revoked_at) {
+  if (entry.key->revoked) {
     return absl::UnauthenticatedError(absl::StrCat("API key ", key_id, " has been revoked"));
   }
   if (!entry.tenant) {

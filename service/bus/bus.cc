@@ -45,7 +45,7 @@ absl::Status CheckNameToken(const std::string& token) {
 // A page of messages in id order: the token is the last id of the page
 // before; `fetch(after_id, limit)` reads one more than the page to know
 // whether another follows.
-absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> MessagePage(
+absl::StatusOr<PageOf<model::MessageRecord>> MessagePage(
     const Page& page,
     const std::function<absl::StatusOr<std::vector<model::MessageRecord>>(int64_t, int)>& fetch) {
   ASSIGN_OR_RETURN(int size, PageSize(page));
@@ -60,7 +60,7 @@ absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> Messag
     messages.resize(size);
     next = std::to_string(messages.back().id);
   }
-  return std::make_pair(std::move(messages), next);
+  return PageOf<model::MessageRecord>{std::move(messages), next};
 }
 
 }  // namespace
@@ -99,7 +99,7 @@ absl::StatusOr<model::TopicRecord> Bus::GetTopic(const std::string& tenant,
   return store_->GetTopic(tenant, name);
 }
 
-absl::StatusOr<std::pair<std::vector<model::TopicRecord>, std::string>> Bus::ListTopics(
+absl::StatusOr<PageOf<model::TopicRecord>> Bus::ListTopics(
     const std::string& tenant, const Page& page) {
   ASSIGN_OR_RETURN(int size, PageSize(page));
   RETURN_IF_ERROR(CheckNameToken(page.token));
@@ -109,7 +109,7 @@ absl::StatusOr<std::pair<std::vector<model::TopicRecord>, std::string>> Bus::Lis
     topics.resize(size);
     next = topics.back().name;
   }
-  return std::make_pair(std::move(topics), next);
+  return PageOf<model::TopicRecord>{std::move(topics), next};
 }
 
 absl::Status Bus::DeleteTopic(const std::string& tenant, const std::string& name) {
@@ -150,7 +150,7 @@ absl::StatusOr<model::SubscriptionRecord> Bus::GetSubscription(const std::string
   return store_->GetSubscription(tenant, name);
 }
 
-absl::StatusOr<std::pair<std::vector<model::SubscriptionRecord>, std::string>>
+absl::StatusOr<PageOf<model::SubscriptionRecord>>
 Bus::ListSubscriptions(const std::string& tenant, const std::string& topic, const Page& page) {
   ASSIGN_OR_RETURN(int size, PageSize(page));
   RETURN_IF_ERROR(CheckNameToken(page.token));
@@ -161,7 +161,7 @@ Bus::ListSubscriptions(const std::string& tenant, const std::string& topic, cons
     subs.resize(size);
     next = subs.back().name;
   }
-  return std::make_pair(std::move(subs), next);
+  return PageOf<model::SubscriptionRecord>{std::move(subs), next};
 }
 
 absl::Status Bus::DeleteSubscription(const std::string& tenant, const std::string& name) {
@@ -332,7 +332,7 @@ absl::Status Bus::Seek(const std::string& tenant, const std::string& subscriptio
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::pair<model::StatsRecord, int64_t>> Bus::GetStats(
+absl::StatusOr<Stats> Bus::GetStats(
     const std::string& tenant, const std::string& topic, const std::string& subscription) {
   if (topic.empty() == subscription.empty()) {
     return absl::InvalidArgumentError("set exactly one of topic and subscription");
@@ -341,10 +341,10 @@ absl::StatusOr<std::pair<model::StatsRecord, int64_t>> Bus::GetStats(
                                topic.empty() ? subscription : topic));
   ASSIGN_OR_RETURN(model::StatsRecord stats, store_->GetStats(tenant, topic, subscription));
   int64_t streams = subscription.empty() ? 0 : dispatcher_->ActiveStreams(tenant, subscription);
-  return std::make_pair(stats, streams);
+  return Stats{stats, streams};
 }
 
-absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> Bus::ListDeadLetters(
+absl::StatusOr<PageOf<model::MessageRecord>> Bus::ListDeadLetters(
     const std::string& tenant, const std::string& subscription, const Page& page) {
   RETURN_IF_ERROR(ValidateName("subscription", subscription));
   return MessagePage(page, [&](int64_t after, int limit) {
@@ -373,9 +373,9 @@ absl::StatusOr<std::vector<int64_t>> Bus::RedriveDeadLetters(
                    store_->RedriveDeadLetters(tenant, subscription, ids, limit ? limit : 1000));
   std::vector<int64_t> out;
   std::vector<model::TopicKey> woken;
-  for (const auto& [id, topic] : redriven) {
-    out.push_back(id);
-    woken.push_back({tenant, topic});
+  for (const auto& r : redriven) {
+    out.push_back(r.id);
+    woken.push_back({tenant, r.topic});
   }
   if (!woken.empty()) dispatcher_->Wake(woken);
   obs::Info("dead_letters_redriven", {{"tenant", tenant},
@@ -384,7 +384,7 @@ absl::StatusOr<std::vector<int64_t>> Bus::RedriveDeadLetters(
   return out;
 }
 
-absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> Bus::ListMessages(
+absl::StatusOr<PageOf<model::MessageRecord>> Bus::ListMessages(
     const std::string& tenant, const std::string& correlation_id, const Page& page) {
   if (correlation_id.empty() || correlation_id.size() > kMaxKeyLength) {
     return absl::InvalidArgumentError(

@@ -41,6 +41,19 @@ struct Page {
   int size = 0;       // 0: default
 };
 
+// One page of a listing and the token of the next (empty: the last page).
+template <typename T>
+struct PageOf {
+  std::vector<T> items;
+  std::string next_page_token;
+};
+
+// A topic's or subscription's counters, and its streams on this replica.
+struct Stats {
+  model::StatsRecord counts;
+  int64_t active_streams = 0;
+};
+
 struct SubscribeParams {
   std::string subscription;
   int64_t max_outstanding_messages = 0;  // 0: default
@@ -59,7 +72,7 @@ class Bus {
   absl::StatusOr<model::TopicRecord> CreateTopic(const std::string& tenant,
                                                  model::TopicRecord topic);
   absl::StatusOr<model::TopicRecord> GetTopic(const std::string& tenant, const std::string& name);
-  absl::StatusOr<std::pair<std::vector<model::TopicRecord>, std::string>> ListTopics(
+  absl::StatusOr<PageOf<model::TopicRecord>> ListTopics(
       const std::string& tenant, const Page& page);
   absl::Status DeleteTopic(const std::string& tenant, const std::string& name);
 
@@ -67,7 +80,7 @@ class Bus {
                                                                model::SubscriptionRecord sub);
   absl::StatusOr<model::SubscriptionRecord> GetSubscription(const std::string& tenant,
                                                             const std::string& name);
-  absl::StatusOr<std::pair<std::vector<model::SubscriptionRecord>, std::string>>
+  absl::StatusOr<PageOf<model::SubscriptionRecord>>
   ListSubscriptions(const std::string& tenant, const std::string& topic, const Page& page);
   absl::Status DeleteSubscription(const std::string& tenant, const std::string& name);
 
@@ -100,18 +113,18 @@ class Bus {
 
   absl::Status Seek(const std::string& tenant, const std::string& subscription, absl::Time time);
   // Exactly one of topic / subscription.
-  absl::StatusOr<std::pair<model::StatsRecord, int64_t>> GetStats(const std::string& tenant,
+  absl::StatusOr<Stats> GetStats(const std::string& tenant,
                                                                    const std::string& topic,
                                                                    const std::string& subscription);
   // A page of the subscription's dead letters, oldest first.
-  absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> ListDeadLetters(
+  absl::StatusOr<PageOf<model::MessageRecord>> ListDeadLetters(
       const std::string& tenant, const std::string& subscription, const Page& page);
   // Publishes dead letters again to their original topics; returns the new
   // ids. `message_ids` empty: the oldest `limit` (0: 1000).
   absl::StatusOr<std::vector<int64_t>> RedriveDeadLetters(
       const std::string& tenant, const std::string& subscription,
       const std::vector<std::string>& message_ids, int limit);
-  absl::StatusOr<std::pair<std::vector<model::MessageRecord>, std::string>> ListMessages(
+  absl::StatusOr<PageOf<model::MessageRecord>> ListMessages(
       const std::string& tenant, const std::string& correlation_id, const Page& page);
 
   // Publishes committed to these topics, on this or another replica

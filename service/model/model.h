@@ -133,7 +133,10 @@ struct ApiKeyRecord {
   std::vector<std::string> scopes;
   std::vector<std::string> topics;  // patterns
   std::string description;
-  absl::Time created_at;
+  absl::Time created_at;  // unset by Directory::LookupApiKey
+  bool revoked = false;
+  // When it was revoked; set by the operator's listing only (the lookup
+  // that authentication makes reads whether, not when).
   std::optional<absl::Time> revoked_at;
 };
 

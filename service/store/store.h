@@ -96,8 +96,12 @@ class AdminStore {
       int limit) = 0;
   // Publishes dead letters (`ids`, or the oldest when empty; at most
   // `limit`) again to their original topics and removes them. Returns the
-  // new messages' (id, topic). NOT_FOUND for an unknown subscription.
-  virtual absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> RedriveDeadLetters(
+  // new messages. NOT_FOUND for an unknown subscription.
+  struct Republished {
+    int64_t id = 0;     // the new message's
+    std::string topic;  // the original topic it went back to
+  };
+  virtual absl::StatusOr<std::vector<Republished>> RedriveDeadLetters(
       const std::string& tenant, const std::string& subscription,
       const std::vector<int64_t>& ids, int limit) = 0;
 
@@ -117,7 +121,12 @@ class PublishStore {
   // can (group commit), and announces the topics to listeners of every
   // replica. Returns one result per item, in order: the message ids, or
   // NOT_FOUND when the item's topic does not exist (that item stores
-  // nothing; the others are unaffected).
+  // nothing; the others are unaffected). Also per item (a group commit that
+  // fails is retried item by item, so only the offending item fails), as
+  // the schema raises them: RESOURCE_EXHAUSTED when a message exceeds its
+  // topic's max_message_bytes or the tenant's max_stored_bytes would be
+  // exceeded; INVALID_ARGUMENT for a payload handle that is not a completed
+  // upload of the topic.
   virtual std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
       const std::vector<const PublishItem*>& items) = 0;
 };
@@ -143,14 +152,14 @@ class DeliveryStore {
 
   // Removes the leased deliveries from the subscription. Per key: true when
   // the lease was still held, false when it had expired, been nacked or
-  // acked already.
+  // acked already. NOT_FOUND when the subscription does not exist.
   virtual absl::StatusOr<std::vector<bool>> Ack(const std::string& tenant,
                                                 const std::string& subscription,
                                                 const std::vector<LeaseKey>& keys) = 0;
 
   // Sets the leases to expire `deadline` from now; a zero deadline ends the
   // lease and makes the message visible again after the subscription's
-  // backoff. Per key as Ack.
+  // backoff. Per key, and NOT_FOUND, as Ack.
   // `reason` (a nack's, deadline 0) is kept with the delivery.
   virtual absl::StatusOr<std::vector<bool>> ModifyAckDeadline(
       const std::string& tenant, const std::string& subscription,

@@ -147,7 +147,7 @@ absl::StatusOr<std::optional<ApiKeyRecord>> PgStore::LookupApiKey(const std::str
       k.secret_sha256 = absl::HexStringToBytes(r[0][1].as<std::string>());
       k.scopes = absl::StrSplit(r[0][2].as<std::string>(), ',');
       k.topics = absl::StrSplit(r[0][3].as<std::string>(), ',');
-      if (r[0][4].as<bool>()) k.revoked_at = absl::InfinitePast();  // when: not needed here
+      k.revoked = r[0][4].as<bool>();
       out = std::move(k);
     }
   } catch (const std::exception& e) {
@@ -913,10 +913,10 @@ absl::StatusOr<std::vector<MessageRecord>> PgStore::ListDeadLetters(
   return out;
 }
 
-absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> PgStore::RedriveDeadLetters(
+absl::StatusOr<std::vector<PgStore::Republished>> PgStore::RedriveDeadLetters(
     const std::string& tenant, const std::string& subscription, const std::vector<int64_t>& ids,
     int limit) {
-  std::vector<std::pair<int64_t, std::string>> out;
+  std::vector<Republished> out;
   RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
     if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
       return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
@@ -925,7 +925,7 @@ absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> PgStore::RedriveDea
     std::set<std::string> topics;
     for (const auto& row : txn.exec_params(sql::kRedriveDeadLetters, subscription, id_list,
                                            limit)) {
-      out.emplace_back(row[0].as<int64_t>(), row[1].as<std::string>());
+      out.push_back(Republished{row[0].as<int64_t>(), row[1].as<std::string>()});
       topics.insert(row[1].as<std::string>());
     }
     if (!topics.empty()) {

@@ -89,7 +89,7 @@ class PgStore : public Store, public Directory {
                                                              const std::string& subscription,
                                                              int64_t after_id,
                                                              int limit) override;
-  absl::StatusOr<std::vector<std::pair<int64_t, std::string>>> RedriveDeadLetters(
+  absl::StatusOr<std::vector<Republished>> RedriveDeadLetters(
       const std::string& tenant, const std::string& subscription,
       const std::vector<int64_t>& ids, int limit) override;
   absl::StatusOr<std::vector<MessageRecord>> ListMessages(const std::string& tenant,

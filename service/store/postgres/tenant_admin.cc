@@ -122,7 +122,10 @@ absl::StatusOr<std::vector<ApiKeyRecord>> TenantAdmin::ListKeys(const std::strin
       k.topics = absl::StrSplit(row[3].as<std::string>(), ',');
       k.description = row[4].as<std::string>();
       k.created_at = absl::FromUnixMicros(row[5].as<int64_t>());
-      if (!row[6].is_null()) k.revoked_at = absl::FromUnixMicros(row[6].as<int64_t>());
+      if (!row[6].is_null()) {
+        k.revoked = true;
+        k.revoked_at = absl::FromUnixMicros(row[6].as<int64_t>());
+      }
       out.push_back(std::move(k));
     }
   });
