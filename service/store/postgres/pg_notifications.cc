@@ -1,0 +1,74 @@
+// PgStore (service/store/postgres/pg_store.h), in part:
+// Publish notifications: the LISTEN connection and its thread.
+#include "service/store/postgres/pg_store.h"
+
+#include <chrono>
+#include <utility>
+
+#include "absl/strings/str_split.h"
+#include "service/obs/log.h"
+#include "service/store/postgres/pg_rows.h"
+#include "service/store/postgres/sql.h"
+
+namespace pgbus::store::postgres {
+
+namespace {
+
+class PublishReceiver : public pqxx::notification_receiver {
+ public:
+  PublishReceiver(pqxx::connection_base& conn,
+                  std::function<void(const std::vector<TopicKey>&)> on_publish)
+      : pqxx::notification_receiver(conn, sql::kPublishChannel),
+        on_publish_(std::move(on_publish)) {}
+
+  void operator()(const std::string& payload, int /*backend_pid*/) override {
+    std::vector<TopicKey> keys;
+    for (absl::string_view line : absl::StrSplit(payload, '\n', absl::SkipEmpty())) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(line, absl::MaxSplits('\t', 1));
+      keys.push_back(TopicKey{std::move(kv.first), std::move(kv.second)});
+    }
+    on_publish_(keys);  // empty: wake everything
+  }
+
+ private:
+  std::function<void(const std::vector<TopicKey>&)> on_publish_;
+};
+
+}  // namespace
+
+absl::Status PgStore::StartListening(
+    std::function<void(const std::vector<TopicKey>&)> on_publish) {
+  if (listening_.exchange(true)) return absl::FailedPreconditionError("already listening");
+  listener_ = std::thread([this, on_publish = std::move(on_publish)] { ListenLoop(on_publish); });
+  return absl::OkStatus();
+}
+
+void PgStore::StopListening() {
+  listening_ = false;
+  if (listener_.joinable()) listener_.join();
+}
+
+void PgStore::ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish) {
+  bool first = true;
+  while (listening_) {
+    try {
+      pqxx::connection conn(options_.dsn);
+      PublishReceiver receiver(conn, on_publish);
+      conn.get_notifs();  // issues the LISTEN
+      if (!first) {
+        obs::Info("listen_reconnected");
+        on_publish({});  // publishes may have been missed while away
+      }
+      first = false;
+      while (listening_) conn.await_notification(0, 200000);
+    } catch (const std::exception& e) {
+      obs::Warn("listen_failed", {{"error", StatusFromException(e, nullptr).ToString()}});
+      first = false;
+      for (int i = 0; i < 10 && listening_; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+  }
+}
+
+}  // namespace pgbus::store::postgres
