@@ -102,7 +102,8 @@ job = by_kind(docs, "Job")["spec"]["template"]["spec"]["containers"][0]
 done = subprocess.run(command(job), env=environment(job, configmaps, secrets),
                       capture_output=True, text=True, timeout=120)
 check(done.returncode == 0, f"the migrations Job failed: {done.stderr}")
-migrations = len([f for f in os.listdir(os.path.join(ROOT, "migrations")) if f.endswith(".sql")])
+migrations = len([f for f in os.listdir(os.path.join(ROOT, "migrations"))
+                  if f.endswith(".sql")])
 applied = psql(DATABASE, "pgbus_owner", "SELECT count(*) FROM pgbus.schema_migrations")
 check(applied == str(migrations), f"the Job applied {applied} of {migrations} migrations")
 
