@@ -127,12 +127,21 @@ def test_a_slow_handler_keeps_its_lease(client):
     client.create_subscription("s", "t", ack_deadline=1)
     with pgbus.Publisher(client, "t") as pub:
         pub.publish(b"slow").result(10)
-    inbox = Inbox(hold=3.0)
+    acked = []
+
+    def slow_then_next(message):
+        acked.append(message.ack())  # True only while this delivery is the latest
+        if message.data == b"slow":
+            with pgbus.Publisher(client, "t") as pub:
+                pub.publish(b"after").result(10)
+
+    inbox = Inbox(ack=slow_then_next, hold=3.0)
     with pgbus.Subscriber(client, "s", inbox, ack_deadline=1):
-        got = inbox.wait(1)
-        time.sleep(1.5)  # a redelivery would have arrived by now
-        got = inbox.wait(2, timeout=0.1)
-    assert len(got) == 1
+        # "after" is published once "slow" was acked: a redelivery of "slow"
+        # (its lease lost) would have come before it.
+        got = inbox.wait(2, timeout=30)
+    assert [m.data for m in got] == [b"slow", b"after"]
+    assert acked == [True, True]
     assert got[0].delivery_attempt == 1
 
 
