@@ -125,10 +125,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
         finish = std::move(pending_finish_);
         pending_finish_.reset();
       } else if (ok) {
-        stream = stream_;
-        // The first batch can be written before Start() has attached the
-        // stream; Start() reports the completed write then.
-        if (!stream) sent_before_attach_ = true;
+        stream = stream_;  // attached before its first claim: never null here
       }
     }
     if (finish) {
@@ -170,15 +167,12 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
     auto stream = Attach(bus, cc, creds, params);
     std::optional<grpc::Status> finish;
     bool close_stream = false;
-    bool report_sent = false;
     {
       absl::MutexLock lock(&mu_);
       starting_ = false;
       if (stream.ok()) {
         stream_ = *stream;
         close_stream = finished_;
-        report_sent = sent_before_attach_ && !finished_;
-        sent_before_attach_ = false;
       } else if (!finished_) {
         finished_ = true;
         if (!writing_) {
@@ -192,8 +186,13 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
         pending_finish_.reset();
       }
     }
-    if (close_stream) (*stream)->Close();
-    if (report_sent) (*stream)->OnSent();
+    // Claims start only now that the stream is attached: a batch's write
+    // always finds stream_ set.
+    if (close_stream) {
+      (*stream)->Close();
+    } else if (stream.ok()) {
+      (*stream)->Start();
+    }
     if (finish) Finish(*finish);
   }
 
@@ -205,7 +204,6 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
   bool starting_ ABSL_GUARDED_BY(mu_) = true;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  bool sent_before_attach_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
   v1::SubscribeResponse response_;
 };

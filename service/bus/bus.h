@@ -90,7 +90,9 @@ class Bus {
   void Publish(const std::string& tenant, const std::string& topic,
                std::vector<model::NewMessage> messages, Publisher::Done done);
 
-  // Opens a stream on the subscription (blocking: checks it exists).
+  // Opens a stream on the subscription (blocking: checks it exists). It
+  // claims nothing until the caller, once its sink can take a batch, calls
+  // Stream::Start().
   absl::StatusOr<std::shared_ptr<Stream>> Subscribe(const std::string& tenant,
                                                     const SubscribeParams& params,
                                                     std::shared_ptr<StreamSink> sink);

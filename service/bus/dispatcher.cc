@@ -261,7 +261,6 @@ absl::StatusOr<std::shared_ptr<Stream>> Dispatcher::Open(StreamOptions options,
     stream = std::make_shared<Stream>(this, std::move(options), lease, std::move(sink));
     by_lease_[lease] = stream;
   }
-  stream->Kick();
   return stream;
 }
 

@@ -57,6 +57,9 @@ class Stream : public std::enable_shared_from_this<Stream> {
   Stream(Dispatcher* dispatcher, StreamOptions options, int64_t lease,
          std::shared_ptr<StreamSink> sink);
 
+  // Starts claiming. Call once, after the sink can take a batch: Open()
+  // returns a stream that has claimed nothing yet.
+  void Start() { Kick(); }
   // The sink finished sending the last batch.
   void OnSent();
   // The stream is over (client gone or ended): no more claims or sends.
@@ -113,7 +116,8 @@ class Dispatcher {
   Dispatcher(store::DeliveryStore* store, WorkerPool* pool, Options options);
   ~Dispatcher();  // Shutdown()s.
 
-  // Registers a stream and starts feeding it. UNAVAILABLE when shutting down.
+  // Registers a stream; Stream::Start() starts feeding it. UNAVAILABLE when
+  // shutting down.
   absl::StatusOr<std::shared_ptr<Stream>> Open(StreamOptions options,
                                                std::shared_ptr<StreamSink> sink);
   // Publishes committed to these topics (empty: any topic may have changed).

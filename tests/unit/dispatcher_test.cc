@@ -179,7 +179,9 @@ class DispatcherTest : public ::testing::Test {
     o.dead_letters = dead_letters;
     auto stream = dispatcher_.Open(o, sink_);
     EXPECT_TRUE(stream.ok()) << stream.status();
-    return stream.ok() ? *stream : nullptr;
+    if (!stream.ok()) return nullptr;
+    (*stream)->Start();
+    return *stream;
   }
 
   static std::vector<model::LeaseKey> Keys(const std::vector<model::Delivery>& batch) {
