@@ -104,8 +104,10 @@ class PlanTest : public ::testing::Test {
   // as pgbusd's role in pgbusd's transaction settings (each rolled back);
   // returns the last plan's lines.
   static std::vector<std::string> Plan(const std::string& types, const char* statement,
-                                       const std::string& args, int runs = 6) {
-    pqxx::connection conn(app_dsn_);
+                                       const std::string& args, int runs = 6,
+                                       const std::string& setup = "",
+                                       const std::string& dsn = app_dsn_) {
+    pqxx::connection conn(dsn);
     {
       pqxx::nontransaction n(conn);
       n.exec(absl::StrCat("PREPARE s(", types, ") AS ", statement));
@@ -114,6 +116,7 @@ class PlanTest : public ::testing::Test {
     for (int i = 0; i < runs; ++i) {
       pqxx::work w(conn);
       w.exec_params(sql::kSetTenant, kTenant);
+      if (!setup.empty()) w.exec(setup);
       lines.clear();
       for (const auto& row : w.exec(absl::StrCat("EXPLAIN (ANALYZE, COSTS OFF) EXECUTE s(",
                                                  args, ")"))) {
@@ -214,6 +217,33 @@ TEST_F(PlanTest, PublishFansOutByKey) {
 TEST_F(PlanTest, DeadLetteringReadsOnlyDueRows) {
   auto plan = Plan("text, int4", sql::kDeadLetter, "'q', 100");
   ExpectBounded(plan);
+}
+
+// The reaper's delete of expired messages, read from pgbus.reap_expired
+// (so the test follows the migration) and run as the function runs it: as
+// the owner, with its plan settings. 300 of 55,500 messages have expired.
+TEST_F(PlanTest, ReapReadsOnlyExpiredRows) {
+  std::string body;
+  {
+    pqxx::connection conn(owner_dsn_);
+    pqxx::nontransaction n(conn);
+    body = n.exec1("SELECT prosrc FROM pg_proc WHERE proname = 'reap_expired'")[0]
+               .as<std::string>();
+  }
+  std::smatch found;
+  ASSERT_TRUE(std::regex_search(body, found, std::regex(R"(DELETE FROM pgbus\.messages m[^;]*)")))
+      << body;
+  const std::string statement = std::regex_replace(found[0].str(), std::regex(R"(\bbatch\b)"), "$$1");
+  const std::string expire =
+      "UPDATE pgbus.messages SET expires_at = now() - interval '1 second'"
+      " WHERE id IN (SELECT id FROM pgbus.messages ORDER BY id LIMIT 300)";
+  auto plan = Plan("int4", statement.c_str(), "1000", 6, expire, owner_dsn_);
+  ExpectBounded(plan);
+  const std::string text = absl::StrJoin(plan, "\n");
+  EXPECT_NE(text.find("messages_expiry"), std::string::npos) << text;
+  EXPECT_NE(text.find("Delete on messages m (actual time"), std::string::npos) << text;
+  EXPECT_TRUE(std::regex_search(text, std::regex(R"(Tid Scan on messages m \(actual time=\S+ rows=300 )")))
+      << text;
 }
 
 // Every statement that takes LIMIT n rows with SKIP LOCKED takes exactly n
