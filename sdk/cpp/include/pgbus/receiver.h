@@ -87,7 +87,8 @@ class Receiver {
 
   // Stops receiving: messages received but not yet handed to a handler are
   // nacked, running handlers finish (their leases kept until then), and the
-  // threads end. Returns the session's status (see Wait).
+  // threads end. Returns the session's status (see Wait). Not from a
+  // handler: it waits for the handlers.
   absl::Status Stop();
   // Waits until the session ends: OK after Stop, or the error that ended it
   // for good (NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED, INVALID_ARGUMENT,
