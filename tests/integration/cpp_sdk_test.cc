@@ -140,16 +140,26 @@ TEST(CppSdk, LargePayloadsGoByReferenceThroughThePublisher) {
   for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<char>(i * 131 % 251);
   Publisher pub(client.get(), "t");
   auto id = pub.Publish(Message(data)).get();
+  // From a stream (a file, say): uploaded as it is read, then by handle.
+  std::istringstream file(data);
+  v1::PublishMessage streamed;
+  streamed.set_correlation_id("from-a-stream");
+  auto streamed_id = pub.Publish(streamed, file).get();
   pub.Stop();
   ASSERT_TRUE(id.ok()) << id.status();
+  ASSERT_TRUE(streamed_id.ok()) << streamed_id.status();
   auto sub = client->Subscribe("s");
-  auto got = Receive(*sub, 1, absl::Seconds(10));
-  ASSERT_EQ(got.size(), 1u);
+  auto got = Receive(*sub, 2, absl::Seconds(10));
+  ASSERT_EQ(got.size(), 2u);
   EXPECT_EQ(got[0].message().id(), *id);
-  EXPECT_TRUE(got[0].message().payload_by_reference());
-  auto back = client->RetrievePayload(*id);
-  ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_TRUE(*back == data);
+  EXPECT_EQ(got[1].message().id(), *streamed_id);
+  EXPECT_EQ(got[1].message().correlation_id(), "from-a-stream");
+  for (const auto& m : got) {
+    EXPECT_TRUE(m.message().payload_by_reference());
+    auto back = client->RetrievePayload(m.message().id());
+    ASSERT_TRUE(back.ok()) << back.status();
+    EXPECT_TRUE(*back == data);
+  }
 }
 
 TEST(CppSdk, EveryUnaryCallHasADeadline) {

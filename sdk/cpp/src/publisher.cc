@@ -69,16 +69,37 @@ std::future<absl::StatusOr<std::string>> Publisher::Publish(v1::PublishMessage m
     message.clear_payload();
     message.set_payload_handle(up->payload_handle());
   }
-  const int64_t bytes = static_cast<int64_t>(message.payload().size());
   p.message = std::move(message);
+  Queue(std::move(p));
+  return future;
+}
+
+std::future<absl::StatusOr<std::string>> Publisher::Publish(v1::PublishMessage message,
+                                                            std::istream& payload) {
+  Pending p;
+  auto future = p.result.get_future();
+  if (message.idempotency_key().empty()) message.set_idempotency_key(NewIdempotencyKey());
+  auto up = client_->UploadPayload(topic_, payload);  // SHA-256 checked by the server
+  if (!up.ok()) {
+    p.result.set_value(up.status());
+    return future;
+  }
+  message.clear_payload();
+  message.set_payload_handle(up->payload_handle());
+  p.message = std::move(message);
+  Queue(std::move(p));
+  return future;
+}
+
+void Publisher::Queue(Pending p) {
+  const int64_t bytes = static_cast<int64_t>(p.message.payload().size());
   absl::MutexLock lock(&mu_);
   if (stopped_) {
     p.result.set_value(absl::FailedPreconditionError("Publish after Stop()"));
-    return future;
+    return;
   }
   queue_.push_back(std::move(p));
   queued_bytes_ += bytes;
-  return future;
 }
 
 void Publisher::Flush() {

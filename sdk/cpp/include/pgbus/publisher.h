@@ -10,6 +10,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <istream>
 #include <string>
 #include <thread>
 
@@ -48,6 +49,12 @@ class Publisher {
   // A payload above the inline limit is uploaded first, on the caller's
   // thread (with retries), and published by handle.
   std::future<absl::StatusOr<std::string>> Publish(v1::PublishMessage message);
+  // `message` with its payload read from `payload` (a file, say): streamed
+  // to UploadPayload on the caller's thread in 1 MiB requests, never held
+  // whole (not retried: a stream cannot be read twice), then published by
+  // handle in order with the others.
+  std::future<absl::StatusOr<std::string>> Publish(v1::PublishMessage message,
+                                                   std::istream& payload);
   // Waits until everything published so far has been answered.
   void Flush();
   // Flushes, then refuses further publishes (FAILED_PRECONDITION).
@@ -62,6 +69,8 @@ class Publisher {
   };
   void Run();
   std::deque<Pending> Take();
+  // Queues a message ready to send (refused after Stop).
+  void Queue(Pending p);
 
   Client* const client_;
   const std::string topic_;
