@@ -27,6 +27,8 @@ VARYING = [
     (re.compile(r"\b\d+-\d+-[0-9a-f]{16}\b"), "<ack id>"),
     (re.compile(r'(?<=("id"|_id"): ")\d+(?=")'), "<id>"),
     (re.compile(r'(?<=message_ids": \[\n    ")\d+(?=")'), "<id>"),
+    # grpcurl words -max-time's end two ways, by which side saw it first.
+    (re.compile(r"(?<=Code: DeadlineExceeded\n  Message: ).*"), "<deadline>"),
 ]
 
 
@@ -38,7 +40,7 @@ def mask(text):
 
 def values(text):
     """The varying values of `text`, in order (ack ids, then ids)."""
-    return [m.group(0) for pattern, _ in VARYING[1:] for m in pattern.finditer(text)]
+    return [m.group(0) for pattern, _ in VARYING[1:4] for m in pattern.finditer(text)]
 
 
 def session(readme):

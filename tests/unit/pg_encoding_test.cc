@@ -68,7 +68,8 @@ TEST(SqlState, EachClassHasItsCode) {
       {"57P03", absl::StatusCode::kUnavailable},         // cannot_connect_now
       {"53300", absl::StatusCode::kUnavailable},         // too_many_connections
       {"54000", absl::StatusCode::kResourceExhausted},   // quotas raised by pgbus
-      {"22P02", absl::StatusCode::kInvalidArgument},     // invalid_text_representation
+      {"22023", absl::StatusCode::kInvalidArgument},     // raised by pgbus.reject_handle
+      {"22P02", absl::StatusCode::kInternal},            // a literal pgbusd built
       {"42P01", absl::StatusCode::kInternal},            // undefined_table: our bug
       {"", absl::StatusCode::kInternal},
   };
@@ -89,7 +90,7 @@ TEST(SqlState, LibpqxxExceptionsWithoutASqlStateStillMap) {
   EXPECT_EQ(StatusFromException(pqxx::serialization_failure("sf"), nullptr).code(),
             absl::StatusCode::kAborted);
   EXPECT_EQ(StatusFromException(pqxx::data_exception("bad"), nullptr).code(),
-            absl::StatusCode::kInvalidArgument);
+            absl::StatusCode::kInternal);
   EXPECT_EQ(StatusFromException(pqxx::broken_connection("gone"), nullptr).code(),
             absl::StatusCode::kUnavailable);
   EXPECT_EQ(StatusFromException(pqxx::sql_error("boom", "SELECT 1", "54000"), nullptr).code(),

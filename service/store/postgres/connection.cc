@@ -279,7 +279,11 @@ absl::Status StatusFromSqlState(const std::string& sqlstate, const std::string& 
     return absl::UnavailableError(text);
   }
   if (sqlstate == "54000") return absl::ResourceExhaustedError(text);
-  if (absl::StartsWith(sqlstate, "22")) return absl::InvalidArgumentError(text);
+  // invalid_parameter_value: what pgbus's own SQL functions raise for a
+  // caller's bad value (reject_handle). Other data exceptions come from
+  // values pgbusd built itself (the API validates the caller's first), so
+  // they are pgbusd's bug, not the caller's: INTERNAL.
+  if (sqlstate == "22023") return absl::InvalidArgumentError(text);
   return absl::InternalError(text);
 }
 
