@@ -77,8 +77,9 @@ absl::Status Serve(const config::Config& config) {
   }
   store::postgres::PgStoreOptions store_options;
   store_options.dsn = config.database_url;
-  // Workers, committers, and one spare for start-up checks.
-  store_options.pool_size = config.workers + config.publish_committers + 1;
+  // Workers, committers, the LISTEN connection, and one spare (start-up
+  // checks, the metrics sampler).
+  store_options.pool_size = config.workers + config.publish_committers + 2;
   store_options.statement_timeout_ms = config.statement_timeout_ms;
   ASSIGN_OR_RETURN(std::unique_ptr<store::postgres::PgStore> store,
                    store::postgres::PgStore::Open(store_options));

@@ -51,17 +51,24 @@ void PgStore::StopListening() {
 void PgStore::ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish) {
   bool first = true;
   while (listening_) {
+    // A connection of the pool's, held while listening: the pool's size is
+    // every connection pgbusd opens for work (the health ping's aside).
+    absl::StatusOr<ConnectionPool::Lease> lease = pool_.Acquire();
     try {
-      pqxx::connection conn(options_.dsn);
-      PublishReceiver receiver(conn, on_publish);
-      conn.get_notifs();  // issues the LISTEN
-      if (!first) {
-        obs::Info("listen_reconnected");
-        on_publish({});  // publishes may have been missed while away
-      }
-      first = false;
-      while (listening_) conn.await_notification(0, 200000);
+      if (!lease.ok()) throw pqxx::broken_connection(std::string(lease.status().message()));
+      Connection& conn = **lease;
+      {
+        PublishReceiver receiver(conn, on_publish);
+        conn.get_notifs();  // issues the LISTEN
+        if (!first) {
+          obs::Info("listen_reconnected");
+          on_publish({});  // publishes may have been missed while away
+        }
+        first = false;
+        while (listening_) conn.await_notification(0, 200000);
+      }  // UNLISTEN: the connection goes back to the pool as any other
     } catch (const std::exception& e) {
+      if (lease.ok()) (*lease)->broken = true;  // dropped, not reused
       obs::Warn("listen_failed", {{"error", StatusFromException(e, nullptr).ToString()}});
       first = false;
       for (int i = 0; i < 10 && listening_; ++i) {
