@@ -7,7 +7,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "service/api/convert.h"
-#include "service/bus/ack_id.h"
 #include "service/common/status_macros.h"
 
 namespace pgbus::api {
@@ -77,7 +76,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
     response_.Clear();
     for (auto& d : batch) {
       auto* rm = response_.add_messages();
-      rm->set_ack_id(bus::EncodeAckId({d.message.id, d.attempt, d.lease}));
+      rm->set_ack_id(std::move(d.ack_id));
       rm->set_delivery_attempt(d.attempt);
       ToProto(d.message, rm->mutable_message());
     }

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "service/bus/ack_id.h"
 #include "service/common/topic_pattern.h"
 #include "service/obs/log.h"
 #include "service/obs/metrics.h"
@@ -145,6 +146,7 @@ void Stream::ClaimOnce() {
   }
   if (claimed->empty()) return;
   std::vector<model::LeaseKey> keys = LeaseKeys(*claimed);
+  for (model::Delivery& d : *claimed) d.ack_id = EncodeAckId({d.message.id, d.attempt, d.lease});
   if (!sink->Send(*std::move(claimed))) {
     // The stream ended before the batch went out: nobody got it.
     Close();

@@ -89,6 +89,9 @@ struct Delivery {
   int32_t attempt = 0;
   int64_t lease = 0;  // the stream lease token it was claimed with
   absl::Time lease_expiry;
+  // The client's handle for Ack / ModifyAckDeadline, set by bus/ before the
+  // delivery is sent (bus::EncodeAckId of message, attempt and lease).
+  std::string ack_id;
 };
 
 // One Publish call's worth of messages, for one tenant and topic.

@@ -11,6 +11,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "service/bus/ack_id.h"
 
 namespace pgbus::bus {
 namespace {
@@ -202,6 +203,12 @@ TEST_F(DispatcherTest, NeverLeasesMoreThanItsCreditAndClaimsWhenAcksReturnIt) {
   auto batches = sink_->WaitForBatches(1);
   ASSERT_EQ(batches.size(), 1u);
   EXPECT_EQ(batches[0].size(), 3u);
+  // Each goes out with the ack id that names it.
+  for (const auto& d : batches[0]) {
+    auto key = DecodeAckId(d.ack_id);
+    ASSERT_TRUE(key.ok()) << key.status();
+    EXPECT_TRUE(*key == (model::LeaseKey{d.message.id, d.attempt, d.lease}));
+  }
   stream->OnSent();  // no credit left: no claim starts
   EXPECT_EQ(store_.claims(), 1);
   EXPECT_EQ(dispatcher_.Count().outstanding, 3);
