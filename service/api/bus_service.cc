@@ -68,17 +68,10 @@ absl::Status BusService::StartPublish(const auth::Principal& principal,
   messages.reserve(req->messages_size());
   for (int i = 0; i < req->messages_size(); ++i) {
     ASSIGN_OR_RETURN(model::NewMessage m, FromProto(i, req->messages(i)));
-    if (principal.quotas.max_message_bytes &&
-        static_cast<int64_t>(m.payload.size()) > *principal.quotas.max_message_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "messages[", i, "]: payload of ", m.payload.size(),
-          " bytes exceeds the tenant quota max_message_bytes=",
-          *principal.quotas.max_message_bytes));
-    }
     messages.push_back(std::move(m));
   }
   RETURN_IF_ERROR(cc_.limiter->AdmitPublish(principal, req->messages_size()));
-  bus_->Publish(principal.tenant, req->topic(), std::move(messages),
+  bus_->Publish(principal.tenant, req->topic(), std::move(messages), LimitsOf(principal),
                 [reactor, resp, memory](absl::StatusOr<std::vector<int64_t>> ids) {
                   if (ids.ok()) {
                     for (int64_t id : *ids) resp->add_message_ids(std::to_string(id));

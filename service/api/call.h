@@ -38,6 +38,11 @@ inline grpc::Status Overloaded() {
                       "server overloaded: too much work queued; retry with backoff");
 }
 
+// The principal's quotas that bus/ enforces.
+inline bus::TenantLimits LimitsOf(const auth::Principal& principal) {
+  return bus::TenantLimits{principal.quotas.max_message_bytes};
+}
+
 // `scope` (or, when given, `alt`) on the topic of `subscription`. Looks the
 // subscription up only for a principal limited to some topics.
 absl::Status AuthorizeSubscription(bus::Bus& bus, const auth::Principal& principal,

@@ -52,13 +52,6 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
     }
     Submit([this, data = std::move(*req_.mutable_data())] {
       if (absl::Status st = Begin(); !st.ok()) return Fail(st);
-      received_ += static_cast<int64_t>(data.size());
-      if (principal_.quotas.max_message_bytes &&
-          received_ > *principal_.quotas.max_message_bytes) {
-        return Fail(absl::ResourceExhaustedError(
-            absl::StrCat("payload exceeds the tenant quota max_message_bytes=",
-                         *principal_.quotas.max_message_bytes, " after ", received_, " bytes")));
-      }
       if (absl::Status st = upload_->Append(data); !st.ok()) return Fail(st);
       StartRead(&req_);
     });
@@ -89,7 +82,8 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
     if (upload_) return absl::OkStatus();
     ASSIGN_OR_RETURN(principal_, cc_.auth->Authenticate(creds_));
     RETURN_IF_ERROR(principal_.Check(auth::Scope::kPublish, topic_));
-    ASSIGN_OR_RETURN(upload_, bus_->BeginUpload(principal_.tenant, topic_, compressed_));
+    ASSIGN_OR_RETURN(upload_, bus_->BeginUpload(principal_.tenant, topic_, compressed_,
+                                                LimitsOf(principal_)));
     return absl::OkStatus();
   }
 
@@ -112,7 +106,6 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
   const CallContext cc_;
   const auth::Credentials creds_;
   auth::Principal principal_;  // set by Begin()
-  int64_t received_ = 0;
   grpc::CallbackServerContext* const ctx_;
   v1::UploadPayloadResponse* const resp_;
   v1::UploadPayloadRequest req_;

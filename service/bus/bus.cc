@@ -172,7 +172,8 @@ absl::Status Bus::DeleteSubscription(const std::string& tenant, const std::strin
 }
 
 void Bus::Publish(const std::string& tenant, const std::string& topic,
-                  std::vector<model::NewMessage> messages, Publisher::Done done) {
+                  std::vector<model::NewMessage> messages, const TenantLimits& limits,
+                  Publisher::Done done) {
   absl::Status st = ValidateName("topic", topic);
   if (st.ok() && messages.empty()) {
     st = absl::InvalidArgumentError("messages: at least one message is required");
@@ -185,6 +186,14 @@ void Bus::Publish(const std::string& tenant, const std::string& topic,
     model::NewMessage& m = messages[i];
     st = ValidateMessage(static_cast<int>(i), m, options_.inline_payload_limit);
     if (!st.ok()) break;
+    if (limits.max_message_bytes &&
+        static_cast<int64_t>(m.payload.size()) > *limits.max_message_bytes) {
+      st = absl::ResourceExhaustedError(
+          absl::StrCat("messages[", i, "]: payload of ", m.payload.size(),
+                       " bytes exceeds the tenant quota max_message_bytes=",
+                       *limits.max_message_bytes));
+      break;
+    }
     if (m.payload_id) continue;  // the upload was hashed on the way in
     std::string digest = Sha256(m.payload);
     if (!m.sha256.empty() && m.sha256 != digest) {
@@ -205,9 +214,11 @@ void Bus::Publish(const std::string& tenant, const std::string& topic,
 
 absl::StatusOr<std::unique_ptr<Upload>> Bus::BeginUpload(const std::string& tenant,
                                                          const std::string& topic,
-                                                         bool compressed) {
+                                                         bool compressed,
+                                                         const TenantLimits& limits) {
   RETURN_IF_ERROR(ValidateName("topic", topic));
-  return Upload::Begin(store_, tenant, topic, options_.max_payload_bytes, compressed);
+  return Upload::Begin(store_, tenant, topic, options_.max_payload_bytes, compressed,
+                       limits.max_message_bytes.value_or(0));
 }
 
 absl::StatusOr<std::shared_ptr<Stream>> Bus::Subscribe(const std::string& tenant,

@@ -41,6 +41,12 @@ struct Page {
   int size = 0;       // 0: default
 };
 
+// The caller's tenant quotas that bus/ enforces itself (the others are the
+// schema's: stored bytes, or auth's: publish rate, streams).
+struct TenantLimits {
+  std::optional<int64_t> max_message_bytes;  // per payload; none: no limit of its own
+};
+
 // One page of a listing and the token of the next (empty: the last page).
 template <typename T>
 struct PageOf {
@@ -86,9 +92,11 @@ class Bus {
 
   // Validates, checksums and queues for group commit. `done` runs once, on
   // a committer thread (or inline for a rejected request), with the ids.
-  // Client checksums that do not match the payload fail with DATA_LOSS.
+  // Client checksums that do not match the payload fail with DATA_LOSS; a
+  // payload over the tenant's max_message_bytes, RESOURCE_EXHAUSTED.
   void Publish(const std::string& tenant, const std::string& topic,
-               std::vector<model::NewMessage> messages, Publisher::Done done);
+               std::vector<model::NewMessage> messages, const TenantLimits& limits,
+               Publisher::Done done);
 
   // Opens a stream on the subscription (blocking: checks it exists). It
   // claims nothing until the caller, once its sink can take a batch, calls
@@ -139,9 +147,11 @@ class Bus {
   // Ends streams with UNAVAILABLE and commits queued publishes.
   void Shutdown();
 
-  // Starts an UploadPayload (blocking). NOT_FOUND for an unknown topic.
+  // Starts an UploadPayload (blocking). NOT_FOUND for an unknown topic;
+  // Append refuses bytes past the tenant's max_message_bytes.
   absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const std::string& tenant,
-                                                      const std::string& topic, bool compressed);
+                                                      const std::string& topic, bool compressed,
+                                                      const TenantLimits& limits);
 
 
  private:

@@ -6,13 +6,15 @@
 
 namespace pgbus::bus {
 
-absl::StatusOr<std::unique_ptr<Upload>> Upload::Begin(store::PayloadStore* store, std::string tenant,
+absl::StatusOr<std::unique_ptr<Upload>> Upload::Begin(store::PayloadStore* store,
+                                                      std::string tenant,
                                                       const std::string& topic,
-                                                      int64_t max_bytes, bool compressed) {
+                                                      int64_t max_bytes, bool compressed,
+                                                      int64_t tenant_max_bytes) {
   ASSIGN_OR_RETURN(store::Store::NewPayload p,
                    store->CreatePayload(tenant, topic, kChunkSize, compressed));
-  return std::unique_ptr<Upload>(
-      new Upload(store, std::move(tenant), topic, p.id, max_bytes, p.topic_max_message_bytes));
+  return std::unique_ptr<Upload>(new Upload(store, std::move(tenant), topic, p.id, max_bytes,
+                                            p.topic_max_message_bytes, tenant_max_bytes));
 }
 
 absl::Status Upload::Append(absl::string_view data) {
@@ -29,6 +31,12 @@ absl::Status Upload::Append(absl::string_view data) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "payload is more than ", topic_max_bytes_, " bytes; topic \"", topic_,
         "\" accepts at most ", topic_max_bytes_, " (max_message_bytes); nothing was stored"));
+  }
+  if (tenant_max_bytes_ > 0 && size > tenant_max_bytes_) {
+    Abort();
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "payload exceeds the tenant quota max_message_bytes=", tenant_max_bytes_, " after ",
+        size, " bytes"));
   }
   hash_.Update(data);
   size_ += data.size();

@@ -28,11 +28,15 @@ class Upload {
   };
 
   // NOT_FOUND for an unknown topic.
-  static absl::StatusOr<std::unique_ptr<Upload>> Begin(store::PayloadStore* store, std::string tenant,
+  // `tenant_max_bytes`: the tenant's max_message_bytes quota (0: none).
+  static absl::StatusOr<std::unique_ptr<Upload>> Begin(store::PayloadStore* store,
+                                                       std::string tenant,
                                                        const std::string& topic,
-                                                       int64_t max_bytes, bool compressed);
-  // INVALID_ARGUMENT past max_bytes, RESOURCE_EXHAUSTED past the topic's
-  // max_message_bytes (and the upload is aborted: nothing stays stored).
+                                                       int64_t max_bytes, bool compressed,
+                                                       int64_t tenant_max_bytes = 0);
+  // INVALID_ARGUMENT past max_bytes, RESOURCE_EXHAUSTED past the topic's or
+  // the tenant's max_message_bytes (and the upload is aborted: nothing stays
+  // stored).
   absl::Status Append(absl::string_view data);
   // Writes the rest, compares `client_sha256` when given (DATA_LOSS on a
   // mismatch, and nothing is kept), and completes the upload.
@@ -43,13 +47,14 @@ class Upload {
 
  private:
   Upload(store::PayloadStore* store, std::string tenant, std::string topic, int64_t id,
-         int64_t max_bytes, int64_t topic_max_bytes)
+         int64_t max_bytes, int64_t topic_max_bytes, int64_t tenant_max_bytes)
       : store_(store),
         tenant_(std::move(tenant)),
         topic_(std::move(topic)),
         id_(id),
         max_bytes_(max_bytes),
-        topic_max_bytes_(topic_max_bytes) {}
+        topic_max_bytes_(topic_max_bytes),
+        tenant_max_bytes_(tenant_max_bytes) {}
   absl::Status Flush();
 
   store::PayloadStore* const store_;
@@ -58,6 +63,7 @@ class Upload {
   const int64_t id_;
   const int64_t max_bytes_;
   const int64_t topic_max_bytes_;  // 0: none
+  const int64_t tenant_max_bytes_;  // 0: none
   std::string buffer_;
   int seq_ = 0;
   int64_t size_ = 0;
