@@ -52,54 +52,49 @@ Publisher::Publisher(Client* client, std::string topic, PublishSettings settings
 Publisher::~Publisher() { Stop(); }
 
 std::future<absl::StatusOr<std::string>> Publisher::Publish(v1::PublishMessage message) {
-  Pending p;
-  auto future = p.result.get_future();
-  if (message.idempotency_key().empty()) message.set_idempotency_key(NewIdempotencyKey());
-  if (static_cast<int64_t>(message.payload().size()) > settings_.inline_limit) {
-    absl::StatusOr<v1::UploadPayloadResponse> up;
-    absl::Status st = WithRetries(settings_.retry_deadline, [&] {
-      std::istringstream in(message.payload());
-      up = client_->UploadPayload(topic_, in);  // SHA-256 checked by the server
-      return up.status();
-    });
-    if (!st.ok()) {
-      p.result.set_value(st);
-      return future;
-    }
-    message.clear_payload();
-    message.set_payload_handle(up->payload_handle());
+  if (static_cast<int64_t>(message.payload().size()) <= settings_.inline_limit) {
+    return Enqueue(std::move(message), std::nullopt);
   }
-  p.message = std::move(message);
-  Queue(std::move(p));
-  return future;
+  absl::StatusOr<v1::UploadPayloadResponse> up;
+  absl::Status st = WithRetries(settings_.retry_deadline, [&] {
+    std::istringstream in(message.payload());
+    up = client_->UploadPayload(topic_, in);  // SHA-256 checked by the server
+    return up.status();
+  });
+  if (!st.ok()) up = st;
+  return Enqueue(std::move(message), std::move(up));
 }
 
 std::future<absl::StatusOr<std::string>> Publisher::Publish(v1::PublishMessage message,
                                                             std::istream& payload) {
-  Pending p;
-  auto future = p.result.get_future();
-  if (message.idempotency_key().empty()) message.set_idempotency_key(NewIdempotencyKey());
-  auto up = client_->UploadPayload(topic_, payload);  // SHA-256 checked by the server
-  if (!up.ok()) {
-    p.result.set_value(up.status());
-    return future;
-  }
-  message.clear_payload();
-  message.set_payload_handle(up->payload_handle());
-  p.message = std::move(message);
-  Queue(std::move(p));
-  return future;
+  // SHA-256 checked by the server.
+  return Enqueue(std::move(message), client_->UploadPayload(topic_, payload));
 }
 
-void Publisher::Queue(Pending p) {
-  const int64_t bytes = static_cast<int64_t>(p.message.payload().size());
+std::future<absl::StatusOr<std::string>> Publisher::Enqueue(
+    v1::PublishMessage message,
+    std::optional<absl::StatusOr<v1::UploadPayloadResponse>> upload) {
+  Pending p;
+  auto future = p.result.get_future();
+  if (upload) {
+    if (!upload->ok()) {
+      p.result.set_value(upload->status());
+      return future;
+    }
+    message.clear_payload();
+    message.set_payload_handle((*upload)->payload_handle());
+  }
+  if (message.idempotency_key().empty()) message.set_idempotency_key(NewIdempotencyKey());
+  const int64_t bytes = static_cast<int64_t>(message.payload().size());
+  p.message = std::move(message);
   absl::MutexLock lock(&mu_);
   if (stopped_) {
     p.result.set_value(absl::FailedPreconditionError("Publish after Stop()"));
-    return;
+    return future;
   }
   queue_.push_back(std::move(p));
   queued_bytes_ += bytes;
+  return future;
 }
 
 void Publisher::Flush() {

@@ -11,6 +11,7 @@
 #include <functional>
 #include <future>
 #include <istream>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -69,8 +70,11 @@ class Publisher {
   };
   void Run();
   std::deque<Pending> Take();
-  // Queues a message ready to send (refused after Stop).
-  void Queue(Pending p);
+  // Queues `message`, published by the handle of `upload` when its payload
+  // went ahead (whose failure fails the message); refused after Stop.
+  std::future<absl::StatusOr<std::string>> Enqueue(
+      v1::PublishMessage message,
+      std::optional<absl::StatusOr<v1::UploadPayloadResponse>> upload);
 
   Client* const client_;
   const std::string topic_;

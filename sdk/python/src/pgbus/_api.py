@@ -149,6 +149,16 @@ class PayloadCheck:
         return b"" if self.out is not None else b"".join(self.parts)
 
 
+def subscribe_request(subscription: str, max_outstanding_messages: int,
+                      max_outstanding_bytes: int, ack_deadline: float) -> bus_pb2.SubscribeRequest:
+    """The Subscribe call of a subscriber (sync or asyncio) with its flow control."""
+    return bus_pb2.SubscribeRequest(
+        subscription=subscription,
+        max_outstanding_messages=max_outstanding_messages,
+        max_outstanding_bytes=max_outstanding_bytes,
+        ack_deadline=duration(ack_deadline))
+
+
 def statuses(response) -> list[int]:
     return [r.status for r in response.results]
 

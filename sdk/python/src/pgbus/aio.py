@@ -22,7 +22,8 @@ import grpc
 import grpc.aio
 
 from pgbus._api import (DEFAULT_INLINE_LIMIT, Api, PayloadCheck, backoff_delays,
-                        connection_settings, duration, open_channel, upload_requests)
+                        connection_settings, duration, open_channel, subscribe_request,
+                        upload_requests)
 from pgbus.errors import PgbusError, from_rpc_error
 from pgbus.publisher import BatchSettings
 from pgbus.subscriber import PERMANENT, Delivery
@@ -290,11 +291,8 @@ class AsyncSubscriber:
                  max_lease_extension: float = 3600.0):
         self._client = client
         self._subscription = subscription
-        self._request = bus_pb2.SubscribeRequest(
-            subscription=subscription,
-            max_outstanding_messages=max_outstanding_messages,
-            max_outstanding_bytes=max_outstanding_bytes,
-            ack_deadline=duration(ack_deadline))
+        self._request = subscribe_request(subscription, max_outstanding_messages,
+                                          max_outstanding_bytes, ack_deadline)
         self._ack_deadline = ack_deadline
         self._max_lease_extension = max_lease_extension
         self._leased: dict[str, float] = {}  # ack id -> when it was received

@@ -10,7 +10,8 @@ from typing import Callable, Optional
 
 import grpc
 
-from pgbus.client import Client, duration
+from pgbus._api import subscribe_request
+from pgbus.client import Client
 from pgbus.errors import PgbusError, from_rpc_error
 from pgbus.v1 import bus_pb2, types_pb2
 
@@ -94,11 +95,8 @@ class Subscriber:
         self._client = client
         self._subscription = subscription
         self._handler = handler
-        self._request = bus_pb2.SubscribeRequest(
-            subscription=subscription,
-            max_outstanding_messages=max_outstanding_messages,
-            max_outstanding_bytes=max_outstanding_bytes,
-            ack_deadline=duration(ack_deadline))
+        self._request = subscribe_request(subscription, max_outstanding_messages,
+                                          max_outstanding_bytes, ack_deadline)
         self._ack_deadline = ack_deadline
         self._max_lease_extension = max_lease_extension
         self._pool = ThreadPoolExecutor(max_workers=workers,
