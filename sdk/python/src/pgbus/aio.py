@@ -26,7 +26,7 @@ from pgbus._api import (DEFAULT_INLINE_LIMIT, Api, PayloadCheck, backoff_delays,
                         upload_requests)
 from pgbus.errors import PgbusError, from_rpc_error
 from pgbus.publisher import BatchSettings
-from pgbus.subscriber import PERMANENT, Delivery
+from pgbus.subscriber import PERMANENT, Delivery, Leases
 from pgbus.v1 import admin_pb2_grpc, bus_pb2, bus_pb2_grpc, types_pb2
 
 __all__ = ["AsyncClient", "AsyncMessage", "AsyncPublisher", "AsyncSubscriber", "with_retries"]
@@ -293,9 +293,7 @@ class AsyncSubscriber:
         self._subscription = subscription
         self._request = subscribe_request(subscription, max_outstanding_messages,
                                           max_outstanding_bytes, ack_deadline)
-        self._ack_deadline = ack_deadline
-        self._max_lease_extension = max_lease_extension
-        self._leased: dict[str, float] = {}  # ack id -> when it was received
+        self._leases = Leases(ack_deadline, max_lease_extension)
         self._stopping = asyncio.Event()
         self._call = None
         self.reconnects = 0
@@ -357,10 +355,9 @@ class AsyncSubscriber:
                         self._request, metadata=self._client.metadata, wait_for_ready=True)
                     async for response in self._call:
                         backoff = 0.1
-                        now = asyncio.get_running_loop().time()
                         untaken = [AsyncMessage(self, r) for r in response.messages]
                         for m in untaken:
-                            self._leased[m.ack_id] = now
+                            self._leases.add(m.ack_id)
                         while untaken and not self._stopping.is_set():
                             yield untaken.pop(0)
                         if self._stopping.is_set():
@@ -392,10 +389,8 @@ class AsyncSubscriber:
                 await m.nack("subscriber stopped")
 
     async def _settle(self, message: AsyncMessage, *, ack: bool, reason: str = "") -> bool:
-        if message.settled:
+        if not self._leases.settle(message):
             return False
-        message.settled = True
-        self._leased.pop(message.ack_id, None)
         try:
             if ack:
                 statuses = await self._client.ack(self._subscription, [message.ack_id])
@@ -407,18 +402,12 @@ class AsyncSubscriber:
         return statuses == [bus_pb2.ACK_STATUS_OK]
 
     async def _extend_leases(self) -> None:
-        interval = max(self._ack_deadline / 3, 0.2)
-        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
-            now = loop.time()
-            for ack_id, since in list(self._leased.items()):
-                if now - since >= self._max_lease_extension:
-                    del self._leased[ack_id]  # given up: its lease runs out
-            if self._leased:
+            await asyncio.sleep(self._leases.interval)
+            ids = self._leases.due()
+            if ids:
                 try:
-                    await self._client.modify_ack_deadline(self._subscription,
-                                                           list(self._leased),
-                                                           self._ack_deadline)
+                    await self._client.modify_ack_deadline(self._subscription, ids,
+                                                           self._leases.ack_deadline)
                 except PgbusError:
                     pass  # the next round tries again; a lost lease shows at ack()

@@ -24,6 +24,47 @@ PERMANENT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED)
 
 
+class Leases:
+    """The unsettled deliveries a subscriber (sync or asyncio) keeps leased:
+    each is extended by `ack_deadline` every `interval` seconds until it is
+    settled or `max_extension` seconds have passed since it arrived (then it
+    is given up and its lease runs out). Safe from any thread."""
+
+    def __init__(self, ack_deadline: float, max_extension: float):
+        self.ack_deadline = ack_deadline
+        # A third of the deadline: two extensions may be late before a lease lapses.
+        self.interval = max(ack_deadline / 3, 0.2)
+        self._max_extension = max_extension
+        self._lock = threading.Lock()
+        self._since: dict[str, float] = {}  # ack id -> when it was received
+
+    def add(self, ack_id: str) -> None:
+        with self._lock:
+            self._since[ack_id] = time.monotonic()
+
+    def settle(self, message: "Delivery") -> bool:
+        """Marks `message` settled and stops extending it; False when it was
+        settled already (only the first ack or nack counts)."""
+        with self._lock:
+            if message.settled:
+                return False
+            message.settled = True
+            self._since.pop(message.ack_id, None)
+            return True
+
+    def due(self) -> list[str]:
+        """The ack ids to extend now; those past max_extension are given up."""
+        now = time.monotonic()
+        with self._lock:
+            for ack_id in [a for a, t in self._since.items() if now - t >= self._max_extension]:
+                del self._since[ack_id]
+            return list(self._since)
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._since)
+
+
 class Delivery:
     """What a delivery carries: ack_id, message (the pgbus.v1 Message),
     delivery_attempt; the settling is the subclass's (sync or asyncio)."""
@@ -97,12 +138,9 @@ class Subscriber:
         self._handler = handler
         self._request = subscribe_request(subscription, max_outstanding_messages,
                                           max_outstanding_bytes, ack_deadline)
-        self._ack_deadline = ack_deadline
-        self._max_lease_extension = max_lease_extension
+        self._leases = Leases(ack_deadline, max_lease_extension)
         self._pool = ThreadPoolExecutor(max_workers=workers,
                                         thread_name_prefix=f"pgbus-{subscription}")
-        self._lock = threading.Lock()
-        self._leased: dict[str, float] = {}  # ack id -> when it was received
         self._stopping = threading.Event()
         self._stream = None
         self.error: Optional[PgbusError] = None  # why it stopped, if not stop()
@@ -140,8 +178,7 @@ class Subscriber:
                     backoff = 0.1
                     for received in response.messages:
                         message = Message(self, received)
-                        with self._lock:
-                            self._leased[message.ack_id] = time.monotonic()
+                        self._leases.add(message.ack_id)
                         self._pool.submit(self._handle, message)
                 if self._stopping.is_set():
                     return
@@ -168,11 +205,8 @@ class Subscriber:
                 message.nack("handler raised an exception")
 
     def _settle(self, message: Message, *, ack: bool, reason: str = "") -> bool:
-        with self._lock:
-            if message.settled:
-                return False
-            message.settled = True
-            self._leased.pop(message.ack_id, None)
+        if not self._leases.settle(message):
+            return False
         try:
             if ack:
                 statuses = self._client.ack(self._subscription, [message.ack_id])
@@ -184,17 +218,13 @@ class Subscriber:
         return statuses == [bus_pb2.ACK_STATUS_OK]
 
     def _extend_leases(self) -> None:
-        interval = max(self._ack_deadline / 3, 0.2)
-        while not self._stopping.wait(interval) or self._leased:
-            now = time.monotonic()
-            with self._lock:
-                ids = [a for a, since in self._leased.items()
-                       if now - since < self._max_lease_extension]
+        # After stop(), until the running handlers have settled theirs.
+        while not self._stopping.wait(self._leases.interval) or self._leases:
+            ids = self._leases.due()
             if not ids:
-                if self._stopping.is_set():
-                    return
                 continue
             try:
-                self._client.modify_ack_deadline(self._subscription, ids, self._ack_deadline)
+                self._client.modify_ack_deadline(self._subscription, ids,
+                                                 self._leases.ack_deadline)
             except PgbusError:
                 pass  # the next round tries again; a lost lease shows at ack()
