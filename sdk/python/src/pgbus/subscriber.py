@@ -142,6 +142,7 @@ class Subscriber:
         self._pool = ThreadPoolExecutor(max_workers=workers,
                                         thread_name_prefix=f"pgbus-{subscription}")
         self._stopping = threading.Event()
+        self._handlers_done = threading.Event()  # set by stop(): leases may lapse
         self._stream = None
         self.error: Optional[PgbusError] = None  # why it stopped, if not stop()
         self.reconnects = 0
@@ -159,6 +160,7 @@ class Subscriber:
             stream.cancel()
         self._receiver.join(timeout)
         self._pool.shutdown(wait=True)  # running handlers finish and settle
+        self._handlers_done.set()
         self._leaser.join(timeout)
 
     def __enter__(self) -> "Subscriber":
@@ -218,8 +220,9 @@ class Subscriber:
         return statuses == [bus_pb2.ACK_STATUS_OK]
 
     def _extend_leases(self) -> None:
-        # After stop(), until the running handlers have settled theirs.
-        while not self._stopping.wait(self._leases.interval) or self._leases:
+        # Until stop() has seen the running handlers finish (it used to spin
+        # on the stopped event meanwhile, calling ModifyAckDeadline back to back).
+        while not self._handlers_done.wait(self._leases.interval):
             ids = self._leases.due()
             if not ids:
                 continue
