@@ -229,7 +229,9 @@ inline constexpr char kInsertMessages[] =
     "  WHERE ik.tenant_id = m.tenant_id AND ik.topic = m.topic"
     "    AND ik.key = m.idempotency_key), "
     "u AS ("
-    "  UPDATE pgbus.payloads p SET message_id = m.id FROM m"
+    // The payload takes its message's expiry: the reaper may delete only
+    // what expired (migration 0019).
+    "  UPDATE pgbus.payloads p SET message_id = m.id, expires_at = m.expires_at FROM m"
     "  WHERE p.tenant_id = m.tenant_id AND p.id = m.payload_id), "
     PGBUS_ACCOUNT_PUBLISHED
     PGBUS_FAN_OUT
