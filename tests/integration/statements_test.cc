@@ -37,21 +37,8 @@ TEST(Statements, EveryStatementPreparesAsItsRole) {
   }
 }
 
-// The two prefixes TenantTransaction::Begin completes with the tenant.
-TEST(Statements, TheBeginPrefixesCompleteToAStatement) {
-  PGconn* conn = PQconnectdb(testing::AppDsn().c_str());
-  ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
-  for (const char* prefix : {sql::kSetTenantLiteral, sql::kSetTenantAsyncCommitLiteral}) {
-    PGresult* r = PQprepare(conn, "", absl::StrCat(prefix, "'t', true)").c_str(), 0, nullptr);
-    EXPECT_EQ(PQresultStatus(r), PGRES_COMMAND_OK) << prefix << ": " << PQresultErrorMessage(r);
-    PQclear(r);
-  }
-  PQfinish(conn);
-}
-
 // sql.h cannot grow a statement that the tests above do not prepare: every
-// `inline constexpr char kX[]` is in kAll, except statement names (kXName),
-// the NOTIFY channel and the two Begin prefixes.
+// `inline constexpr char kX[]` is in kAll, except the NOTIFY channel.
 TEST(Statements, TheRegistryListsEveryStatementOfSqlH) {
   std::ifstream in(PGBUS_SQL_H);
   ASSERT_TRUE(in) << PGBUS_SQL_H;
@@ -62,11 +49,7 @@ TEST(Statements, TheRegistryListsEveryStatementOfSqlH) {
   const std::regex constant(R"(inline constexpr char (k[A-Za-z0-9]+)\[\])");
   for (std::sregex_iterator it(source.begin(), source.end(), constant), end; it != end; ++it) {
     std::string name = (*it)[1];
-    if (name.size() > 4 && name.compare(name.size() - 4, 4, "Name") == 0) continue;
-    if (name == "kPublishChannel" || name == "kSetTenantLiteral" ||
-        name == "kSetTenantAsyncCommitLiteral") {
-      continue;
-    }
+    if (name == "kPublishChannel") continue;
     declared.insert(name);
   }
   std::set<std::string> registered;

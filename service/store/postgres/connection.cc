@@ -2,6 +2,7 @@
 
 #include <endian.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "service/common/status_macros.h"
+#include "service/obs/log.h"
 #include "service/obs/metrics.h"
 #include "service/store/postgres/sql.h"
 
@@ -61,7 +63,6 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
     setup.exec(absl::StrCat("SET statement_timeout = ", statement_timeout_ms));
     setup.exec("SET idle_in_transaction_session_timeout = '60s'");
     setup.exec("SET application_name = 'pgbusd'");
-    conn->prepare("pgbus_set_tenant", sql::kSetTenant);
   } catch (const pqxx::broken_connection& e) {
     // libpq's text can name the host and user; keep the reason only.
     return absl::UnavailableError(
@@ -72,39 +73,23 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
   return conn;
 }
 
-absl::Status Connection::PrepareRaw(const char* name, const char* sql,
-                                    const std::vector<Oid>& types) {
-  if (raw_prepared_.count(name)) return absl::OkStatus();
-  Result res(PQprepare(raw(), name, sql, static_cast<int>(types.size()), types.data()),
+absl::StatusOr<std::string> Connection::Prepared(const char* sql,
+                                                 const std::vector<Oid>& types) {
+  auto key = std::make_pair(sql, types);
+  if (auto it = prepared_.find(key); it != prepared_.end()) return it->second;
+  std::string name = absl::StrCat("pgbus_", prepared_.size() + 1);
+  Result res(PQprepare(raw(), name.c_str(), sql, static_cast<int>(types.size()), types.data()),
              &PQclear);
   if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) {
     const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
     if (PQstatus(raw()) != CONNECTION_OK) broken = true;
-    return StatusFromSqlState(state ? state : "",
-                              PQresultErrorMessage(res.get()));
+    return StatusFromSqlState(state ? state : "", PQresultErrorMessage(res.get()));
   }
-  raw_prepared_.insert(name);
-  return absl::OkStatus();
+  prepared_.emplace(std::move(key), name);
+  return name;
 }
 
 namespace {
-
-// A statement's parameters as libpq takes them (pointers into `params`).
-struct LibpqParams {
-  explicit LibpqParams(const std::vector<Param>& params) {
-    values.reserve(params.size());
-    lengths.reserve(params.size());
-    formats.reserve(params.size());
-    for (const Param& p : params) {
-      values.push_back(p.data);
-      lengths.push_back(p.length);
-      formats.push_back(p.format);
-    }
-  }
-  int count() const { return static_cast<int>(values.size()); }
-  std::vector<const char*> values;
-  std::vector<int> lengths, formats;
-};
 
 // The status of a failed statement's result; marks `conn` broken when the
 // session is gone.
@@ -118,21 +103,31 @@ absl::Status StatusFromResult(Connection& conn, const PGresult* res) {
   return StatusFromSqlState(state ? state : "", msg ? msg : PQresultErrorMessage(res));
 }
 
-}  // namespace
+// A prepared statement and its parameters, as libpq takes them (pointers
+// into the Values, which outlive the call).
+struct Prepared {
+  Prepared(std::string statement, const std::vector<Value>& params) : name(std::move(statement)) {
+    for (const Value& v : params) {
+      values.push_back(v.bytes ? v.bytes->data() : nullptr);
+      lengths.push_back(v.bytes ? static_cast<int>(v.bytes->size()) : 0);
+      formats.push_back(1);
+    }
+  }
+  int count() const { return static_cast<int>(values.size()); }
+  std::string name;
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+};
 
-absl::StatusOr<Result> ExecRaw(Connection& conn, const char* name,
-                               const std::vector<Param>& params) {
-  LibpqParams p(params);
-  Result res(PQexecPrepared(conn.raw(), name, p.count(), p.values.data(), p.lengths.data(),
-                            p.formats.data(), /*resultFormat=*/1),
-             &PQclear);
-  ExecStatusType st = PQresultStatus(res.get());
-  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return res;
-  return StatusFromResult(conn, res.get());
-}
-
+// Runs `statements` in order in one round trip (libpq's pipeline mode) and
+// returns their binary results. The first error is returned and the
+// statements after it are skipped by Postgres; inside a transaction block
+// that leaves the transaction failed, for the caller to roll back.
+// Postgres may start sending a result while later statements are still
+// being written, and this connection does not read meanwhile: only the last
+// statements of a pipeline may have large results.
 absl::StatusOr<std::vector<Result>> ExecPipelined(Connection& conn,
-                                                  const std::vector<Statement>& statements) {
+                                                  const std::vector<Prepared>& statements) {
   PGconn* raw = conn.raw();
   // Whatever goes wrong below leaves the session in an unknown state of the
   // protocol: the pool drops it.
@@ -142,10 +137,9 @@ absl::StatusOr<std::vector<Result>> ExecPipelined(Connection& conn,
         absl::StrCat("lost the connection to Postgres (", what, ")"));
   };
   if (PQenterPipelineMode(raw) != 1) return lost("cannot enter pipeline mode");
-  for (const Statement& s : statements) {
-    LibpqParams p(s.params);
-    if (PQsendQueryPrepared(raw, s.name, p.count(), p.values.data(), p.lengths.data(),
-                            p.formats.data(), /*resultFormat=*/1) != 1) {
+  for (const Prepared& s : statements) {
+    if (PQsendQueryPrepared(raw, s.name.c_str(), s.count(), s.values.data(), s.lengths.data(),
+                            s.formats.data(), /*resultFormat=*/1) != 1) {
       return lost("send failed");
     }
   }
@@ -176,37 +170,78 @@ absl::StatusOr<std::vector<Result>> ExecPipelined(Connection& conn,
   return out;
 }
 
-int64_t BinaryRow::Int8(int col) const {
-  uint64_t v;
-  std::memcpy(&v, PQgetvalue(r_, row_, col), 8);
-  return static_cast<int64_t>(be64toh(v));
-}
-
-int32_t BinaryRow::Int4(int col) const {
+int32_t ReadInt4(const char* p) {
   uint32_t v;
-  std::memcpy(&v, PQgetvalue(r_, row_, col), 4);
+  std::memcpy(&v, p, 4);
   return static_cast<int32_t>(be32toh(v));
 }
 
-bool BinaryRow::Bool(int col) const { return PQgetvalue(r_, row_, col)[0] != 0; }
-
-std::string BinaryRow::Bytes(int col) const {
-  return std::string(PQgetvalue(r_, row_, col), PQgetlength(r_, row_, col));
+int64_t ReadInt8(const char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return static_cast<int64_t>(be64toh(v));
 }
 
-absl::Time BinaryRow::Timestamp(int col) const {
-  return absl::FromUnixMicros(Int8(col) + kPgEpochUnixMicros);
+}  // namespace
+
+const char* RowReader::NextOf(std::initializer_list<Oid> types) {
+  const int col = col_++;
+  const Oid type = PQftype(r_, col);
+  for (Oid t : types) {
+    if (t == type) return PQgetvalue(r_, row_, col);
+  }
+  obs::Error("statement_reader_mismatch",
+             {{"column", std::to_string(col)},
+              {"name", PQfname(r_, col) ? PQfname(r_, col) : "?"},
+              {"type", std::to_string(type)},
+              {"expected", std::to_string(*types.begin())}});
+  std::abort();  // a bug in pgbusd (see RowReader)
 }
 
-std::vector<std::string> BinaryRow::TextArray(int col) const {
+const char* RowReader::Next(Oid type, int bytes) {
+  const char* p = NextOf({type});
+  if (bytes >= 0 && PQgetlength(r_, row_, col_ - 1) != bytes) {
+    obs::Error("statement_reader_mismatch", {{"column", std::to_string(col_ - 1)}});
+    std::abort();
+  }
+  return p;
+}
+
+int64_t RowReader::Int8() { return ReadInt8(Next(kInt8, 8)); }
+int32_t RowReader::Int4() { return ReadInt4(Next(kInt4, 4)); }
+bool RowReader::Bool() { return Next(kBool, 1)[0] != 0; }
+
+double RowReader::Float8() {
+  const int64_t bits = ReadInt8(Next(kFloat8, 8));
+  double v;
+  std::memcpy(&v, &bits, 8);
+  return v;
+}
+
+std::string RowReader::Text() {
+  const char* p = NextOf({kText, kVarchar});
+  return std::string(p, PQgetlength(r_, row_, col_ - 1));
+}
+
+std::string RowReader::Bytes() { return std::string(BytesView()); }
+
+absl::string_view RowReader::BytesView() {
+  const char* p = Next(kBytea, -1);
+  return absl::string_view(p, PQgetlength(r_, row_, col_ - 1));
+}
+
+absl::Time RowReader::Timestamp() {
+  return absl::FromUnixMicros(ReadInt8(Next(kTimestamptz, 8)) + kPgEpochUnixMicros);
+}
+
+std::vector<std::string> RowReader::TextArray() {
   // ndim, has-null flag, element type, then per dimension (size, lower
   // bound), then per element (length or -1, bytes).
-  const char* p = PQgetvalue(r_, row_, col);
+  const char* p = Next(kTextArray, -1);
   auto read4 = [&p]() {
-    uint32_t v;
-    std::memcpy(&v, p, 4);
+    int32_t v = ReadInt4(p);
     p += 4;
-    return static_cast<int32_t>(be32toh(v));
+    return v;
   };
   std::vector<std::string> out;
   int32_t ndim = read4();
@@ -226,6 +261,29 @@ std::vector<std::string> BinaryRow::TextArray(int col) const {
     p += len;
   }
   return out;
+}
+
+Value Bind(const std::string& v) { return Value{kText, v}; }
+Value Bind(std::string&& v) { return Value{kText, std::move(v)}; }
+Value Bind(const char* v) { return Value{kText, std::string(v)}; }
+Value Bind(int64_t v) { return Value{kInt8, EncodeInt8(v)}; }
+Value Bind(int32_t v) { return Value{kInt4, EncodeInt4(v)}; }
+Value Bind(bool v) { return Value{kBool, EncodeBool(v)}; }
+Value Bind(Bytea v) { return Value{kBytea, std::string(v.bytes)}; }
+
+Value Bind(ArrayBuilder&& array) {
+  Oid type = 0;
+  switch (array.element_type()) {
+    case kBool: type = kBoolArray; break;
+    case kInt4: type = kInt4Array; break;
+    case kInt8: type = kInt8Array; break;
+    case kText: type = kTextArray; break;
+    case kBytea: type = kByteaArray; break;
+    default:
+      obs::Error("array_type_unknown", {{"type", std::to_string(array.element_type())}});
+      std::abort();  // a bug in pgbusd: add the array type above
+  }
+  return Value{type, array.Finish()};
 }
 
 std::string EncodeInt8(int64_t v) {
@@ -376,101 +434,68 @@ void ConnectionPool::Release(std::unique_ptr<Connection> conn) {
 
 namespace {
 
-// Runs a simple (possibly multi-statement) query; returns the last result's
-// command tag.
-absl::StatusOr<std::string> ExecSimple(Connection& conn, const std::string& sql) {
-  Result res(PQexec(conn.raw(), sql.c_str()), &PQclear);
-  ExecStatusType status = PQresultStatus(res.get());
-  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
-    if (PQstatus(conn.raw()) != CONNECTION_OK) {
-      conn.broken = true;
-      return absl::UnavailableError("lost the connection to Postgres");
-    }
-    const char* state = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
-    return StatusFromSqlState(state ? state : "", PQresultErrorMessage(res.get()));
-  }
-  return std::string(PQcmdStatus(res.get()));
+// Rolls back on a session in any state of a transaction.
+void RollBack(Connection& conn) {
+  Result res(PQexec(conn.raw(), "ROLLBACK"), &PQclear);
+  if (PQresultStatus(res.get()) != PGRES_COMMAND_OK) conn.broken = true;
 }
 
 }  // namespace
 
-TenantTransaction::~TenantTransaction() {
-  if (!open_) return;
-  if (!ExecSimple(conn_, "ROLLBACK").ok()) conn_.broken = true;
+Transaction::Transaction(Connection& conn, const std::string& tenant, bool async_commit)
+    : conn_(conn) {
+  Queue(sql::kBegin, {}, false);
+  Queue(async_commit ? sql::kSetTenantAsyncCommit : sql::kSetTenant, {Bind(tenant)}, false);
 }
 
-absl::Status TenantTransaction::Begin(const std::string& tenant, bool async_commit) {
-  char* literal = PQescapeLiteral(conn_.raw(), tenant.data(), tenant.size());
-  if (literal == nullptr) {
-    conn_.broken = true;
-    return absl::InternalError(PQerrorMessage(conn_.raw()));
-  }
-  std::string sql = absl::StrCat(
-      "BEGIN; ", async_commit ? sql::kSetTenantAsyncCommitLiteral : sql::kSetTenantLiteral,
-      literal, ", true)");
-  PQfreemem(literal);
-  open_ = true;  // a failed BEGIN leaves nothing open; ROLLBACK then only warns
-  return ExecSimple(conn_, sql).status();
+Transaction::Transaction(Connection& conn, NoTenant) : conn_(conn) {
+  Queue(sql::kBegin, {}, false);
 }
 
-absl::Status TenantTransaction::Start(const std::string& tenant, bool async_commit) {
-  const char* name = async_commit ? sql::kSetTenantAsyncCommitName : sql::kSetTenantName;
-  RETURN_IF_ERROR(conn_.PrepareRaw(sql::kBeginName, sql::kBegin, {}));
-  RETURN_IF_ERROR(conn_.PrepareRaw(
-      name, async_commit ? sql::kSetTenantAsyncCommit : sql::kSetTenant, {kText}));
-  tenant_ = tenant;
-  queued_.push_back(Statement{sql::kBeginName, {}});
-  queued_.push_back(Statement{name, {Param::Text(tenant_)}});
-  open_ = true;
-  return absl::OkStatus();
+Transaction::~Transaction() {
+  // After an error the transaction is failed (or its COMMIT was refused):
+  // the ROLLBACK at worst only warns.
+  if (open_ && begun_) RollBack(conn_);
 }
 
-absl::StatusOr<std::vector<Result>> TenantTransaction::Exec(std::vector<Statement> statements,
-                                                            bool commit) {
-  if (commit) RETURN_IF_ERROR(conn_.PrepareRaw(sql::kCommitName, sql::kCommit, {}));
-  std::vector<Statement> all = std::move(queued_);
+size_t Transaction::Queue(const char* sql, std::vector<Value> values, bool returned) {
+  queued_.push_back(Queued{sql, std::move(values), returned});
+  return returned ? returned_++ : returned_;
+}
+
+absl::StatusOr<std::vector<Rows>> Transaction::Flush(bool commit) {
+  if (!open_) return absl::FailedPreconditionError("the transaction has ended");
+  if (commit) Queue(sql::kCommit, {}, false);
+  std::vector<Queued> queued = std::move(queued_);
   queued_.clear();
-  const size_t first = all.size();
-  for (Statement& s : statements) all.push_back(std::move(s));
-  if (commit) all.push_back(Statement{sql::kCommitName, {}});
-  // On an error the transaction stays open (failed, or ended by a failed
-  // COMMIT): the destructor rolls it back, which at worst only warns.
-  ASSIGN_OR_RETURN(std::vector<Result> results, ExecPipelined(conn_, all));
+  returned_ = 0;
+  std::vector<Prepared> statements;
+  statements.reserve(queued.size());
+  for (const Queued& q : queued) {
+    std::vector<Oid> types;
+    types.reserve(q.values.size());
+    for (const Value& v : q.values) types.push_back(v.type);
+    absl::StatusOr<std::string> name = conn_.Prepared(q.sql, types);
+    if (!name.ok()) {
+      open_ = begun_;  // a transaction begun is rolled back by the destructor
+      return name.status();
+    }
+    statements.emplace_back(*std::move(name), q.values);
+  }
+  begun_ = true;
+  absl::StatusOr<std::vector<Result>> results = ExecPipelined(conn_, statements);
+  if (!results.ok()) return results.status();
   if (commit) {
     open_ = false;
-    if (std::string(PQcmdStatus(results.back().get())) != "COMMIT") {
+    if (std::string(PQcmdStatus(results->back().get())) != "COMMIT") {
       return absl::AbortedError("the transaction failed and was rolled back; retry");
     }
-    results.pop_back();
   }
-  results.erase(results.begin(), results.begin() + static_cast<std::ptrdiff_t>(first));
-  return results;
-}
-
-absl::Status TenantTransaction::Commit() {
-  if (!queued_.empty()) return Exec({}, /*commit=*/true).status();
-  open_ = false;
-  ASSIGN_OR_RETURN(std::string tag, ExecSimple(conn_, "COMMIT"));
-  if (tag != "COMMIT") {
-    return absl::AbortedError("the transaction failed and was rolled back; retry");
+  std::vector<Rows> out;
+  for (size_t i = 0; i < queued.size(); ++i) {
+    if (queued[i].returned) out.emplace_back(std::move((*results)[i]));
   }
-  return absl::OkStatus();
-}
-
-absl::Status InTenantTransaction(
-    ConnectionPool& pool, const std::string& tenant,
-    const std::function<absl::Status(pqxx::transaction_base&, Connection&)>& fn,
-    bool async_commit) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool.Acquire());
-  TenantTransaction tx(*conn);  // rolls back unless committed, before the lease ends
-  RETURN_IF_ERROR(tx.Begin(tenant, async_commit));
-  try {
-    pqxx::nontransaction txn(*conn);
-    RETURN_IF_ERROR(fn(txn, *conn));
-  } catch (const std::exception& e) {
-    return StatusFromException(e, &*conn);
-  }
-  return tx.Commit();
+  return out;
 }
 
 }  // namespace pgbus::store::postgres

@@ -1,13 +1,14 @@
-// Postgres connections for the store: a libpqxx connection that also hands
-// out libpq's handle, a bounded pool of them, the tenant transaction, and
-// the mapping of Postgres errors to absl::Status.
+// Postgres connections for the store: a connection, a bounded pool of them,
+// the transaction every statement runs in (Transaction), and the mapping of
+// Postgres errors to absl::Status.
 //
-// Why libpq beside libpqxx: libpqxx 6.4 returns every result as text, so a
-// bytea comes back hex-encoded (twice the bytes, then decoded). Statements
-// that carry payload bytes (publish, claim, retrieve) therefore go through
-// libpq's PQexecPrepared with binary parameters and binary results, on the
-// same connection and inside the same transaction as the libpqxx work.
-// libpqxx's own extension point, a connection policy, sees the PGconn.
+// libpqxx opens the session (and carries LISTEN, pg_notifications.cc, and
+// the migrations' scripts, migrator.cc); every statement of sql.h goes
+// through libpq's extended protocol here instead, as a named prepared
+// statement with binary parameters and binary results: libpqxx 6.4 has text
+// results only, so a bytea would come back hex-encoded (twice the bytes,
+// then decoded), and no pipeline mode. libpqxx's own extension point, a
+// connection policy, hands out the PGconn.
 //
 // libpqxx exceptions stop in this directory: everything here returns Status.
 #ifndef PGBUS_SERVICE_STORE_POSTGRES_CONNECTION_H_
@@ -16,10 +17,12 @@
 #include <libpq-fe.h>
 
 #include <cstdint>
-#include <functional>
+#include <map>
 #include <memory>
-#include <set>
+#include <optional>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <pqxx/pqxx>
@@ -58,9 +61,10 @@ class Connection : public pqxx::connection_base {
 
   PGconn* raw() const { return policy_.raw(); }
 
-  // Prepares `sql` under `name` for libpq use, once per session.
-  // `types` are parameter type OIDs (0: let the server infer).
-  absl::Status PrepareRaw(const char* name, const char* sql, const std::vector<Oid>& types);
+  // The name of `sql` prepared with parameters of `types` in this session;
+  // prepares it on first use. `sql` is one of sql.h's constants: prepared
+  // statements are found by its address.
+  absl::StatusOr<std::string> Prepared(const char* sql, const std::vector<Oid>& types);
 
   // Set when an error showed the session is unusable; the pool drops it.
   bool broken = false;
@@ -69,66 +73,45 @@ class Connection : public pqxx::connection_base {
   explicit Connection(const std::string& opts);
   std::string options_;  // must precede policy_
   CapturingPolicy policy_;
-  std::set<std::string> raw_prepared_;
+  std::map<std::pair<const char*, std::vector<Oid>>, std::string> prepared_;
 };
 
-// Type OIDs of raw statements' parameters.
-inline constexpr Oid kBool = 16, kInt4 = 23, kInt8 = 20, kText = 25, kBytea = 17;
-inline constexpr Oid kTextArray = 1009, kInt4Array = 1007, kInt8Array = 1016,
-                     kByteaArray = 1001;
+// Type OIDs of the parameters and columns pgbusd reads and writes.
+inline constexpr Oid kBool = 16, kInt4 = 23, kInt8 = 20, kText = 25, kBytea = 17,
+                     kFloat8 = 701, kVarchar = 1043, kTimestamptz = 1184;
+inline constexpr Oid kBoolArray = 1000, kTextArray = 1009, kInt4Array = 1007,
+                     kInt8Array = 1016, kByteaArray = 1001;
 
 // A libpq result that clears itself.
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
 
-// One parameter of a raw statement: text (format 0) or binary (format 1).
-struct Param {
-  static Param Null() { return Param{nullptr, 0, 0}; }
-  static Param Text(const std::string& s) { return Param{s.data(), static_cast<int>(s.size()), 0}; }
-  static Param Binary(const std::string& s) {
-    return Param{s.data(), static_cast<int>(s.size()), 1};
-  }
-  const char* data;
-  int length;
-  int format;
+// A statement parameter: its type and its value in that type's binary
+// format, or NULL. Made by Bind from the C++ value, so a statement's
+// parameter types follow from what its call passes.
+struct Value {
+  Oid type;
+  std::optional<std::string> bytes;  // nullopt: NULL
 };
-
-// Runs a statement prepared with PrepareRaw, asking for binary results.
-absl::StatusOr<Result> ExecRaw(Connection& conn, const char* name,
-                               const std::vector<Param>& params);
-
-// A statement prepared with PrepareRaw and its parameters, whose bytes the
-// caller keeps alive until it has run.
-struct Statement {
-  const char* name;
-  std::vector<Param> params;
+Value Bind(const std::string& v);  // text
+Value Bind(std::string&& v);       // text
+Value Bind(const char* v);         // text
+Value Bind(int64_t v);             // int8
+Value Bind(int32_t v);             // int4
+Value Bind(bool v);                // bool
+// A bytea parameter (a string binds as text).
+struct Bytea {
+  absl::string_view bytes;
 };
-
-// Runs `statements` in order in one round trip (libpq's pipeline mode) and
-// returns their binary results. The first error is returned and the
-// statements after it are skipped by Postgres; inside a transaction block
-// that leaves the transaction failed, for the caller to roll back.
-// Postgres may start sending a result while later statements are still
-// being written, and this connection does not read meanwhile: only the last
-// statements of a pipeline may have large results.
-absl::StatusOr<std::vector<Result>> ExecPipelined(Connection& conn,
-                                                  const std::vector<Statement>& statements);
-
-// Reads columns of a binary-format result row.
-class BinaryRow {
- public:
-  BinaryRow(const PGresult* result, int row) : r_(result), row_(row) {}
-  bool IsNull(int col) const { return PQgetisnull(r_, row_, col); }
-  int64_t Int8(int col) const;
-  int32_t Int4(int col) const;
-  bool Bool(int col) const;
-  std::string Bytes(int col) const;  // bytea and text
-  absl::Time Timestamp(int col) const;
-  std::vector<std::string> TextArray(int col) const;  // one-dimensional text[]
-
- private:
-  const PGresult* r_;
-  int row_;
-};
+Value Bind(Bytea v);
+inline Value Bind(Value v) { return v; }
+// NULL when empty, of the type T binds to.
+template <typename T>
+Value Bind(const std::optional<T>& v) {
+  if (v) return Bind(*v);
+  Value null = Bind(T{});
+  null.bytes.reset();
+  return null;
+}
 
 // Builds a one-dimensional array parameter in Postgres's binary array
 // format. Elements are appended already in the element type's binary form
@@ -146,6 +129,7 @@ class ArrayBuilder {
   size_t size() const { return count_; }
   // The encoded array; the builder is spent.
   std::string Finish();
+  Oid element_type() const { return element_type_; }
 
  private:
   Oid element_type_;
@@ -154,10 +138,74 @@ class ArrayBuilder {
   static constexpr size_t kHeaderBytes = 20;
   std::string elements_;  // header room, then the elements
 };
+// The array parameter; the builder is spent.
+Value Bind(ArrayBuilder&& array);
+
 // Encodes int8 as a binary parameter.
 std::string EncodeInt8(int64_t v);
 std::string EncodeInt4(int32_t v);
 std::string EncodeBool(bool v);
+
+// Reads one row of a binary-format result, column after column, in the
+// order of the statement's select list. Each read names the column's type;
+// a column of another type is a statement and its reader disagreeing, a
+// bug in pgbusd that no input can cause: it aborts the process with both
+// named (every statement runs in `make test`).
+class RowReader {
+ public:
+  RowReader(const PGresult* result, int row) : r_(result), row_(row) {}
+  bool NextIsNull() const { return PQgetisnull(r_, row_, col_); }
+  void Skip() { ++col_; }
+  int64_t Int8();
+  int32_t Int4();
+  bool Bool();
+  double Float8();
+  std::string Text();            // text, varchar
+  std::string Bytes();           // bytea
+  absl::string_view BytesView();  // bytea, valid while the result lives
+  absl::Time Timestamp();        // timestamptz
+  std::vector<std::string> TextArray();  // one-dimensional text[]
+  // The next column, or nullopt (and skipped) when it is NULL:
+  // row.Maybe(&RowReader::Text).
+  template <typename T>
+  std::optional<T> Maybe(T (RowReader::*read)()) {
+    if (NextIsNull()) {
+      Skip();
+      return std::nullopt;
+    }
+    return (this->*read)();
+  }
+
+ private:
+  const char* Next(Oid type, int bytes);  // the column's bytes; -1: any length
+  const char* NextOf(std::initializer_list<Oid> types);
+  const PGresult* r_;
+  int row_;
+  int col_ = 0;
+};
+
+// A statement's result rows.
+class Rows {
+ public:
+  explicit Rows(Result result) : result_(std::move(result)) {}
+  int size() const { return PQntuples(result_.get()); }
+  bool empty() const { return size() == 0; }
+  RowReader operator[](int row) const { return RowReader(result_.get(), row); }
+  // Every row, read by `read` (RowReader& -> T), in order.
+  template <typename F>
+  auto Map(F read) const {
+    std::vector<std::decay_t<decltype(read(std::declval<RowReader&>()))>> out;
+    out.reserve(size());
+    for (int i = 0; i < size(); ++i) {
+      RowReader row = (*this)[i];
+      out.push_back(read(row));
+    }
+    return out;
+  }
+
+ private:
+  Result result_;
+};
 
 // Maps a SQLSTATE and message to a Status (see store.h for the codes).
 absl::Status StatusFromSqlState(const std::string& sqlstate, const std::string& message);
@@ -202,52 +250,82 @@ class ConnectionPool {
   int open_ ABSL_GUARDED_BY(mu_) = 0;  // idle + leased
 };
 
-// An explicit transaction whose pgbus.tenant_id is `tenant` (set with
-// set_config(..., true): local to the transaction, so a pooled connection
-// never carries it to the next request), begun in one round trip with its
-// settings ("BEGIN; SELECT set_config(...)"; as pqxx::work plus the setting
-// it took two: each round trip is latency and Postgres CPU on the hot path).
-// Statements run through a pqxx::nontransaction or ExecRaw on the same
-// connection, or through Exec, which pipelines them: Start() instead of
-// Begin() queues the BEGIN and its settings to go with the first Exec, and
-// Exec(..., /*commit=*/true) sends the COMMIT with its statements, so a
-// transaction of independent statements costs one round trip instead of
-// three or more (each a wake-up of Postgres and of pgbusd on the hot path).
-// Rolls back when destroyed uncommitted.
-// With `async_commit`, the commit does not wait for the WAL flush: only for
-// work whose loss in a crash is harmless (see sql::kSetTenantAsyncCommitLiteral).
-class TenantTransaction {
+// For the statements that work across tenants (SECURITY DEFINER functions:
+// the key lookup, the reaper, the backlog metrics) and the operator's.
+struct NoTenant {};
+
+// The one way pgbusd runs statements: an explicit transaction on one
+// connection, of named prepared statements with typed binary parameters
+// and binary results, sent in pipelines (libpq's pipeline mode).
+//
+// Add() queues a statement; Send() sends everything queued in one round
+// trip and returns each statement's rows in the order added. BEGIN and the
+// transaction's settings go with the first round trip, COMMIT with the
+// last (SendAndCommit): a transaction of independent statements costs one
+// round trip (each is a wake-up of Postgres and of pgbusd on the hot path).
+// Rolls back when destroyed uncommitted; after an error the transaction is
+// failed, and only destroying it makes sense.
+//
+// The settings: pgbus.tenant_id, which row-level security reads, local to
+// the transaction (set_config(..., true): a pooled connection never carries
+// it to the next request), and the plan settings (PGBUS_PIN_PLANS in
+// sql.h). With `async_commit`, the commit does not wait for the WAL flush:
+// only for work whose loss in a crash is harmless (see
+// sql::kSetTenantAsyncCommit).
+class Transaction {
  public:
-  explicit TenantTransaction(Connection& conn) : conn_(conn) {}
-  TenantTransaction(const TenantTransaction&) = delete;
-  TenantTransaction& operator=(const TenantTransaction&) = delete;
-  ~TenantTransaction();
-  absl::Status Begin(const std::string& tenant, bool async_commit);
-  // Like Begin, but sent with the first Exec or Commit.
-  absl::Status Start(const std::string& tenant, bool async_commit);
-  // Queues a statement whose result only has to succeed; it goes with the
-  // next Exec or Commit.
-  void Queue(Statement statement) { queued_.push_back(std::move(statement)); }
-  // Sends what is queued and `statements` (then COMMIT with `commit`) in one
-  // round trip; returns the results of `statements`.
-  absl::StatusOr<std::vector<Result>> Exec(std::vector<Statement> statements,
-                                           bool commit = false);
-  // ABORTED when Postgres rolled back instead (an error went unnoticed).
-  absl::Status Commit();
+  Transaction(Connection& conn, const std::string& tenant, bool async_commit = false);
+  Transaction(Connection& conn, NoTenant);
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+  ~Transaction();
+
+  // Queues `sql` (a constant of sql.h) with `args` bound by Bind(); returns
+  // the index of its rows in the next Send's result.
+  template <typename... A>
+  size_t Add(const char* sql, A&&... args) {
+    std::vector<Value> values;
+    values.reserve(sizeof...(A));
+    (values.push_back(Bind(std::forward<A>(args))), ...);
+    return Queue(sql, std::move(values), /*returned=*/true);
+  }
+  // Sends what is queued in one round trip.
+  absl::StatusOr<std::vector<Rows>> Send() { return Flush(/*commit=*/false); }
+  // The same, with the COMMIT: ABORTED when Postgres rolled back instead.
+  absl::StatusOr<std::vector<Rows>> SendAndCommit() { return Flush(/*commit=*/true); }
+  absl::Status Commit() { return Flush(/*commit=*/true).status(); }
+  // Add, then Send: this statement's rows.
+  template <typename... A>
+  absl::StatusOr<Rows> Run(const char* sql, A&&... args) {
+    const size_t i = Add(sql, std::forward<A>(args)...);
+    absl::StatusOr<std::vector<Rows>> rows = Send();
+    if (!rows.ok()) return rows.status();
+    return std::move((*rows)[i]);
+  }
+  // Add, then SendAndCommit: this statement's rows.
+  template <typename... A>
+  absl::StatusOr<Rows> RunAndCommit(const char* sql, A&&... args) {
+    const size_t i = Add(sql, std::forward<A>(args)...);
+    absl::StatusOr<std::vector<Rows>> rows = SendAndCommit();
+    if (!rows.ok()) return rows.status();
+    return std::move((*rows)[i]);
+  }
 
  private:
-  Connection& conn_;
-  bool open_ = false;
-  std::string tenant_;  // the queued settings' parameter
-  std::vector<Statement> queued_;
-};
+  struct Queued {
+    const char* sql;
+    std::vector<Value> values;
+    bool returned;  // its rows go to the caller
+  };
+  size_t Queue(const char* sql, std::vector<Value> values, bool returned);
+  absl::StatusOr<std::vector<Rows>> Flush(bool commit);
 
-// Runs `fn` in a TenantTransaction. Commits when `fn` returns OK and rolls
-// back otherwise; exceptions become a Status.
-absl::Status InTenantTransaction(
-    ConnectionPool& pool, const std::string& tenant,
-    const std::function<absl::Status(pqxx::transaction_base&, Connection&)>& fn,
-    bool async_commit = false);
+  Connection& conn_;
+  std::vector<Queued> queued_;
+  size_t returned_ = 0;  // queued statements whose rows go to the caller
+  bool begun_ = false;   // BEGIN was sent
+  bool open_ = true;     // neither committed nor found rolled back
+};
 
 }  // namespace pgbus::store::postgres
 

@@ -11,94 +11,97 @@
 #include "service/store/postgres/sql.h"
 
 namespace pgbus::store::postgres {
+namespace {
+
+absl::Status SubscriptionNotFound(const std::string& subscription) {
+  return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
+}
+
+}  // namespace
 
 absl::Status PgStore::Seek(const std::string& tenant, const std::string& subscription,
                            absl::Time time) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
-    if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
-      return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
-    }
-    txn.exec_params(sql::kSeek, subscription, absl::ToUnixMicros(time));
-    return absl::OkStatus();
-  });
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  ASSIGN_OR_RETURN(Rows exists, tx.Run(sql::kSubscriptionExists, subscription));
+  if (exists.empty()) return SubscriptionNotFound(subscription);
+  tx.Add(sql::kSeek, subscription, absl::ToUnixMicros(time));
+  return tx.Commit();
 }
 
 absl::StatusOr<StatsRecord> PgStore::GetStats(const std::string& tenant,
                                               const std::string& topic,
                                               const std::string& subscription) {
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
   StatsRecord out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
-    if (!subscription.empty()) {
-      pqxx::result r = txn.exec_params(sql::kSubscriptionStats, subscription);
-      if (r.empty()) {
-        return absl::NotFoundError(
-            absl::StrCat("subscription \"", subscription, "\" not found"));
-      }
-      out.messages = r[0][0].as<int64_t>();
-      out.pending = r[0][1].as<int64_t>();
-      out.in_flight = r[0][2].as<int64_t>();
-      out.oldest_unacked_age_seconds = r[0][3].as<double>();
-      pqxx::row c = txn.exec_params1(sql::kSubscriptionCounters, subscription);
-      out.acked = c[0].as<int64_t>();
-      out.dead_lettered = c[1].as<int64_t>();
-      out.published = c[2].as<int64_t>();
-      return absl::OkStatus();
-    }
-    if (txn.exec_params(sql::kGetTopic, topic).empty()) {
-      return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
-    }
-    out.messages = txn.exec_params(sql::kTopicStats, topic)[0][0].as<int64_t>();
-    out.published = txn.exec_params1(sql::kTopicCounters, topic)[0].as<int64_t>();
-    return absl::OkStatus();
-  }));
+  if (!subscription.empty()) {
+    tx.Add(sql::kSubscriptionStats, subscription);
+    tx.Add(sql::kSubscriptionCounters, subscription);
+    ASSIGN_OR_RETURN(std::vector<Rows> r, tx.SendAndCommit());
+    if (r[0].empty()) return SubscriptionNotFound(subscription);
+    RowReader stats = r[0][0], counters = r[1][0];
+    out.messages = stats.Int8();
+    out.pending = stats.Int8();
+    out.in_flight = stats.Int8();
+    out.oldest_unacked_age_seconds = stats.Float8();
+    out.acked = counters.Int8();
+    out.dead_lettered = counters.Int8();
+    out.published = counters.Int8();
+    return out;
+  }
+  tx.Add(sql::kGetTopic, topic);
+  tx.Add(sql::kTopicStats, topic);
+  tx.Add(sql::kTopicCounters, topic);
+  ASSIGN_OR_RETURN(std::vector<Rows> r, tx.SendAndCommit());
+  if (r[0].empty()) return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
+  out.messages = r[1][0].Int8();
+  out.published = r[2][0].Int8();
   return out;
 }
 
 absl::StatusOr<std::vector<MessageRecord>> PgStore::ListDeadLetters(
     const std::string& tenant, const std::string& subscription, int64_t after_id, int limit) {
-  std::vector<MessageRecord> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection& conn) {
-    if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
-      return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
-    }
-    return ListMetadata(conn, sql::kListDeadLettersName, sql::kListDeadLetters, subscription,
-                        after_id, limit, &out);
-  }));
-  return out;
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  tx.Add(sql::kSubscriptionExists, subscription);
+  tx.Add(sql::kListDeadLetters, subscription, after_id, limit);
+  ASSIGN_OR_RETURN(std::vector<Rows> r, tx.SendAndCommit());
+  if (r[0].empty()) return SubscriptionNotFound(subscription);
+  return ReadListing(r[1]);
 }
 
 absl::StatusOr<std::vector<PgStore::Republished>> PgStore::RedriveDeadLetters(
     const std::string& tenant, const std::string& subscription, const std::vector<int64_t>& ids,
     int limit) {
-  std::vector<Republished> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
-    if (txn.exec_params(sql::kSubscriptionExists, subscription).empty()) {
-      return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
-    }
-    std::string id_list = absl::StrCat("{", absl::StrJoin(ids, ","), "}");
-    std::set<TopicKey> topics;
-    for (const auto& row : txn.exec_params(sql::kRedriveDeadLetters, subscription, id_list,
-                                           limit)) {
-      out.push_back(Republished{row[0].as<int64_t>(), row[1].as<std::string>()});
-      topics.insert(TopicKey{tenant, row[1].as<std::string>()});
-    }
-    if (!topics.empty()) {
-      txn.exec_params(sql::kNotifyPublish, NotifyPayload(topics));
-    }
-    return absl::OkStatus();
-  }));
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  ASSIGN_OR_RETURN(Rows exists, tx.Run(sql::kSubscriptionExists, subscription));
+  if (exists.empty()) return SubscriptionNotFound(subscription);
+  ArrayBuilder id_array(kInt8);
+  for (int64_t id : ids) id_array.Add(EncodeInt8(id));
+  ASSIGN_OR_RETURN(Rows r,
+                   tx.Run(sql::kRedriveDeadLetters, subscription, std::move(id_array), limit));
+  std::vector<Republished> out = r.Map([](RowReader& row) {
+    Republished m;
+    m.id = row.Int8();
+    m.topic = row.Text();
+    return m;
+  });
+  std::set<TopicKey> topics;
+  for (const Republished& m : out) topics.insert(TopicKey{tenant, m.topic});
+  if (!topics.empty()) tx.Add(sql::kNotifyPublish, NotifyPayload(topics));
+  RETURN_IF_ERROR(tx.Commit());
   return out;
 }
 
 absl::StatusOr<std::vector<MessageRecord>> PgStore::ListMessages(
     const std::string& tenant, const std::string& correlation_id, int64_t after_id,
     int limit) {
-  std::vector<MessageRecord> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base&, Connection& conn) {
-    return ListMetadata(conn, sql::kListMessagesName, sql::kListMessages, correlation_id,
-                        after_id, limit, &out);
-  }));
-  return out;
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kListMessages, correlation_id, after_id, limit));
+  return ReadListing(r);
 }
 
 }  // namespace pgbus::store::postgres

@@ -3,7 +3,6 @@
 #include "service/store/postgres/pg_store.h"
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/escaping.h"
 #include "service/common/sha256.h"
 #include "service/common/status_macros.h"
 #include "service/obs/log.h"
@@ -14,120 +13,111 @@ namespace pgbus::store::postgres {
 
 absl::StatusOr<RetrieveResult> PgStore::Retrieve(const std::string& tenant, int64_t id,
                                                  int64_t offset, int64_t length) {
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  ASSIGN_OR_RETURN(Rows found, tx.Run(sql::kRetrieve, id));
+  if (found.empty()) {
+    return absl::NotFoundError(absl::StrCat("message ", id, " not found (or expired)"));
+  }
   RetrieveResult out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base&, Connection& conn) {
-    RETURN_IF_ERROR(conn.PrepareRaw(sql::kRetrieveName, sql::kRetrieve, {kInt8}));
-    std::string id_bin = EncodeInt8(id);
-    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kRetrieveName, {Param::Binary(id_bin)}));
-    if (PQntuples(res.get()) == 0) {
-      return absl::NotFoundError(absl::StrCat("message ", id, " not found (or expired)"));
+  RowReader row = found[0];
+  out.message = ReadMessage(row);
+  const std::optional<std::string> inline_payload = row.Maybe(&RowReader::Bytes);
+  const std::optional<int64_t> payload_id = row.Maybe(&RowReader::Int8);
+  const std::optional<int32_t> chunk_size = row.Maybe(&RowReader::Int4);
+  const int64_t size = out.message.size;
+  if (offset > size) {
+    return absl::OutOfRangeError(
+        absl::StrCat("offset ", offset, " is past the payload's end (", size, " bytes)"));
+  }
+  out.offset = offset;
+  const int64_t n = std::min(length, size - offset);
+  if (!payload_id) {
+    // Inline: verify the whole payload, then cut the range.
+    const std::string payload = inline_payload.value_or("");
+    if (Sha256(payload) != out.message.sha256) {
+      obs::Error("payload_corrupt", {{"message", std::to_string(id)}});
+      return absl::DataLossError(absl::StrCat(
+          "message ", id, ": the stored payload does not match its SHA-256"));
     }
-    BinaryRow row(res.get(), 0);
-    out.message = ReadMessage(row);
-    const int64_t size = out.message.size;
-    if (offset > size) {
-      return absl::OutOfRangeError(
-          absl::StrCat("offset ", offset, " is past the payload's end (", size, " bytes)"));
+    out.data = payload.substr(offset, n);
+    RETURN_IF_ERROR(tx.Commit());
+    return out;
+  }
+  if (n == 0) {
+    RETURN_IF_ERROR(tx.Commit());
+    return out;
+  }
+  // Chunked: read only the chunks the range touches, each verified.
+  const int64_t chunk = chunk_size.value_or(0);
+  const int32_t first = static_cast<int32_t>(offset / chunk);
+  const int32_t last = static_cast<int32_t>((offset + n - 1) / chunk);
+  ASSIGN_OR_RETURN(Rows chunks, tx.RunAndCommit(sql::kReadChunks, *payload_id, first, last));
+  if (chunks.size() != last - first + 1) {
+    return absl::DataLossError(absl::StrCat("message ", id, ": payload chunks are missing"));
+  }
+  out.data.reserve(n);
+  for (int r = 0; r < chunks.size(); ++r) {
+    RowReader c = chunks[r];
+    const int32_t seq = c.Int4();
+    const std::string sha256 = c.Bytes();
+    const absl::string_view bytes = c.BytesView();
+    if (seq != first + r || Sha256(bytes) != sha256) {
+      obs::Error("payload_corrupt",
+                 {{"message", std::to_string(id)}, {"chunk", std::to_string(seq)}});
+      return absl::DataLossError(absl::StrCat(
+          "message ", id, ": stored chunk ", seq, " does not match its SHA-256"));
     }
-    out.offset = offset;
-    const int64_t n = std::min(length, size - offset);
-    if (row.IsNull(15)) {
-      // Inline: verify the whole payload, then cut the range.
-      std::string payload = row.IsNull(14) ? std::string() : row.Bytes(14);
-      if (Sha256(payload) != out.message.sha256) {
-        obs::Error("payload_corrupt", {{"message", std::to_string(id)}});
-        return absl::DataLossError(absl::StrCat(
-            "message ", id, ": the stored payload does not match its SHA-256"));
-      }
-      out.data = payload.substr(offset, n);
-      return absl::OkStatus();
-    }
-    if (n == 0) return absl::OkStatus();
-    // Chunked: read only the chunks the range touches, each verified.
-    const int64_t chunk = row.Int4(16);
-    const int64_t payload_id = row.Int8(15);
-    const int32_t first = static_cast<int32_t>(offset / chunk);
-    const int32_t last = static_cast<int32_t>((offset + n - 1) / chunk);
-    RETURN_IF_ERROR(conn.PrepareRaw(sql::kReadChunksName, sql::kReadChunks, {kInt8, kInt4, kInt4}));
-    std::string pid_bin = EncodeInt8(payload_id), first_bin = EncodeInt4(first),
-                last_bin = EncodeInt4(last);
-    ASSIGN_OR_RETURN(Result chunks, ExecRaw(conn, sql::kReadChunksName,
-                                            {Param::Binary(pid_bin), Param::Binary(first_bin),
-                                             Param::Binary(last_bin)}));
-    if (PQntuples(chunks.get()) != last - first + 1) {
-      return absl::DataLossError(absl::StrCat("message ", id, ": payload chunks are missing"));
-    }
-    out.data.reserve(n);
-    for (int r = 0; r < PQntuples(chunks.get()); ++r) {
-      BinaryRow c(chunks.get(), r);
-      int32_t seq = c.Int4(0);
-      const char* bytes = PQgetvalue(chunks.get(), r, 2);
-      int len = PQgetlength(chunks.get(), r, 2);
-      if (seq != first + r || Sha256(absl::string_view(bytes, len)) != c.Bytes(1)) {
-        obs::Error("payload_corrupt",
-                   {{"message", std::to_string(id)}, {"chunk", std::to_string(seq)}});
-        return absl::DataLossError(absl::StrCat(
-            "message ", id, ": stored chunk ", seq, " does not match its SHA-256"));
-      }
-      int64_t chunk_start = static_cast<int64_t>(seq) * chunk;
-      int64_t from = std::max<int64_t>(offset, chunk_start) - chunk_start;
-      int64_t to = std::min<int64_t>(offset + n, chunk_start + len) - chunk_start;
-      if (to > from) out.data.append(bytes + from, to - from);
-    }
-    return absl::OkStatus();
-  }));
+    const int64_t chunk_start = static_cast<int64_t>(seq) * chunk;
+    const int64_t from = std::max<int64_t>(offset, chunk_start) - chunk_start;
+    const int64_t to =
+        std::min<int64_t>(offset + n, chunk_start + static_cast<int64_t>(bytes.size())) -
+        chunk_start;
+    if (to > from) out.data.append(bytes.data() + from, to - from);
+  }
   return out;
 }
 
 absl::StatusOr<Store::NewPayload> PgStore::CreatePayload(const std::string& tenant,
                                                         const std::string& topic,
                                                         int chunk_size, bool compressed) {
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kCreatePayload, topic, chunk_size, compressed));
+  if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
+  RowReader row = r[0];
   NewPayload out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
-    pqxx::result r = txn.exec_params(sql::kCreatePayload, topic, chunk_size, compressed);
-    if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
-    out.id = r[0][0].as<int64_t>();
-    out.topic_max_message_bytes = r[0][1].as<int64_t>();
-    return absl::OkStatus();
-  }));
+  out.id = row.Int8();
+  out.topic_max_message_bytes = row.Int8();
   return out;
 }
 
 absl::Status PgStore::WriteChunk(const std::string& tenant, int64_t payload_id, int seq,
                                  const std::string& sha256, const std::string& bytes) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base&, Connection& conn) {
-    RETURN_IF_ERROR(conn.PrepareRaw(sql::kWriteChunkName, sql::kWriteChunk,
-                                    {kInt8, kInt4, kInt4, kBytea, kBytea}));
-    std::string pid = EncodeInt8(payload_id), seq_bin = EncodeInt4(seq),
-                size = EncodeInt4(static_cast<int32_t>(bytes.size()));
-    ASSIGN_OR_RETURN(Result res, ExecRaw(conn, sql::kWriteChunkName,
-                                         {Param::Binary(pid), Param::Binary(seq_bin),
-                                          Param::Binary(size), Param::Binary(sha256),
-                                          Param::Binary(bytes)}));
-    if (PQntuples(res.get()) == 0) {
-      return absl::FailedPreconditionError("the upload is not in progress");
-    }
-    return absl::OkStatus();
-  });
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kWriteChunk, payload_id, seq,
+                                           static_cast<int32_t>(bytes.size()), Bytea{sha256},
+                                           Bytea{bytes}));
+  if (r.empty()) return absl::FailedPreconditionError("the upload is not in progress");
+  return absl::OkStatus();
 }
 
 absl::Status PgStore::CompletePayload(const std::string& tenant, int64_t payload_id,
                                       int64_t size, const std::string& sha256) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
-    if (txn.exec_params(sql::kCompletePayload, payload_id, size,
-                        absl::BytesToHexString(sha256))
-            .empty()) {
-      return absl::FailedPreconditionError("the upload is not in progress");
-    }
-    return absl::OkStatus();
-  });
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  ASSIGN_OR_RETURN(Rows r,
+                   tx.RunAndCommit(sql::kCompletePayload, payload_id, size, Bytea{sha256}));
+  if (r.empty()) return absl::FailedPreconditionError("the upload is not in progress");
+  return absl::OkStatus();
 }
 
 absl::Status PgStore::DeletePayload(const std::string& tenant, int64_t payload_id) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
-    txn.exec_params(sql::kDeletePayload, payload_id);
-    return absl::OkStatus();
-  });
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  tx.Add(sql::kDeletePayload, payload_id);
+  return tx.Commit();
 }
 
 }  // namespace pgbus::store::postgres

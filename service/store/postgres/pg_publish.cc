@@ -40,24 +40,15 @@ absl::Status PgStore::PublishTransaction(
   for (size_t i = 0; i < items.size(); ++i) by_tenant[items[i]->tenant].push_back(i);
 
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  try {
-    RETURN_IF_ERROR(conn->PrepareRaw(
-        sql::kInsertMessagesName, sql::kInsertMessages,
-        {kTextArray, kInt8Array, kInt8Array, kInt4Array, kTextArray, kTextArray, kTextArray,
-         kInt8Array, kByteaArray, kByteaArray, kTextArray, kTextArray, kInt8Array,
-         kInt8Array}));
-    RETURN_IF_ERROR(conn->PrepareRaw(sql::kNotifyPublishName, sql::kNotifyPublish, {kText}));
+  {
     // BEGIN goes with the first statement, and the last tenant's insert
     // with the notification and the COMMIT: a batch without idempotency keys
     // takes one round trip.
-    TenantTransaction tx(*conn);  // rolls back unless committed
-    RETURN_IF_ERROR(tx.Start(by_tenant.begin()->first, /*async_commit=*/false));
+    Transaction tx(*conn, by_tenant.begin()->first);
     std::set<TopicKey> touched;
     for (const auto& [tenant, indexes] : by_tenant) {
       const bool last = tenant == by_tenant.rbegin()->first;
-      if (tenant != by_tenant.begin()->first) {
-        tx.Queue(Statement{sql::kSetTenantName, {Param::Text(tenant)}});
-      }
+      if (tenant != by_tenant.begin()->first) tx.Add(sql::kSetTenant, tenant);
       // Idempotency keys first: a key already claimed on the topic within
       // its window maps to the original message, and nothing new is stored.
       using Key = std::pair<std::string, std::string>;  // topic, key
@@ -75,29 +66,24 @@ absl::Status PgStore::PublishTransaction(
             key_topics.Add(t);
             key_names.Add(k);
           }
-          std::string topics_arr = key_topics.Finish(), keys_arr = key_names.Finish();
-          RETURN_IF_ERROR(conn->PrepareRaw(sql::kClaimIdempotencyKeysName,
-                                           sql::kClaimIdempotencyKeys, {kTextArray, kTextArray}));
-          ASSIGN_OR_RETURN(std::vector<Result> claimed,
-                           tx.Exec({Statement{sql::kClaimIdempotencyKeysName,
-                                              {Param::Binary(topics_arr),
-                                               Param::Binary(keys_arr)}}}));
+          const Value topics_arr = Bind(std::move(key_topics)),
+                      keys_arr = Bind(std::move(key_names));
+          ASSIGN_OR_RETURN(Rows claimed,
+                           tx.Run(sql::kClaimIdempotencyKeys, topics_arr, keys_arr));
           std::set<Key> fresh;
-          for (int r = 0; r < PQntuples(claimed[0].get()); ++r) {
-            BinaryRow row(claimed[0].get(), r);
-            fresh.insert({row.Bytes(0), row.Bytes(1)});
+          for (int r = 0; r < claimed.size(); ++r) {
+            RowReader row = claimed[r];
+            std::string claimed_topic = row.Text();
+            fresh.insert({std::move(claimed_topic), row.Text()});
           }
           if (fresh.size() < wanted.size()) {
-            RETURN_IF_ERROR(conn->PrepareRaw(sql::kIdempotentMessagesName,
-                                             sql::kIdempotentMessages, {kTextArray, kTextArray}));
-            ASSIGN_OR_RETURN(std::vector<Result> dups,
-                             tx.Exec({Statement{sql::kIdempotentMessagesName,
-                                                {Param::Binary(topics_arr),
-                                                 Param::Binary(keys_arr)}}}));
-            for (int r = 0; r < PQntuples(dups[0].get()); ++r) {
-              BinaryRow row(dups[0].get(), r);
-              Key key{row.Bytes(0), row.Bytes(1)};
-              if (!fresh.count(key)) original[key] = row.Int8(2);
+            ASSIGN_OR_RETURN(Rows dups,
+                             tx.Run(sql::kIdempotentMessages, topics_arr, keys_arr));
+            for (int r = 0; r < dups.size(); ++r) {
+              RowReader row = dups[r];
+              std::string dup_topic = row.Text();
+              Key key{std::move(dup_topic), row.Text()};
+              if (!fresh.count(key)) original[key] = row.Int8();
             }
           }
         }
@@ -169,15 +155,12 @@ absl::Status PgStore::PublishTransaction(
           attr_count.Add(EncodeInt8(static_cast<int64_t>(m.attributes.size())));
         }
       }
-      std::vector<std::string> arrays = {
-          topic.Finish(),       ttl.Finish(),      deliver.Finish(),     priority.Finish(),
-          correlation.Finish(), ordering.Finish(), idempotency.Finish(), size.Finish(),
-          sha.Finish(),         payload.Finish(),  attr_key.Finish(),    attr_value.Finish(),
-          attr_count.Finish(),  payload_id.Finish()};
-      std::vector<Param> params;
-      for (const auto& a : arrays) params.push_back(Param::Binary(a));
-      std::vector<Statement> statements = {Statement{sql::kInsertMessagesName, params}};
-      std::string announcement;
+      const size_t insert = tx.Add(
+          sql::kInsertMessages, std::move(topic), std::move(ttl), std::move(deliver),
+          std::move(priority), std::move(correlation), std::move(ordering),
+          std::move(idempotency), std::move(size), std::move(sha), std::move(payload),
+          std::move(attr_key), std::move(attr_value), std::move(attr_count),
+          std::move(payload_id));
       if (last) {
         // One notification per transaction, however many messages: NOTIFY
         // serialises commits cluster-wide (PreCommit_Notify). Sent before
@@ -189,18 +172,22 @@ absl::Status PgStore::PublishTransaction(
             if (f == Fate::kInsert) announce.insert(TopicKey{tenant, items[i]->topic});
           }
         }
-        if (!announce.empty()) {
-          announcement = NotifyPayload(announce);
-          statements.push_back(Statement{sql::kNotifyPublishName, {Param::Text(announcement)}});
-        }
+        if (!announce.empty()) tx.Add(sql::kNotifyPublish, NotifyPayload(announce));
       }
-      ASSIGN_OR_RETURN(std::vector<Result> done, tx.Exec(std::move(statements), last));
-      const PGresult* res = done[0].get();
-      // Rows come back in publish order; an item whose topic does not exist
-      // has none.
-      int rows = PQntuples(res);
+      ASSIGN_OR_RETURN(std::vector<Rows> done, last ? tx.SendAndCommit() : tx.Send());
+      const Rows& res = done[insert];
+      // Rows come back in publish order (id, topic); an item whose topic
+      // does not exist has none.
+      const int rows = res.size();
+      std::vector<std::pair<int64_t, std::string>> inserted;
+      inserted.reserve(rows);
       std::set<std::string> found;
-      for (int r = 0; r < rows; ++r) found.insert(BinaryRow(res, r).Bytes(1));
+      for (int r = 0; r < rows; ++r) {
+        RowReader row = res[r];
+        const int64_t id = row.Int8();
+        inserted.emplace_back(id, row.Text());
+        found.insert(inserted.back().second);
+      }
       int row = 0;
       std::map<Key, int64_t> assigned;  // keys inserted by this batch
       for (size_t i : indexes) {
@@ -225,13 +212,12 @@ absl::Status PgStore::PublishTransaction(
             ids.push_back(assigned.at(key));
             continue;
           }
-          BinaryRow r(res, row);
-          if (row >= rows || r.Bytes(1) != item.topic) {
+          if (row >= rows || inserted[row].second != item.topic) {
             out_of_order = true;
             break;
           }
-          ids.push_back(r.Int8(0));
-          if (!m.idempotency_key.empty()) assigned[key] = r.Int8(0);
+          ids.push_back(inserted[row].first);
+          if (!m.idempotency_key.empty()) assigned[key] = inserted[row].first;
           ++row;
         }
         if (out_of_order) {
@@ -248,8 +234,6 @@ absl::Status PgStore::PublishTransaction(
       }
     }
     return absl::OkStatus();  // committed with the last tenant's insert
-  } catch (const std::exception& e) {
-    return StatusFromException(e, &*conn);
   }
 }
 

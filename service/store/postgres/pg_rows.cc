@@ -1,7 +1,6 @@
 #include "service/store/postgres/pg_rows.h"
 
 #include "absl/strings/str_cat.h"
-#include "service/common/status_macros.h"
 
 namespace pgbus::store::postgres {
 
@@ -12,68 +11,59 @@ std::string NotifyPayload(const std::set<TopicKey>& topics) {
   return payload;
 }
 
-TopicRecord ReadTopic(const pqxx::row& r) {
+TopicRecord ReadTopic(RowReader& row) {
   TopicRecord t;
-  t.name = r[0].as<std::string>();
-  t.retention = absl::Milliseconds(r[1].as<int64_t>());
-  t.max_message_bytes = r[2].as<int64_t>();
-  t.message_ttl = absl::Milliseconds(r[3].as<int64_t>());
-  t.dedup_window = absl::Milliseconds(r[4].as<int64_t>());
-  t.create_time = absl::FromUnixMicros(r[5].as<int64_t>());
+  t.name = row.Text();
+  t.retention = absl::Milliseconds(row.Int8());
+  t.max_message_bytes = row.Int8();
+  t.message_ttl = absl::Milliseconds(row.Int8());
+  t.dedup_window = absl::Milliseconds(row.Int8());
+  t.create_time = absl::FromUnixMicros(row.Int8());
   return t;
 }
 
-SubscriptionRecord ReadSubscription(const pqxx::row& r) {
+SubscriptionRecord ReadSubscription(RowReader& row) {
   SubscriptionRecord s;
-  s.name = r[0].as<std::string>();
-  s.topic = r[1].as<std::string>();
-  s.filter = r[2].as<std::string>();
-  s.ack_deadline = absl::Milliseconds(r[3].as<int64_t>());
-  s.max_delivery_attempts = r[4].as<int32_t>();
-  s.dead_letter_topic = r[5].as<std::string>();
-  s.min_backoff = absl::Milliseconds(r[6].as<int64_t>());
-  s.max_backoff = absl::Milliseconds(r[7].as<int64_t>());
-  s.create_time = absl::FromUnixMicros(r[8].as<int64_t>());
+  s.name = row.Text();
+  s.topic = row.Text();
+  s.filter = row.Text();
+  s.ack_deadline = absl::Milliseconds(row.Int8());
+  s.max_delivery_attempts = row.Int4();
+  s.dead_letter_topic = row.Text();
+  s.min_backoff = absl::Milliseconds(row.Int8());
+  s.max_backoff = absl::Milliseconds(row.Int8());
+  s.create_time = absl::FromUnixMicros(row.Int8());
   return s;
 }
 
-// Columns 0..13 of PGBUS_MESSAGE_COLUMNS, binary format.
-MessageRecord ReadMessage(const BinaryRow& row) {
+MessageRecord ReadMessage(RowReader& row) {
   MessageRecord m;
-  m.id = row.Int8(0);
-  m.topic = row.Bytes(1);
-  m.priority = row.Int4(2);
-  m.size = row.Int8(3);
-  m.sha256 = row.Bytes(4);
-  m.publish_time = row.Timestamp(5);
-  if (!row.IsNull(6)) m.expire_time = row.Timestamp(6);
-  if (!row.IsNull(7)) m.deliver_time = row.Timestamp(7);
-  if (!row.IsNull(8)) m.correlation_id = row.Bytes(8);
-  if (!row.IsNull(9)) m.ordering_key = row.Bytes(9);
-  if (!row.IsNull(10)) m.idempotency_key = row.Bytes(10);
-  std::vector<std::string> keys = row.TextArray(11);
-  std::vector<std::string> values = row.TextArray(12);
+  m.id = row.Int8();
+  m.topic = row.Text();
+  m.priority = row.Int4();
+  m.size = row.Int8();
+  m.sha256 = row.Bytes();
+  m.publish_time = row.Timestamp();
+  if (auto t = row.Maybe(&RowReader::Timestamp)) m.expire_time = *t;
+  if (auto t = row.Maybe(&RowReader::Timestamp)) m.deliver_time = *t;
+  m.correlation_id = row.Maybe(&RowReader::Text).value_or("");
+  m.ordering_key = row.Maybe(&RowReader::Text).value_or("");
+  m.idempotency_key = row.Maybe(&RowReader::Text).value_or("");
+  std::vector<std::string> keys = row.TextArray();
+  std::vector<std::string> values = row.TextArray();
   for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
     m.attributes.emplace(std::move(keys[i]), std::move(values[i]));
   }
-  m.payload_by_reference = row.Bool(13);
+  m.payload_by_reference = row.Bool();
   return m;
 }
 
-absl::Status ListMetadata(Connection& conn, const char* name, const char* statement,
-                          const std::string& key, int64_t after_id, int limit,
-                          std::vector<MessageRecord>* out) {
-  RETURN_IF_ERROR(conn.PrepareRaw(name, statement, {kText, kInt8, kInt4}));
-  std::string after_bin = EncodeInt8(after_id), limit_bin = EncodeInt4(limit);
-  ASSIGN_OR_RETURN(Result res, ExecRaw(conn, name,
-                                       {Param::Text(key), Param::Binary(after_bin),
-                                        Param::Binary(limit_bin)}));
-  for (int i = 0; i < PQntuples(res.get()); ++i) {
-    MessageRecord m = ReadMessage(BinaryRow(res.get(), i));
+std::vector<MessageRecord> ReadListing(const Rows& rows) {
+  return rows.Map([](RowReader& row) {
+    MessageRecord m = ReadMessage(row);
     m.payload_by_reference = true;
-    out->push_back(std::move(m));
-  }
-  return absl::OkStatus();
+    return m;
+  });
 }
 
 }  // namespace pgbus::store::postgres

@@ -3,8 +3,6 @@
 #ifndef PGBUS_SERVICE_STORE_POSTGRES_PG_ROWS_H_
 #define PGBUS_SERVICE_STORE_POSTGRES_PG_ROWS_H_
 
-#include <pqxx/pqxx>
-
 #include <cstdint>
 #include <set>
 #include <string>
@@ -27,17 +25,15 @@ inline int64_t ToMs(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
 // "any topic" when that would not fit.
 std::string NotifyPayload(const std::set<TopicKey>& topics);
 
-// Rows of sql.h's PGBUS_TOPIC_COLUMNS and PGBUS_SUBSCRIPTION_COLUMNS.
-TopicRecord ReadTopic(const pqxx::row& r);
-SubscriptionRecord ReadSubscription(const pqxx::row& r);
-// Columns 0..13 of PGBUS_MESSAGE_COLUMNS, binary.
-MessageRecord ReadMessage(const BinaryRow& row);
+// Read the columns of sql.h's PGBUS_TOPIC_COLUMNS, PGBUS_SUBSCRIPTION_COLUMNS
+// and PGBUS_MESSAGE_COLUMNS, in that order, from `row`'s next column on.
+TopicRecord ReadTopic(RowReader& row);
+SubscriptionRecord ReadSubscription(RowReader& row);
+MessageRecord ReadMessage(RowReader& row);
 
-// Runs a listing statement ($1 text key, $2 after id, $3 limit; message
-// columns 0..13) and appends its rows, metadata only.
-absl::Status ListMetadata(Connection& conn, const char* name, const char* statement,
-                          const std::string& key, int64_t after_id, int limit,
-                          std::vector<MessageRecord>* out);
+// The rows of a listing statement (kListMessages, kListDeadLetters: message
+// columns only), metadata only.
+std::vector<MessageRecord> ReadListing(const Rows& rows);
 
 }  // namespace pgbus::store::postgres
 

@@ -6,8 +6,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "service/common/status_macros.h"
 #include "service/obs/log.h"
 #include "service/store/postgres/migrator.h"
@@ -26,18 +25,14 @@ PgStore::~PgStore() { StopListening(); }
 absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgStoreOptions& options) {
   std::unique_ptr<PgStore> store(new PgStore(options));
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, store->pool_.Acquire());
-  int version = 0;
-  try {
-    pqxx::nontransaction q(*conn);
-    pqxx::result r = q.exec(
-        "SELECT coalesce(max(version), 0) FROM pgbus.schema_migrations");
-    version = r[0][0].as<int>();
-  } catch (const pqxx::undefined_table&) {
+  Transaction tx(*conn, NoTenant{});
+  absl::StatusOr<Rows> r = tx.RunAndCommit(sql::kSchemaVersion);
+  if (!r.ok() && absl::StrContains(r.status().message(), "SQLSTATE 42P01")) {
     return absl::FailedPreconditionError(
         "the pgbus schema is missing: run `pgbusd migrate` with the owner role first");
-  } catch (const std::exception& e) {
-    return StatusFromException(e, &*conn);
   }
+  if (!r.ok()) return r.status();
+  const int version = (*r)[0].Int4();
   if (version < LatestVersion()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the database schema is at version ", version, ", this pgbusd needs ",
@@ -47,76 +42,62 @@ absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgStoreOptions& opt
 }
 
 absl::StatusOr<std::optional<ApiKeyRecord>> PgStore::LookupApiKey(const std::string& key_id) {
-  std::optional<ApiKeyRecord> out;
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  try {
-    pqxx::work txn(*conn);  // no tenant yet: the function returns one key
-    pqxx::result r = txn.exec_params(sql::kLookupApiKey, key_id);
-    txn.commit();
-    if (!r.empty()) {
-      ApiKeyRecord k;
-      k.key_id = key_id;
-      k.tenant = r[0][0].as<std::string>();
-      k.secret_sha256 = absl::HexStringToBytes(r[0][1].as<std::string>());
-      k.scopes = absl::StrSplit(r[0][2].as<std::string>(), ',');
-      k.topics = absl::StrSplit(r[0][3].as<std::string>(), ',');
-      k.revoked = r[0][4].as<bool>();
-      out = std::move(k);
-    }
-  } catch (const std::exception& e) {
-    return StatusFromException(e, &*conn);
-  }
-  return out;
+  Transaction tx(*conn, NoTenant{});  // no tenant yet: the function returns one key
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kLookupApiKey, key_id));
+  if (r.empty()) return std::nullopt;
+  RowReader row = r[0];
+  ApiKeyRecord k;
+  k.key_id = key_id;
+  k.tenant = row.Text();
+  k.secret_sha256 = row.Bytes();
+  k.scopes = row.TextArray();
+  k.topics = row.TextArray();
+  k.revoked = row.Bool();
+  return k;
 }
 
 absl::StatusOr<std::optional<TenantRecord>> PgStore::LookupTenant(const std::string& tenant) {
-  std::optional<TenantRecord> out;
-  RETURN_IF_ERROR(InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
-    pqxx::result r = txn.exec(sql::kLookupTenant);
-    if (!r.empty()) out = ReadTenant(r[0]);
-    return absl::OkStatus();
-  }));
-  return out;
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kLookupTenant));
+  if (r.empty()) return std::nullopt;
+  RowReader row = r[0];
+  return ReadTenant(row);
 }
 
 absl::Status PgStore::EnsureTenant(const std::string& tenant) {
-  return InTenantTransaction(pool_, tenant, [&](pqxx::transaction_base& txn, Connection&) {
-    txn.exec_params(sql::kEnsureTenant, tenant);
-    return absl::OkStatus();
-  });
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  tx.Add(sql::kEnsureTenant, tenant);
+  return tx.Commit();
 }
 
 absl::StatusOr<int> PgStore::ReapExpired(int batch) {
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  try {
-    pqxx::work txn(*conn);  // no tenant: the function works across tenants
-    int n = txn.exec_params(sql::kReapExpired, batch)[0][0].as<int>();
-    txn.exec(sql::kFoldTenantUsage);
-    txn.exec(sql::kFoldCounters);
-    txn.commit();
-    return n;
-  } catch (const std::exception& e) {
-    return StatusFromException(e, &*conn);
-  }
+  Transaction tx(*conn, NoTenant{});  // the functions work across tenants
+  const size_t reaped = tx.Add(sql::kReapExpired, batch);
+  tx.Add(sql::kFoldTenantUsage);
+  tx.Add(sql::kFoldCounters);
+  ASSIGN_OR_RETURN(std::vector<Rows> r, tx.SendAndCommit());
+  return r[reaped][0].Int4();
 }
 
 absl::StatusOr<std::vector<obs::SubscriptionBacklog>> PgStore::SubscriptionBacklog(
     int max_rows) {
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  std::vector<obs::SubscriptionBacklog> out;
-  try {
-    // Its own transaction: the function sets the tenant per pass, locally.
-    pqxx::work txn(*conn);
-    for (const auto& row : txn.exec_params(sql::kSubscriptionBacklog, max_rows)) {
-      out.push_back(obs::SubscriptionBacklog{row[0].as<std::string>(),
-                                             row[1].as<std::string>(), row[2].as<int64_t>(),
-                                             row[3].as<int64_t>(), row[4].as<double>()});
-    }
-    txn.commit();
-  } catch (const std::exception& e) {
-    return StatusFromException(e, &*conn);
-  }
-  return out;
+  // Its own transaction: the function sets the tenant per pass, locally.
+  Transaction tx(*conn, NoTenant{});
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kSubscriptionBacklog, max_rows));
+  return r.Map([](RowReader& row) {
+    obs::SubscriptionBacklog b;
+    b.tenant = row.Text();
+    b.subscription = row.Text();
+    b.ready = row.Int8();
+    b.in_flight = row.Int8();
+    b.oldest_unacked_seconds = row.Float8();
+    return b;
+  });
 }
 
 absl::Status PgStore::Ping() {
@@ -124,27 +105,19 @@ absl::Status PgStore::Ping() {
     ping_conn_.reset();
     ASSIGN_OR_RETURN(ping_conn_, Connection::Open(options_.dsn, /*statement_timeout_ms=*/5000));
   }
-  try {
-    pqxx::nontransaction q(*ping_conn_);
-    q.exec("SELECT 1");
-    return absl::OkStatus();
-  } catch (const std::exception& e) {
-    ping_conn_->broken = true;
-    return absl::UnavailableError(absl::StrCat("Postgres does not answer: ", e.what()));
-  }
+  Transaction tx(*ping_conn_, NoTenant{});
+  absl::Status st = tx.RunAndCommit(sql::kPing).status();
+  if (st.ok()) return st;
+  ping_conn_->broken = true;
+  return absl::UnavailableError(absl::StrCat("Postgres does not answer: ", st.message()));
 }
 
 absl::StatusOr<int> PgStore::RefreshStatistics() {
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  try {
-    // Its own transaction: ANALYZE holds its lock until the commit.
-    pqxx::work txn(*conn);
-    int n = txn.exec(sql::kRefreshStatistics)[0][0].as<int>();
-    txn.commit();
-    return n;
-  } catch (const std::exception& e) {
-    return StatusFromException(e, &*conn);
-  }
+  // Its own transaction: ANALYZE holds its lock until the commit.
+  Transaction tx(*conn, NoTenant{});
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kRefreshStatistics));
+  return r[0].Int4();
 }
 
 }  // namespace pgbus::store::postgres

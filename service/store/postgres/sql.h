@@ -26,31 +26,25 @@ namespace pgbus::store::postgres::sql {
   "set_config('enable_bitmapscan', 'off', true), "                             \
   "set_config('enable_hashjoin', 'off', true), "                               \
   "set_config('enable_mergejoin', 'off', true)"
-// Switches the tenant inside a transaction (a group commit spanning
-// tenants; tests).
+// A Transaction (connection.h) begins, sets its tenant and ends with these.
+inline constexpr char kBegin[] = "BEGIN";
+inline constexpr char kCommit[] = "COMMIT";
+// The tenant and the plan settings; also switches the tenant inside a
+// transaction (a group commit spanning tenants).
 inline constexpr char kSetTenant[] =
     "SELECT set_config('pgbus.tenant_id', $1, true), " PGBUS_PIN_PLANS;
-// The same, for the simple query that begins a TenantTransaction: the
-// tenant, as an escaped literal (PQescapeLiteral), is appended and closes
-// the call.
-inline constexpr char kSetTenantLiteral[] =
-    "SELECT " PGBUS_PIN_PLANS ", set_config('pgbus.tenant_id', ";
 // For claims: a claim lost in a crash only makes the message visible again
 // (redelivery, which at-least-once allows), so its commit need not wait for
 // the WAL flush. Publishes and acks keep synchronous commit.
-inline constexpr char kSetTenantAsyncCommitLiteral[] =
-    "SELECT set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS
-    ", set_config('pgbus.tenant_id', ";
-// Prepared forms for pipelined transactions (TenantTransaction::Start).
-inline constexpr char kBeginName[] = "pgbus_begin";
-inline constexpr char kBegin[] = "BEGIN";
-inline constexpr char kCommitName[] = "pgbus_commit";
-inline constexpr char kCommit[] = "COMMIT";
-inline constexpr char kSetTenantName[] = "pgbus_tenant";
-inline constexpr char kSetTenantAsyncCommitName[] = "pgbus_tenant_async_commit";
 inline constexpr char kSetTenantAsyncCommit[] =
     "SELECT set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS
     ", set_config('pgbus.tenant_id', $1, true)";
+
+// The migrations applied (PgStore::Open refuses an older schema), and
+// the health check's statement.
+inline constexpr char kSchemaVersion[] =
+    "SELECT coalesce(max(version), 0) FROM pgbus.schema_migrations";
+inline constexpr char kPing[] = "SELECT 1";
 
 inline constexpr char kEnsureTenant[] =
     "INSERT INTO pgbus.tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING";
@@ -133,7 +127,6 @@ inline constexpr char kDeleteSubscription[] =
 // are inserted in `ord` order and the identity increases). Messages of a
 // topic that does not exist are not inserted, so their topic is missing.
 // An oversize message or a bad payload handle raises (see migrations).
-inline constexpr char kInsertMessagesName[] = "pgbus_insert_messages";
 // The last CTE of every statement that inserts messages (CTE `m`, returning
 // tenant_id, id, topic, priority, size, published_at, deliver_at,
 // expires_at, ordering_key, attributes): one delivery per subscription of
@@ -240,7 +233,6 @@ inline constexpr char kInsertMessages[] =
 // Claims idempotency keys. $1 topics, $2 keys (unique pairs). Returns the
 // pairs claimed now (new, or taken over after the window ran out); the
 // others are duplicates (or of a missing topic).
-inline constexpr char kClaimIdempotencyKeysName[] = "pgbus_claim_idempotency_keys";
 inline constexpr char kClaimIdempotencyKeys[] =
     "INSERT INTO pgbus.idempotency_keys (tenant_id, topic, key, expires_at)"
     " SELECT t.tenant_id, t.name, i.key, now() + t.dedup_window"
@@ -253,17 +245,14 @@ inline constexpr char kClaimIdempotencyKeys[] =
 
 // The messages of duplicate keys (a new statement: it sees keys that
 // concurrent publishers committed meanwhile). $1 topics, $2 keys.
-inline constexpr char kIdempotentMessagesName[] = "pgbus_idempotent_messages";
 inline constexpr char kIdempotentMessages[] =
     "SELECT k.topic, k.key, k.message_id FROM pgbus.idempotency_keys k"
     " JOIN unnest($1::text[], $2::text[]) AS i(topic, key) ON k.topic = i.topic AND k.key = i.key"
     " WHERE k.tenant_id = " PGBUS_TENANT " AND k.message_id IS NOT NULL";
 
-inline constexpr char kNotifyPublishName[] = "pgbus_notify_publish";
 inline constexpr char kNotifyPublish[] = "SELECT pg_notify('pgbus_publish', $1)";
 inline constexpr char kPublishChannel[] = "pgbus_publish";
 
-inline constexpr char kSubscriptionExistsName[] = "pgbus_subscription_exists";
 inline constexpr char kSubscriptionExists[] =
     "SELECT 1 FROM pgbus.subscriptions WHERE tenant_id = " PGBUS_TENANT " AND name = $1";
 
@@ -284,7 +273,6 @@ inline constexpr char kSubscriptionExists[] =
 // that used up max_delivery_attempts stays held for kDeadLetter while its
 // dead-letter topic exists (otherwise it goes on being delivered rather than
 // be stuck). Reads only due rows (deliveries_held), never the backlog.
-inline constexpr char kReleaseDueName[] = "pgbus_release_due";
 inline constexpr char kReleaseDue[] =
     "UPDATE pgbus.deliveries d SET visible_at = NULL"
     // The rows the subquery locked, by their ctid (see kClaim).
@@ -308,7 +296,6 @@ inline constexpr char kReleaseDue[] =
 // subscription. Walks deliveries_ready only: its cost does not grow with
 // the messages in flight. Columns: message 0..13, inline payload 14,
 // attempt 15, lease expiry 16.
-inline constexpr char kClaimName[] = "pgbus_claim";
 inline constexpr char kClaim[] =
     "WITH locked AS ("
     "  SELECT ctid AS row_id, message_id, size, priority FROM pgbus.deliveries d"
@@ -359,14 +346,12 @@ inline constexpr char kClaim[] =
 // Ends the leases (the messages are done). A delivery whose lease ran out
 // but that no stream has claimed again is still acked: the work was done,
 // and nobody else holds it. Returns (message id, attempt, lease) of each.
-inline constexpr char kAckName[] = "pgbus_ack";
 inline constexpr char kAck[] =
     "DELETE FROM pgbus.deliveries d"
     " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY (" PGBUS_LEASED_ROWS ")"
     " RETURNING d.message_id, d.attempts, d.lease";
 
 // As kAck, $5 the new deadline in ms (> 0).
-inline constexpr char kExtendLeaseName[] = "pgbus_extend_lease";
 inline constexpr char kExtendLease[] =
     "UPDATE pgbus.deliveries d SET visible_at = now() + " PGBUS_MS("$5")
     " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY (" PGBUS_LEASED_ROWS ")"
@@ -389,7 +374,6 @@ inline constexpr char kExtendLease[] =
   " AND s.tenant_id = d.tenant_id AND s.name = d.subscription"                        \
   " RETURNING d.message_id, d.attempts,"                                              \
   " ($4::bigint[])[array_position($2::bigint[], d.message_id)]"
-inline constexpr char kNackName[] = "pgbus_nack";
 inline constexpr char kNack[] =
     "UPDATE pgbus.deliveries d SET lease = NULL, last_nack_reason = NULLIF($5, ''),"
     // Ready at once without backoff, unless the delivery is exhausted and
@@ -401,14 +385,12 @@ inline constexpr char kNack[] =
 // consumer did not fail; its stream was ended), ready at once unless
 // exhausted (then held and due, for kDeadLetter, as an expired lease would
 // be). The attempt count stays.
-inline constexpr char kReleaseLeasesName[] = "pgbus_release_leases";
 inline constexpr char kReleaseLeases[] =
     "UPDATE pgbus.deliveries d SET lease = NULL,"
     " visible_at = CASE WHEN " PGBUS_EXHAUSTED " THEN now() END" PGBUS_END_LEASES;
 
 // $1 id. Columns: message 0..13, inline payload 14 (whole: it is verified
 // before any range of it is returned), payload id 15, chunk size 16.
-inline constexpr char kRetrieveName[] = "pgbus_retrieve";
 inline constexpr char kRetrieve[] =
     "SELECT " PGBUS_MESSAGE_COLUMNS ", m.payload, p.id, p.chunk_size"
     " FROM pgbus.messages m LEFT JOIN pgbus.payloads p"
@@ -417,7 +399,6 @@ inline constexpr char kRetrieve[] =
     " AND (m.expires_at IS NULL OR m.expires_at > now())";
 
 // $1 payload id, $2 first seq, $3 last seq. Columns: seq, sha256, bytes.
-inline constexpr char kReadChunksName[] = "pgbus_read_chunks";
 inline constexpr char kReadChunks[] =
     "SELECT seq, sha256, coalesce(data, data_raw) FROM pgbus.payload_chunks"
     " WHERE tenant_id = " PGBUS_TENANT " AND payload_id = $1 AND seq BETWEEN $2 AND $3"
@@ -434,7 +415,6 @@ inline constexpr char kCreatePayload[] =
 
 // $1 payload id, $2 seq, $3 size, $4 sha256, $5 bytes. No row when the
 // upload is not (or no longer) in progress.
-inline constexpr char kWriteChunkName[] = "pgbus_write_chunk";
 inline constexpr char kWriteChunk[] =
     "INSERT INTO pgbus.payload_chunks (tenant_id, payload_id, seq, size, sha256, data, data_raw)"
     " SELECT p.tenant_id, p.id, $2, $3, $4,"
@@ -443,9 +423,9 @@ inline constexpr char kWriteChunk[] =
     " FROM pgbus.payloads p WHERE p.tenant_id = " PGBUS_TENANT " AND p.id = $1"
     " AND p.state = 'uploading' RETURNING seq";
 
-// $1 payload id, $2 size, $3 sha256 (hex).
+// $1 payload id, $2 size, $3 sha256.
 inline constexpr char kCompletePayload[] =
-    "UPDATE pgbus.payloads SET state = 'complete', size = $2, sha256 = decode($3, 'hex')"
+    "UPDATE pgbus.payloads SET state = 'complete', size = $2, sha256 = $3"
     " WHERE tenant_id = " PGBUS_TENANT " AND id = $1 AND state = 'uploading' RETURNING id";
 
 // An upload that broke off or failed its checksum. $1 payload id.
@@ -454,7 +434,6 @@ inline constexpr char kDeletePayload[] =
     " AND id = $1 AND message_id IS NULL";
 
 // $1 correlation id, $2 after id, $3 limit. Columns: message 0..13.
-inline constexpr char kListMessagesName[] = "pgbus_list_messages";
 inline constexpr char kListMessages[] =
     "SELECT " PGBUS_MESSAGE_COLUMNS " FROM pgbus.messages m"
     " WHERE m.tenant_id = " PGBUS_TENANT " AND m.correlation_id = $1 AND m.id > $2"
@@ -491,7 +470,6 @@ inline constexpr char kFoldTenantUsage[] = "SELECT pgbus.fold_tenant_usage()";
 inline constexpr char kFoldCounters[] = "SELECT pgbus.fold_counters()";
 
 // $1 subscription, $2 acked, $3 dead-lettered.
-inline constexpr char kCountSettledName[] = "pgbus_count_settled";
 inline constexpr char kCountSettled[] =
     "INSERT INTO pgbus.counters (tenant_id, subscription, acked, dead_lettered)"
     " VALUES (" PGBUS_TENANT ", $1, $2, $3)";
@@ -563,7 +541,6 @@ inline constexpr char kDeadLetter[] =
     "SELECT topic FROM m";
 
 // Dead letters of subscription $1 after id $2, at most $3.
-inline constexpr char kListDeadLettersName[] = "pgbus_list_dead_letters";
 inline constexpr char kListDeadLetters[] =
     "SELECT " PGBUS_MESSAGE_COLUMNS " FROM pgbus.messages m"
     " WHERE m.tenant_id = " PGBUS_TENANT " AND " PGBUS_DEAD_LETTER_OF("m", "$1")
@@ -633,12 +610,11 @@ inline constexpr char kSubscriptionStats[] =
 // Authentication, as pgbusd's role: one key by id, through the owner's
 // function. Scopes and patterns never contain commas.
 inline constexpr char kLookupApiKey[] =
-    "SELECT tenant_id, encode(secret_sha256, 'hex'), array_to_string(scopes, ','), "
-    "array_to_string(topics, ','), revoked FROM pgbus.api_key_lookup($1)";
+    "SELECT tenant_id, secret_sha256, scopes, topics, revoked FROM pgbus.api_key_lookup($1)";
 
 #define PGBUS_TENANT_COLUMNS                                                      \
   "t.tenant_id, t.max_message_bytes, t.max_stored_bytes, t.max_publish_rate, "   \
-  "t.max_streams, (SELECT coalesce(sum(u.bytes), 0) FROM pgbus.tenant_usage u "   \
+  "t.max_streams, (SELECT coalesce(sum(u.bytes), 0)::bigint FROM pgbus.tenant_usage u "   \
   "WHERE u.tenant_id = t.tenant_id), (extract(epoch from t.created_at) * 1000000)::bigint"
 
 // As pgbusd's role with the tenant set (RLS shows only that tenant's row).
@@ -646,26 +622,23 @@ inline constexpr char kLookupTenant[] =
     "SELECT " PGBUS_TENANT_COLUMNS " FROM pgbus.tenants t WHERE t.tenant_id = " PGBUS_TENANT;
 
 // The operator's statements (`pgbusd tenant` / `pgbusd key`, as the owner).
-// $1 tenant, $2..$5 quotas as text ('': none)
+// $1 tenant, $2..$5 quotas (NULL: none)
 inline constexpr char kCreateTenant[] =
     "INSERT INTO pgbus.tenants (tenant_id, max_message_bytes, max_stored_bytes, "
-    "max_publish_rate, max_streams) VALUES ($1, NULLIF($2, '')::bigint, "
-    "NULLIF($3, '')::bigint, NULLIF($4, '')::int, NULLIF($5, '')::int)";
+    "max_publish_rate, max_streams) VALUES ($1, $2, $3, $4, $5)";
 inline constexpr char kUpdateTenant[] =
-    "UPDATE pgbus.tenants SET max_message_bytes = NULLIF($2, '')::bigint, "
-    "max_stored_bytes = NULLIF($3, '')::bigint, max_publish_rate = NULLIF($4, '')::int, "
-    "max_streams = NULLIF($5, '')::int WHERE tenant_id = $1";
+    "UPDATE pgbus.tenants SET max_message_bytes = $2, max_stored_bytes = $3, "
+    "max_publish_rate = $4, max_streams = $5 WHERE tenant_id = $1 RETURNING tenant_id";
 inline constexpr char kGetTenant[] =
     "SELECT " PGBUS_TENANT_COLUMNS " FROM pgbus.tenants t WHERE t.tenant_id = $1";
 inline constexpr char kListTenants[] =
     "SELECT " PGBUS_TENANT_COLUMNS " FROM pgbus.tenants t ORDER BY t.tenant_id";
-// $1 tenant, $2 key id, $3 secret sha256 (hex), $4 scopes, $5 topics (comma
-// lists), $6 description
+// $1 tenant, $2 key id, $3 secret sha256, $4 scopes, $5 topics, $6 description
 inline constexpr char kInsertApiKey[] =
     "INSERT INTO pgbus.api_keys (tenant_id, key_id, secret_sha256, scopes, topics, description) "
-    "VALUES ($1, $2, decode($3, 'hex'), string_to_array($4, ','), string_to_array($5, ','), $6)";
+    "VALUES ($1, $2, $3, $4, $5, $6)";
 inline constexpr char kListApiKeys[] =
-    "SELECT tenant_id, key_id, array_to_string(scopes, ','), array_to_string(topics, ','), "
+    "SELECT tenant_id, key_id, scopes, topics, "
     "description, (extract(epoch from created_at) * 1000000)::bigint, "
     "(extract(epoch from revoked_at) * 1000000)::bigint "
     "FROM pgbus.api_keys WHERE tenant_id = $1 ORDER BY created_at, key_id";
@@ -688,6 +661,8 @@ struct Statement {
 inline constexpr Statement kAll[] = {
     {"kSetTenant", kSetTenant},
     {"kBegin", kBegin},
+    {"kSchemaVersion", kSchemaVersion},
+    {"kPing", kPing},
     {"kCommit", kCommit},
     {"kSetTenantAsyncCommit", kSetTenantAsyncCommit},
     {"kEnsureTenant", kEnsureTenant},

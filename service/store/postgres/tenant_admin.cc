@@ -3,48 +3,29 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "absl/strings/escaping.h"
+#include "service/common/status_macros.h"
 #include "service/store/postgres/sql.h"
 
 namespace pgbus::store::postgres {
 namespace {
 
-template <typename T>
-std::optional<T> Opt(const pqxx::field& f) {
-  if (f.is_null()) return std::nullopt;
-  return f.as<T>();
-}
-
-// A quota as the statements take it: text, '' for none.
-template <typename T>
-std::string QuotaText(const std::optional<T>& v) {
-  return v ? std::to_string(*v) : std::string();
-}
-
-absl::Status Run(Connection& conn, const std::function<void(pqxx::work&)>& fn) {
-  try {
-    pqxx::work txn(conn);
-    fn(txn);
-    txn.commit();
-  } catch (const std::exception& e) {
-    return StatusFromException(e, &conn);
-  }
-  return absl::OkStatus();
+ArrayBuilder TextArray(const std::vector<std::string>& items) {
+  ArrayBuilder a(kText);
+  for (const std::string& item : items) a.Add(item);
+  return a;
 }
 
 }  // namespace
 
-TenantRecord ReadTenant(const pqxx::row& r) {
+TenantRecord ReadTenant(RowReader& row) {
   TenantRecord t;
-  t.tenant = r[0].as<std::string>();
-  t.max_message_bytes = Opt<int64_t>(r[1]);
-  t.max_stored_bytes = Opt<int64_t>(r[2]);
-  t.max_publish_rate = Opt<int>(r[3]);
-  t.max_streams = Opt<int>(r[4]);
-  t.stored_bytes = r[5].as<int64_t>();
-  t.created_at = absl::FromUnixMicros(r[6].as<int64_t>());
+  t.tenant = row.Text();
+  t.max_message_bytes = row.Maybe(&RowReader::Int8);
+  t.max_stored_bytes = row.Maybe(&RowReader::Int8);
+  t.max_publish_rate = row.Maybe(&RowReader::Int4);
+  t.max_streams = row.Maybe(&RowReader::Int4);
+  t.stored_bytes = row.Int8();
+  t.created_at = absl::FromUnixMicros(row.Int8());
   return t;
 }
 
@@ -55,10 +36,10 @@ absl::StatusOr<std::unique_ptr<TenantAdmin>> TenantAdmin::Connect(const std::str
 }
 
 absl::Status TenantAdmin::CreateTenant(const TenantRecord& t) {
-  absl::Status st = Run(*conn_, [&](pqxx::work& txn) {
-    txn.exec_params(sql::kCreateTenant, t.tenant, QuotaText(t.max_message_bytes),
-                    QuotaText(t.max_stored_bytes), QuotaText(t.max_publish_rate), QuotaText(t.max_streams));
-  });
+  Transaction tx(*conn_, NoTenant{});
+  tx.Add(sql::kCreateTenant, t.tenant, t.max_message_bytes, t.max_stored_bytes,
+         t.max_publish_rate, t.max_streams);
+  absl::Status st = tx.Commit();
   if (absl::IsAlreadyExists(st)) {
     return absl::AlreadyExistsError(absl::StrCat("tenant \"", t.tenant, "\" already exists"));
   }
@@ -66,44 +47,33 @@ absl::Status TenantAdmin::CreateTenant(const TenantRecord& t) {
 }
 
 absl::Status TenantAdmin::UpdateQuotas(const TenantRecord& t) {
-  bool found = false;
-  absl::Status st = Run(*conn_, [&](pqxx::work& txn) {
-    found = txn.exec_params(sql::kUpdateTenant, t.tenant, QuotaText(t.max_message_bytes),
-                            QuotaText(t.max_stored_bytes), QuotaText(t.max_publish_rate),
-                            QuotaText(t.max_streams))
-                .affected_rows() == 1;
-  });
-  if (st.ok() && !found) {
-    return absl::NotFoundError(absl::StrCat("tenant \"", t.tenant, "\" not found"));
-  }
-  return st;
+  Transaction tx(*conn_, NoTenant{});
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kUpdateTenant, t.tenant, t.max_message_bytes,
+                                           t.max_stored_bytes, t.max_publish_rate,
+                                           t.max_streams));
+  if (r.empty()) return absl::NotFoundError(absl::StrCat("tenant \"", t.tenant, "\" not found"));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<TenantRecord> TenantAdmin::GetTenant(const std::string& tenant) {
-  std::optional<TenantRecord> out;
-  absl::Status st = Run(*conn_, [&](pqxx::work& txn) {
-    pqxx::result r = txn.exec_params(sql::kGetTenant, tenant);
-    if (!r.empty()) out = ReadTenant(r[0]);
-  });
-  if (!st.ok()) return st;
-  if (!out) return absl::NotFoundError(absl::StrCat("tenant \"", tenant, "\" not found"));
-  return *out;
+  Transaction tx(*conn_, NoTenant{});
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kGetTenant, tenant));
+  if (r.empty()) return absl::NotFoundError(absl::StrCat("tenant \"", tenant, "\" not found"));
+  RowReader row = r[0];
+  return ReadTenant(row);
 }
 
 absl::StatusOr<std::vector<TenantRecord>> TenantAdmin::ListTenants() {
-  std::vector<TenantRecord> out;
-  absl::Status st = Run(*conn_, [&](pqxx::work& txn) {
-    for (const auto& row : txn.exec(sql::kListTenants)) out.push_back(ReadTenant(row));
-  });
-  if (!st.ok()) return st;
-  return out;
+  Transaction tx(*conn_, NoTenant{});
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kListTenants));
+  return r.Map(ReadTenant);
 }
 
 absl::Status TenantAdmin::InsertKey(const ApiKeyRecord& k) {
-  absl::Status st = Run(*conn_, [&](pqxx::work& txn) {
-    txn.exec_params(sql::kInsertApiKey, k.tenant, k.key_id, absl::BytesToHexString(k.secret_sha256),
-                    absl::StrJoin(k.scopes, ","), absl::StrJoin(k.topics, ","), k.description);
-  });
+  Transaction tx(*conn_, NoTenant{});
+  tx.Add(sql::kInsertApiKey, k.tenant, k.key_id, Bytea{k.secret_sha256}, TextArray(k.scopes),
+         TextArray(k.topics), k.description);
+  absl::Status st = tx.Commit();
   if (absl::IsFailedPrecondition(st)) {  // the tenant foreign key
     return absl::NotFoundError(absl::StrCat("tenant \"", k.tenant,
                                             "\" not found; create it with `pgbusd tenant create`"));
@@ -112,36 +82,29 @@ absl::Status TenantAdmin::InsertKey(const ApiKeyRecord& k) {
 }
 
 absl::StatusOr<std::vector<ApiKeyRecord>> TenantAdmin::ListKeys(const std::string& tenant) {
-  std::vector<ApiKeyRecord> out;
-  absl::Status st = Run(*conn_, [&](pqxx::work& txn) {
-    for (const auto& row : txn.exec_params(sql::kListApiKeys, tenant)) {
-      ApiKeyRecord k;
-      k.tenant = row[0].as<std::string>();
-      k.key_id = row[1].as<std::string>();
-      k.scopes = absl::StrSplit(row[2].as<std::string>(), ',');
-      k.topics = absl::StrSplit(row[3].as<std::string>(), ',');
-      k.description = row[4].as<std::string>();
-      k.created_at = absl::FromUnixMicros(row[5].as<int64_t>());
-      if (!row[6].is_null()) {
-        k.revoked = true;
-        k.revoked_at = absl::FromUnixMicros(row[6].as<int64_t>());
-      }
-      out.push_back(std::move(k));
+  Transaction tx(*conn_, NoTenant{});
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kListApiKeys, tenant));
+  return r.Map([](RowReader& row) {
+    ApiKeyRecord k;
+    k.tenant = row.Text();
+    k.key_id = row.Text();
+    k.scopes = row.TextArray();
+    k.topics = row.TextArray();
+    k.description = row.Text();
+    k.created_at = absl::FromUnixMicros(row.Int8());
+    if (auto revoked = row.Maybe(&RowReader::Int8)) {
+      k.revoked = true;
+      k.revoked_at = absl::FromUnixMicros(*revoked);
     }
+    return k;
   });
-  if (!st.ok()) return st;
-  return out;
 }
 
 absl::StatusOr<std::string> TenantAdmin::RevokeKey(const std::string& key_id) {
-  std::optional<std::string> tenant;
-  absl::Status st = Run(*conn_, [&](pqxx::work& txn) {
-    pqxx::result r = txn.exec_params(sql::kRevokeApiKey, key_id);
-    if (!r.empty()) tenant = r[0][0].as<std::string>();
-  });
-  if (!st.ok()) return st;
-  if (!tenant) return absl::NotFoundError(absl::StrCat("API key \"", key_id, "\" not found"));
-  return *tenant;
+  Transaction tx(*conn_, NoTenant{});
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kRevokeApiKey, key_id));
+  if (r.empty()) return absl::NotFoundError(absl::StrCat("API key \"", key_id, "\" not found"));
+  return r[0].Text();
 }
 
 }  // namespace pgbus::store::postgres

@@ -15,7 +15,7 @@
 namespace pgbus::store::postgres {
 
 // Row of sql PGBUS_TENANT_COLUMNS.
-TenantRecord ReadTenant(const pqxx::row& r);
+TenantRecord ReadTenant(RowReader& row);
 
 class TenantAdmin {
  public:
