@@ -7,6 +7,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "service/api/convert.h"
+#include "service/api/finish_gate.h"
 #include "service/common/status_macros.h"
 
 namespace pgbus::api {
@@ -34,7 +35,8 @@ class SinkGuard : public bus::StreamSink {
 };
 
 // One Subscribe stream: one write in flight, driven by OnWriteDone. Finish
-// is deferred while a write or the start-up is in flight, and happens once.
+// is deferred while a write or the start-up is in flight, and happens once
+// (FinishGate).
 class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResponse> {
  public:
   SubscribeReactor(bus::Bus* bus, const CallContext& cc, grpc::CallbackServerContext* ctx,
@@ -54,15 +56,13 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
       }
     }
     if (!bad.ok()) {
-      starting_ = false;
-      Finish(ToGrpcStatus(bad));
+      FinishNow(ToGrpcStatus(bad));
       return;
     }
     if (!cc.pool->Submit([this, bus, cc, creds = CredentialsOf(ctx), params] {
           Start(bus, cc, creds, params);
         })) {
-      starting_ = false;
-      Finish(Overloaded());
+      FinishNow(Overloaded());
     }
   }
 
@@ -71,8 +71,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
   // completes, so the caller may StartWrite() without holding any lock.
   bool PrepareSend(std::vector<model::Delivery> batch) {
     absl::MutexLock lock(&mu_);
-    if (finished_) return false;
-    writing_ = true;
+    if (!gate_.StartWrite()) return false;
     response_.Clear();
     for (auto& d : batch) {
       auto* rm = response_.add_messages();
@@ -84,41 +83,44 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
   }
   void WritePrepared() { StartWrite(&response_); }
 
-  // Marks the stream finished; returns the status to Finish() with now, or
-  // nothing when a write or the start-up will finish it (or it already
-  // was). Only the caller that gets a status calls Finish, so the reactor
-  // stays alive until it does.
+  // Ends the stream; returns the status to Finish() with now, or nothing
+  // when a write or the start-up will finish it (or it already was). Only
+  // the caller that gets a status calls Finish, so the reactor stays alive
+  // until it does.
   std::optional<grpc::Status> PrepareEnd(const absl::Status& status) {
     absl::MutexLock lock(&mu_);
-    if (finished_) return std::nullopt;
-    finished_ = true;
-    if (writing_ || starting_) {
-      pending_finish_ = ToGrpcStatus(status);
-      return std::nullopt;
-    }
-    return ToGrpcStatus(status);
+    return gate_.End(ToGrpcStatus(status));
   }
 
   void End(const absl::Status& status) {
     if (auto finish = PrepareEnd(status)) Finish(*finish);
   }
 
+  // In the constructor, before the start-up was submitted: nothing else
+  // can be running yet.
+  void FinishNow(const grpc::Status& status) {
+    std::optional<grpc::Status> finish;
+    {
+      absl::MutexLock lock(&mu_);
+      finish = gate_.Started(status);
+    }
+    if (finish) Finish(*finish);
+  }
+
   void OnWriteDone(bool ok) override {
     std::optional<grpc::Status> finish;
     std::shared_ptr<bus::Stream> stream;
+    bool ending;
     {
       absl::MutexLock lock(&mu_);
-      writing_ = false;
-      if (finished_) {
-        finish = std::move(pending_finish_);
-        pending_finish_.reset();
-      } else if (ok) {
-        stream = stream_;  // attached before its first claim: never null here
-      }
+      finish = gate_.WriteDone();
+      ending = gate_.finished();
+      // Attached before its first claim: never null here.
+      if (!ending && ok) stream = stream_;
     }
     if (finish) {
       Finish(*finish);
-    } else if (!ok) {
+    } else if (!ending && !ok) {
       End(absl::CancelledError("the client went away"));
     } else if (stream) {
       stream->OnSent();
@@ -157,21 +159,12 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
     bool close_stream = false;
     {
       absl::MutexLock lock(&mu_);
-      starting_ = false;
+      std::optional<grpc::Status> failure;
+      if (!stream.ok()) failure = ToGrpcStatus(stream.status());
+      finish = gate_.Started(std::move(failure));
       if (stream.ok()) {
         stream_ = *stream;
-        close_stream = finished_;
-      } else if (!finished_) {
-        finished_ = true;
-        if (!writing_) {
-          finish = ToGrpcStatus(stream.status());
-        } else {
-          pending_finish_ = ToGrpcStatus(stream.status());
-        }
-      }
-      if (finished_ && !writing_ && pending_finish_) {
-        finish = std::move(pending_finish_);
-        pending_finish_.reset();
+        close_stream = gate_.finished();  // cancelled while starting
       }
     }
     // Claims start only now that the stream is attached: a batch's write
@@ -189,10 +182,7 @@ class SubscribeReactor final : public grpc::ServerWriteReactor<v1::SubscribeResp
   std::unique_ptr<auth::Limiter::StreamSlot> slot_;
   absl::Mutex mu_;
   std::shared_ptr<bus::Stream> stream_ ABSL_GUARDED_BY(mu_);
-  bool starting_ ABSL_GUARDED_BY(mu_) = true;
-  bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  std::optional<grpc::Status> pending_finish_ ABSL_GUARDED_BY(mu_);
+  FinishGate<grpc::Status> gate_ ABSL_GUARDED_BY(mu_);
   v1::SubscribeResponse response_;
 };
 
