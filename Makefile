@@ -23,8 +23,12 @@ $(BUILD_DIR)/build.ninja:
 build: deps $(BUILD_DIR)/build.ninja
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
+# buf breaking compares the protos with the last released API, the buf
+# image proto/released/pgbus-v1.json (v1 as of issue 13; replace it with
+# `buf build -o proto/released/pgbus-v1.json` only when a release is cut).
 lint: deps
 	buf lint
+	buf breaking --against proto/released/pgbus-v1.json
 
 run: build
 	@bash scripts/run.sh $(BUILD_DIR)
