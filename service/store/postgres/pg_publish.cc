@@ -40,201 +40,199 @@ absl::Status PgStore::PublishTransaction(
   for (size_t i = 0; i < items.size(); ++i) by_tenant[items[i]->tenant].push_back(i);
 
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  {
-    // BEGIN goes with the first statement, and the last tenant's insert
-    // with the notification and the COMMIT: a batch without idempotency keys
-    // takes one round trip.
-    Transaction tx(*conn, by_tenant.begin()->first);
-    std::set<TopicKey> touched;
-    for (const auto& [tenant, indexes] : by_tenant) {
-      const bool last = tenant == by_tenant.rbegin()->first;
-      if (tenant != by_tenant.begin()->first) tx.Add(sql::kSetTenant, tenant);
-      // Idempotency keys first: a key already claimed on the topic within
-      // its window maps to the original message, and nothing new is stored.
-      using Key = std::pair<std::string, std::string>;  // topic, key
-      std::map<Key, int64_t> original;
-      {
-        std::set<Key> wanted;
-        for (size_t i : indexes) {
-          for (const NewMessage& m : items[i]->messages) {
-            if (!m.idempotency_key.empty()) wanted.insert({items[i]->topic, m.idempotency_key});
-          }
-        }
-        if (!wanted.empty()) {
-          ArrayBuilder key_topics(kText), key_names(kText);
-          for (const auto& [t, k] : wanted) {
-            key_topics.Add(t);
-            key_names.Add(k);
-          }
-          const Value topics_arr = Bind(std::move(key_topics)),
-                      keys_arr = Bind(std::move(key_names));
-          ASSIGN_OR_RETURN(Rows claimed,
-                           tx.Run(sql::kClaimIdempotencyKeys, topics_arr, keys_arr));
-          std::set<Key> fresh;
-          for (int r = 0; r < claimed.size(); ++r) {
-            RowReader row = claimed[r];
-            std::string claimed_topic = row.Text();
-            fresh.insert({std::move(claimed_topic), row.Text()});
-          }
-          if (fresh.size() < wanted.size()) {
-            ASSIGN_OR_RETURN(Rows dups,
-                             tx.Run(sql::kIdempotentMessages, topics_arr, keys_arr));
-            for (int r = 0; r < dups.size(); ++r) {
-              RowReader row = dups[r];
-              std::string dup_topic = row.Text();
-              Key key{std::move(dup_topic), row.Text()};
-              if (!fresh.count(key)) original[key] = row.Int8();
-            }
-          }
-        }
-      }
-      // What each message becomes: inserted, the original of its key, or
-      // (a repeat within this batch) the message its first use inserts.
-      enum class Fate { kInsert, kOriginal, kRepeat };
-      std::vector<std::vector<Fate>> fate(items.size());
-      std::set<Key> inserted_keys;
-      ArrayBuilder topic(kText), ttl(kInt8), deliver(kInt8), priority(kInt4), correlation(kText),
-          ordering(kText), idempotency(kText), size(kInt8), sha(kBytea), payload(kBytea),
-          attr_key(kText), attr_value(kText), attr_count(kInt8), payload_id(kInt8);
-      auto text_or_null = [](ArrayBuilder& b, const std::string& v) {
-        if (v.empty()) {
-          b.AddNull();
-        } else {
-          b.Add(v);
-        }
-      };
-      size_t count = 0, bytes = 0;
+  // BEGIN goes with the first statement, and the last tenant's insert
+  // with the notification and the COMMIT: a batch without idempotency keys
+  // takes one round trip.
+  Transaction tx(*conn, by_tenant.begin()->first);
+  std::set<TopicKey> touched;
+  for (const auto& [tenant, indexes] : by_tenant) {
+    const bool last = tenant == by_tenant.rbegin()->first;
+    if (tenant != by_tenant.begin()->first) tx.Add(sql::kSetTenant, tenant);
+    // Idempotency keys first: a key already claimed on the topic within
+    // its window maps to the original message, and nothing new is stored.
+    using Key = std::pair<std::string, std::string>;  // topic, key
+    std::map<Key, int64_t> original;
+    {
+      std::set<Key> wanted;
       for (size_t i : indexes) {
         for (const NewMessage& m : items[i]->messages) {
-          ++count;
-          bytes += m.payload.size();
+          if (!m.idempotency_key.empty()) wanted.insert({items[i]->topic, m.idempotency_key});
         }
       }
-      payload.Reserve(count, bytes);
-      for (size_t i : indexes) {
-        for (const NewMessage& m : items[i]->messages) {
-          if (!m.idempotency_key.empty()) {
-            Key key{items[i]->topic, m.idempotency_key};
-            if (original.count(key)) {
-              fate[i].push_back(Fate::kOriginal);
-              continue;
-            }
-            if (!inserted_keys.insert(key).second) {
-              fate[i].push_back(Fate::kRepeat);
-              continue;
-            }
-          }
-          fate[i].push_back(Fate::kInsert);
-          topic.Add(items[i]->topic);
-          if (m.ttl) {
-            ttl.Add(EncodeInt8(ToMs(*m.ttl)));
-          } else {
-            ttl.AddNull();
-          }
-          if (m.deliver_at) {
-            deliver.Add(EncodeInt8(absl::ToUnixMicros(*m.deliver_at)));
-          } else {
-            deliver.AddNull();
-          }
-          priority.Add(EncodeInt4(m.priority));
-          text_or_null(correlation, m.correlation_id);
-          text_or_null(ordering, m.ordering_key);
-          text_or_null(idempotency, m.idempotency_key);
-          size.Add(EncodeInt8(static_cast<int64_t>(m.payload.size())));
-          sha.Add(m.sha256);
-          payload.Add(m.payload);
-          if (m.payload_id) {
-            payload_id.Add(EncodeInt8(m.payload_id));
-          } else {
-            payload_id.AddNull();
-          }
-          for (const auto& [k, v] : m.attributes) {
-            attr_key.Add(k);
-            attr_value.Add(v);
-          }
-          attr_count.Add(EncodeInt8(static_cast<int64_t>(m.attributes.size())));
+      if (!wanted.empty()) {
+        ArrayBuilder key_topics(kText), key_names(kText);
+        for (const auto& [t, k] : wanted) {
+          key_topics.Add(t);
+          key_names.Add(k);
         }
-      }
-      const size_t insert = tx.Add(
-          sql::kInsertMessages, std::move(topic), std::move(ttl), std::move(deliver),
-          std::move(priority), std::move(correlation), std::move(ordering),
-          std::move(idempotency), std::move(size), std::move(sha), std::move(payload),
-          std::move(attr_key), std::move(attr_value), std::move(attr_count),
-          std::move(payload_id));
-      if (last) {
-        // One notification per transaction, however many messages: NOTIFY
-        // serialises commits cluster-wide (PreCommit_Notify). Sent before
-        // the insert's rows are seen, it may name a topic that turns out
-        // not to exist: a wake-up for nobody.
-        std::set<TopicKey> announce = touched;
-        for (size_t i : indexes) {
-          for (Fate f : fate[i]) {
-            if (f == Fate::kInsert) announce.insert(TopicKey{tenant, items[i]->topic});
+        const Value topics_arr = Bind(std::move(key_topics)),
+                    keys_arr = Bind(std::move(key_names));
+        ASSIGN_OR_RETURN(Rows claimed,
+                         tx.Run(sql::kClaimIdempotencyKeys, topics_arr, keys_arr));
+        std::set<Key> fresh;
+        for (int r = 0; r < claimed.size(); ++r) {
+          RowReader row = claimed[r];
+          std::string claimed_topic = row.Text();
+          fresh.insert({std::move(claimed_topic), row.Text()});
+        }
+        if (fresh.size() < wanted.size()) {
+          ASSIGN_OR_RETURN(Rows dups,
+                           tx.Run(sql::kIdempotentMessages, topics_arr, keys_arr));
+          for (int r = 0; r < dups.size(); ++r) {
+            RowReader row = dups[r];
+            std::string dup_topic = row.Text();
+            Key key{std::move(dup_topic), row.Text()};
+            if (!fresh.count(key)) original[key] = row.Int8();
           }
         }
-        if (!announce.empty()) tx.Add(sql::kNotifyPublish, NotifyPayload(announce));
-      }
-      ASSIGN_OR_RETURN(std::vector<Rows> done, last ? tx.SendAndCommit() : tx.Send());
-      const Rows& res = done[insert];
-      // Rows come back in publish order (id, topic); an item whose topic
-      // does not exist has none.
-      const int rows = res.size();
-      std::vector<std::pair<int64_t, std::string>> inserted;
-      inserted.reserve(rows);
-      std::set<std::string> found;
-      for (int r = 0; r < rows; ++r) {
-        RowReader row = res[r];
-        const int64_t id = row.Int8();
-        inserted.emplace_back(id, row.Text());
-        found.insert(inserted.back().second);
-      }
-      int row = 0;
-      std::map<Key, int64_t> assigned;  // keys inserted by this batch
-      for (size_t i : indexes) {
-        const PublishItem& item = *items[i];
-        bool inserts = false;
-        for (Fate f : fate[i]) inserts |= f == Fate::kInsert;
-        if (inserts && !found.count(item.topic)) {
-          (*results)[i] = absl::NotFoundError(absl::StrCat("topic \"", item.topic, "\" not found"));
-          continue;
-        }
-        std::vector<int64_t> ids;
-        ids.reserve(item.messages.size());
-        bool out_of_order = false;
-        for (size_t k = 0; k < item.messages.size() && !out_of_order; ++k) {
-          const NewMessage& m = item.messages[k];
-          Key key{item.topic, m.idempotency_key};
-          if (fate[i][k] == Fate::kOriginal) {
-            ids.push_back(original[key]);
-            continue;
-          }
-          if (fate[i][k] == Fate::kRepeat) {
-            ids.push_back(assigned.at(key));
-            continue;
-          }
-          if (row >= rows || inserted[row].second != item.topic) {
-            out_of_order = true;
-            break;
-          }
-          ids.push_back(inserted[row].first);
-          if (!m.idempotency_key.empty()) assigned[key] = inserted[row].first;
-          ++row;
-        }
-        if (out_of_order) {
-          // Before the commit this rolls everything back. After it, the
-          // batch must not fail as a whole: PublishBatch would then store
-          // each item again.
-          if (!last) return absl::InternalError("publish returned rows out of order");
-          (*results)[i] = absl::InternalError(
-              "publish stored the messages but returned rows out of order: their ids are unknown");
-          continue;
-        }
-        (*results)[i] = std::move(ids);
-        if (inserts) touched.insert(TopicKey{tenant, item.topic});
       }
     }
-    return absl::OkStatus();  // committed with the last tenant's insert
+    // What each message becomes: inserted, the original of its key, or
+    // (a repeat within this batch) the message its first use inserts.
+    enum class Fate { kInsert, kOriginal, kRepeat };
+    std::vector<std::vector<Fate>> fate(items.size());
+    std::set<Key> inserted_keys;
+    ArrayBuilder topic(kText), ttl(kInt8), deliver(kInt8), priority(kInt4), correlation(kText),
+        ordering(kText), idempotency(kText), size(kInt8), sha(kBytea), payload(kBytea),
+        attr_key(kText), attr_value(kText), attr_count(kInt8), payload_id(kInt8);
+    auto text_or_null = [](ArrayBuilder& b, const std::string& v) {
+      if (v.empty()) {
+        b.AddNull();
+      } else {
+        b.Add(v);
+      }
+    };
+    size_t count = 0, bytes = 0;
+    for (size_t i : indexes) {
+      for (const NewMessage& m : items[i]->messages) {
+        ++count;
+        bytes += m.payload.size();
+      }
+    }
+    payload.Reserve(count, bytes);
+    for (size_t i : indexes) {
+      for (const NewMessage& m : items[i]->messages) {
+        if (!m.idempotency_key.empty()) {
+          Key key{items[i]->topic, m.idempotency_key};
+          if (original.count(key)) {
+            fate[i].push_back(Fate::kOriginal);
+            continue;
+          }
+          if (!inserted_keys.insert(key).second) {
+            fate[i].push_back(Fate::kRepeat);
+            continue;
+          }
+        }
+        fate[i].push_back(Fate::kInsert);
+        topic.Add(items[i]->topic);
+        if (m.ttl) {
+          ttl.Add(EncodeInt8(ToMs(*m.ttl)));
+        } else {
+          ttl.AddNull();
+        }
+        if (m.deliver_at) {
+          deliver.Add(EncodeInt8(absl::ToUnixMicros(*m.deliver_at)));
+        } else {
+          deliver.AddNull();
+        }
+        priority.Add(EncodeInt4(m.priority));
+        text_or_null(correlation, m.correlation_id);
+        text_or_null(ordering, m.ordering_key);
+        text_or_null(idempotency, m.idempotency_key);
+        size.Add(EncodeInt8(static_cast<int64_t>(m.payload.size())));
+        sha.Add(m.sha256);
+        payload.Add(m.payload);
+        if (m.payload_id) {
+          payload_id.Add(EncodeInt8(m.payload_id));
+        } else {
+          payload_id.AddNull();
+        }
+        for (const auto& [k, v] : m.attributes) {
+          attr_key.Add(k);
+          attr_value.Add(v);
+        }
+        attr_count.Add(EncodeInt8(static_cast<int64_t>(m.attributes.size())));
+      }
+    }
+    const size_t insert = tx.Add(
+        sql::kInsertMessages, std::move(topic), std::move(ttl), std::move(deliver),
+        std::move(priority), std::move(correlation), std::move(ordering),
+        std::move(idempotency), std::move(size), std::move(sha), std::move(payload),
+        std::move(attr_key), std::move(attr_value), std::move(attr_count),
+        std::move(payload_id));
+    if (last) {
+      // One notification per transaction, however many messages: NOTIFY
+      // serialises commits cluster-wide (PreCommit_Notify). Sent before
+      // the insert's rows are seen, it may name a topic that turns out
+      // not to exist: a wake-up for nobody.
+      std::set<TopicKey> announce = touched;
+      for (size_t i : indexes) {
+        for (Fate f : fate[i]) {
+          if (f == Fate::kInsert) announce.insert(TopicKey{tenant, items[i]->topic});
+        }
+      }
+      if (!announce.empty()) tx.Add(sql::kNotifyPublish, NotifyPayload(announce));
+    }
+    ASSIGN_OR_RETURN(std::vector<Rows> done, last ? tx.SendAndCommit() : tx.Send());
+    const Rows& res = done[insert];
+    // Rows come back in publish order (id, topic); an item whose topic
+    // does not exist has none.
+    const int rows = res.size();
+    std::vector<std::pair<int64_t, std::string>> inserted;
+    inserted.reserve(rows);
+    std::set<std::string> found;
+    for (int r = 0; r < rows; ++r) {
+      RowReader row = res[r];
+      const int64_t id = row.Int8();
+      inserted.emplace_back(id, row.Text());
+      found.insert(inserted.back().second);
+    }
+    int row = 0;
+    std::map<Key, int64_t> assigned;  // keys inserted by this batch
+    for (size_t i : indexes) {
+      const PublishItem& item = *items[i];
+      bool inserts = false;
+      for (Fate f : fate[i]) inserts |= f == Fate::kInsert;
+      if (inserts && !found.count(item.topic)) {
+        (*results)[i] = absl::NotFoundError(absl::StrCat("topic \"", item.topic, "\" not found"));
+        continue;
+      }
+      std::vector<int64_t> ids;
+      ids.reserve(item.messages.size());
+      bool out_of_order = false;
+      for (size_t k = 0; k < item.messages.size() && !out_of_order; ++k) {
+        const NewMessage& m = item.messages[k];
+        Key key{item.topic, m.idempotency_key};
+        if (fate[i][k] == Fate::kOriginal) {
+          ids.push_back(original[key]);
+          continue;
+        }
+        if (fate[i][k] == Fate::kRepeat) {
+          ids.push_back(assigned.at(key));
+          continue;
+        }
+        if (row >= rows || inserted[row].second != item.topic) {
+          out_of_order = true;
+          break;
+        }
+        ids.push_back(inserted[row].first);
+        if (!m.idempotency_key.empty()) assigned[key] = inserted[row].first;
+        ++row;
+      }
+      if (out_of_order) {
+        // Before the commit this rolls everything back. After it, the
+        // batch must not fail as a whole: PublishBatch would then store
+        // each item again.
+        if (!last) return absl::InternalError("publish returned rows out of order");
+        (*results)[i] = absl::InternalError(
+            "publish stored the messages but returned rows out of order: their ids are unknown");
+        continue;
+      }
+      (*results)[i] = std::move(ids);
+      if (inserts) touched.insert(TopicKey{tenant, item.topic});
+    }
   }
+  return absl::OkStatus();  // committed with the last tenant's insert
 }
 
 }  // namespace pgbus::store::postgres

@@ -1,5 +1,7 @@
 // Every statement the Postgres store runs: named, parameterised constants,
-// never assembled from values at run time. The tenant always comes from the
+// never assembled from values at run time. A Transaction (connection.h)
+// prepares each under a name of its own, once per session, and finds it by
+// the constant's address. The tenant always comes from the
 // transaction-local setting pgbus.tenant_id, which row-level security also
 // enforces; naming it here as well lets the planner use the tenant_id-led
 // indexes directly.
@@ -649,9 +651,7 @@ inline constexpr char kRevokeApiKey[] =
 // Every statement above, for tests/integration/statements_test.cc, which
 // prepares each against the migrated schema as the role that runs it (so a
 // typo or a dropped column fails `make test`, not a call in production), and
-// fails when a statement of this file is missing here. The two literal
-// prefixes (kSetTenantLiteral, kSetTenantAsyncCommitLiteral) are completed
-// as TenantTransaction::Begin completes them.
+// fails when a statement of this file is missing here.
 enum class Role { kApp, kOwner };
 struct Statement {
   const char* name;  // the constant's name, for the test's messages
