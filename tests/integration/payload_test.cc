@@ -343,6 +343,38 @@ TEST(Reaper, DeletesExpiredMessagesWithTheirDeliveriesAndChunksOnly) {
                          "SELECT 1 FROM pgbus.messages WHERE topic = 'brief'"), 0);
 }
 
+// A deleted message's deliveries are found through the subscriptions that
+// match its topic, patterns included (migration 0020): reaping and deleting
+// a topic leave none behind, and take no other message's.
+TEST(Reaper, TakesTheDeliveriesOfEverySubscriptionTheMessageWentTo) {
+  Pgbusd server({"--reap-interval-ms", "100"});
+  auto client = server.Connect();
+  v1::Topic brief;
+  brief.set_name("events.brief");
+  brief.mutable_message_ttl()->set_seconds(1);
+  ASSERT_TRUE(client->CreateTopic(brief).ok());
+  ASSERT_TRUE(client->CreateTopic("events.lasting").ok());
+  ASSERT_TRUE(client->CreateTopic("events.gone").ok());
+  ASSERT_TRUE(client->CreateSubscription("exact", "events.brief").ok());
+  ASSERT_TRUE(client->CreateSubscription("any", "events.*").ok());
+  ASSERT_TRUE(client->Publish("events.brief", "expires").ok());
+  ASSERT_TRUE(client->Publish("events.lasting", "stays").ok());
+  ASSERT_TRUE(client->Publish("events.gone", "deleted").ok());
+  EXPECT_EQ(Rows(server, "deliveries"), 4);  // exact: 1, any: 3
+  ASSERT_TRUE(testing::DeleteTopic(*client, "events.gone").ok());
+  EXPECT_EQ(Rows(server, "deliveries"), 3);
+  for (int i = 0; i < 100 && Rows(server, "messages") > 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_EQ(Rows(server, "messages"), 1);
+  EXPECT_EQ(Rows(server, "deliveries"), 1);
+  EXPECT_EQ(CountAsOwner(server.tenant(),
+                         "SELECT 1 FROM pgbus.deliveries d JOIN pgbus.messages m"
+                         " ON m.tenant_id = d.tenant_id AND m.id = d.message_id"
+                         " WHERE d.subscription = 'any' AND m.topic = 'events.lasting'"),
+            1);
+}
+
 TEST(Reaper, TheAppRoleCanReapOnlyWhatExpired) {
   Pgbusd server({"--reap-interval-ms", "3600000"});  // no timer: call it by hand
   auto client = server.Connect();
