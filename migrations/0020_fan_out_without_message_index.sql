@@ -23,13 +23,30 @@ BEGIN
   ELSIF TG_TABLE_NAME = 'subscriptions' THEN
     DELETE FROM pgbus.deliveries d USING gone g
      WHERE d.tenant_id = g.tenant_id AND d.subscription = g.name;
-  ELSE  -- messages: the subscriptions of the topic, then those of patterns
-    DELETE FROM pgbus.deliveries d USING gone g JOIN pgbus.subscriptions s
-        ON s.tenant_id = g.tenant_id AND s.topic = g.topic
-     WHERE d.tenant_id = g.tenant_id AND d.subscription = s.name AND d.message_id = g.id;
-    DELETE FROM pgbus.deliveries d USING gone g JOIN pgbus.subscriptions s
-        ON s.tenant_id = g.tenant_id AND s.topic_regex IS NOT NULL AND g.topic ~ s.topic_regex
-     WHERE d.tenant_id = g.tenant_id AND d.subscription = s.name AND d.message_id = g.id;
+  ELSE
+    -- Each deleted message's rows: one primary-key probe per subscription
+    -- that matches its topic (by subscriptions_by_topic, then the patterns
+    -- by subscriptions_by_pattern), deleted by ctid. The probe is a
+    -- correlated LIMIT 1 subquery (a (subscription, message) pair has one
+    -- row at most) so that it cannot be flattened: as a join, the planner
+    -- probed by (tenant_id, message_id) alone, walking every subscription's
+    -- part of the key, and reaping 20,000 messages took 13 s instead of 0.2.
+    DELETE FROM pgbus.deliveries d
+     WHERE d.ctid = ANY (ARRAY(
+       SELECT x.ctid
+         FROM gone g
+         JOIN pgbus.subscriptions s ON s.tenant_id = g.tenant_id AND s.topic = g.topic
+        CROSS JOIN LATERAL (
+          SELECT e.ctid FROM pgbus.deliveries e WHERE e.tenant_id = g.tenant_id
+             AND e.subscription = s.name AND e.message_id = g.id LIMIT 1) x
+       UNION ALL
+       SELECT x.ctid
+         FROM gone g
+         JOIN pgbus.subscriptions s ON s.tenant_id = g.tenant_id
+          AND s.topic_regex IS NOT NULL AND g.topic ~ s.topic_regex
+        CROSS JOIN LATERAL (
+          SELECT e.ctid FROM pgbus.deliveries e WHERE e.tenant_id = g.tenant_id
+             AND e.subscription = s.name AND e.message_id = g.id LIMIT 1) x));
     DELETE FROM pgbus.payloads p USING gone g
      WHERE g.payload_id IS NOT NULL AND p.tenant_id = g.tenant_id AND p.id = g.payload_id;
   END IF;
