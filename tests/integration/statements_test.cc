@@ -37,6 +37,52 @@ TEST(Statements, EveryStatementPreparesAsItsRole) {
   }
 }
 
+// pgbusd's transactions rule out sequential, bitmap, hash and merge plans
+// (PGBUS_PIN_PLANS). Where a statement has no other plan, Postgres still
+// uses the ruled-out one at a cost of 1e10, which also sends it through JIT
+// compilation (jit_above_cost) on every execution.
+TEST(Statements, EveryAppStatementHasAPlanThePinnedSettingsAllow) {
+  PGconn* conn = PQconnectdb(testing::AppDsn().c_str());
+  ASSERT_EQ(PQstatus(conn), CONNECTION_OK) << PQerrorMessage(conn);
+  auto run = [conn](const std::string& q) {
+    PGresult* r = PQexec(conn, q.c_str());
+    std::string out;
+    for (int i = 0; i < PQntuples(r); ++i) absl::StrAppend(&out, PQgetvalue(r, i, 0), "\n");
+    if (PQresultStatus(r) == PGRES_FATAL_ERROR) out = PQresultErrorMessage(r);
+    PQclear(r);
+    return out;
+  };
+  // The generic plan: what a session runs after the first executions.
+  run("SET plan_cache_mode = force_generic_plan");
+  int explained = 0;
+  for (const sql::Statement& s : sql::kAll) {
+    if (s.role != sql::Role::kApp) continue;
+    PGresult* p = PQprepare(conn, "s", s.text, 0, nullptr);
+    PQclear(p);
+    PGresult* d = PQdescribePrepared(conn, "s");
+    std::string nulls;
+    for (int i = 0; i < PQnparams(d); ++i) absl::StrAppend(&nulls, i ? ", " : "", "NULL");
+    PQclear(d);
+    run("BEGIN");
+    run(absl::StrCat("SELECT set_config('pgbus.tenant_id', 't', true), ",
+                     "set_config('enable_seqscan', 'off', true), ",
+                     "set_config('enable_bitmapscan', 'off', true), ",
+                     "set_config('enable_hashjoin', 'off', true), ",
+                     "set_config('enable_mergejoin', 'off', true)"));
+    std::string plan = run(absl::StrCat("EXPLAIN EXECUTE s", nulls.empty() ? "" : "(", nulls,
+                                        nulls.empty() ? "" : ")"));
+    run("ROLLBACK");
+    run("DEALLOCATE s");
+    if (std::string(s.name) == "kBegin" || std::string(s.name) == "kCommit") continue;
+    EXPECT_NE(plan.find("cost="), std::string::npos) << s.name << ": " << plan;
+    // disable_cost is 1e10: no cost of these statements comes near.
+    EXPECT_FALSE(std::regex_search(plan, std::regex(R"((cost=|\.\.)\d{10,}\.)"))) << s.name << "\n" << plan;
+    ++explained;
+  }
+  EXPECT_GE(explained, 40);
+  PQfinish(conn);
+}
+
 // sql.h cannot grow a statement that the tests above do not prepare: every
 // `inline constexpr char kX[]` is in kAll, except the NOTIFY channel.
 TEST(Statements, TheRegistryListsEveryStatementOfSqlH) {
