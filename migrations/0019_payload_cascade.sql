@@ -1,5 +1,6 @@
 -- A reaped message takes its uploaded payload in the statement-level
--- cascade that already takes its deliveries (0013), not through the foreign
+-- cascade that already takes its deliveries (0013; the payloads' part is in
+-- 0020's version of pgbus.cascade_delete), not through the foreign
 -- key payloads(tenant_id, message_id) -> messages: that key's ON DELETE
 -- CASCADE fired a per-row referential trigger for every deleted message,
 -- with or without a payload (an SPI query each, ~8 µs per reaped message,
@@ -28,26 +29,3 @@ CREATE POLICY reap_expired ON pgbus.payloads FOR SELECT TO CURRENT_USER
   USING (expires_at <= now());
 CREATE POLICY reap_expired_delete ON pgbus.payloads FOR DELETE TO CURRENT_USER
   USING (expires_at <= now());
-
-CREATE OR REPLACE FUNCTION pgbus.cascade_delete()
-RETURNS trigger
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pgbus
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
-AS $$
-BEGIN
-  IF TG_TABLE_NAME = 'topics' THEN
-    DELETE FROM pgbus.messages m USING gone g
-     WHERE m.tenant_id = g.tenant_id AND m.topic = g.name;
-  ELSIF TG_TABLE_NAME = 'subscriptions' THEN
-    DELETE FROM pgbus.deliveries d USING gone g
-     WHERE d.tenant_id = g.tenant_id AND d.subscription = g.name;
-  ELSE  -- messages
-    DELETE FROM pgbus.deliveries d USING gone g
-     WHERE d.tenant_id = g.tenant_id AND d.message_id = g.id;
-    DELETE FROM pgbus.payloads p USING gone g
-     WHERE g.payload_id IS NOT NULL AND p.tenant_id = g.tenant_id AND p.id = g.payload_id;
-  END IF;
-  RETURN NULL;
-END
-$$;

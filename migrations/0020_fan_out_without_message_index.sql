@@ -7,7 +7,8 @@
 -- redrive). A message's deliveries are those of the subscriptions that
 -- match its topic (fan-out and Seek insert no others, and a subscription's
 -- topic never changes), so the cascade now finds them by probing the
--- primary key once per matching subscription instead.
+-- primary key once per matching subscription instead. It also takes a
+-- deleted message's uploaded payload (0019).
 DROP INDEX pgbus.deliveries_by_message;
 
 CREATE OR REPLACE FUNCTION pgbus.cascade_delete()

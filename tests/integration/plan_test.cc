@@ -149,6 +149,22 @@ class PlanTest : public ::testing::Test {
     return rows;
   }
 
+  // The statement of function `function`'s body that `pattern` matches
+  // (so that a test follows the migrations); "" when none does.
+  static std::string StatementOf(const std::string& function, const std::string& pattern) {
+    pqxx::connection conn(owner_dsn_);
+    pqxx::nontransaction n(conn);
+    const std::string body =
+        n.exec_params1("SELECT prosrc FROM pg_proc WHERE proname = $1", function)[0]
+            .as<std::string>();
+    std::smatch found;
+    if (!std::regex_search(body, found, std::regex(pattern))) {
+      ADD_FAILURE() << "no statement of " << function << " matches " << pattern << ":\n" << body;
+      return "";
+    }
+    return found[0].str();
+  }
+
   static std::string owner_dsn_, app_dsn_, lease_keys_;
 
  public:
@@ -223,17 +239,9 @@ TEST_F(PlanTest, DeadLetteringReadsOnlyDueRows) {
 // (so the test follows the migration) and run as the function runs it: as
 // the owner, with its plan settings. 300 of 55,500 messages have expired.
 TEST_F(PlanTest, ReapReadsOnlyExpiredRows) {
-  std::string body;
-  {
-    pqxx::connection conn(owner_dsn_);
-    pqxx::nontransaction n(conn);
-    body = n.exec1("SELECT prosrc FROM pg_proc WHERE proname = 'reap_expired'")[0]
-               .as<std::string>();
-  }
-  std::smatch found;
-  ASSERT_TRUE(std::regex_search(body, found, std::regex(R"(DELETE FROM pgbus\.messages m[^;]*)")))
-      << body;
-  const std::string statement = std::regex_replace(found[0].str(), std::regex(R"(\bbatch\b)"), "$$1");
+  const std::string found = StatementOf("reap_expired", R"(DELETE FROM pgbus\.messages m[^;]*)");
+  ASSERT_FALSE(found.empty());
+  const std::string statement = std::regex_replace(found, std::regex(R"(\bbatch\b)"), "$$1");
   const std::string expire =
       "UPDATE pgbus.messages SET expires_at = now() - interval '1 second'"
       " WHERE id IN (SELECT id FROM pgbus.messages ORDER BY id LIMIT 300)";
@@ -259,24 +267,16 @@ TEST_F(PlanTest, ReapReadsOnlyExpiredRows) {
 // (tenant, message) alone and walked every subscription's part of the key:
 // reaping 20,000 messages took 13 s instead of 0.2.
 TEST_F(PlanTest, CascadeProbesEachDeliveryByItsWholeKey) {
-  std::string body;
-  {
-    pqxx::connection conn(owner_dsn_);
-    pqxx::nontransaction n(conn);
-    body = n.exec1("SELECT prosrc FROM pg_proc WHERE proname = 'cascade_delete'")[0]
-               .as<std::string>();
-  }
-  std::smatch found;
-  ASSERT_TRUE(std::regex_search(
-      body, found, std::regex(R"(DELETE FROM pgbus\.deliveries d\s+WHERE d\.ctid = ANY[^;]*)")))
-      << body;
+  const std::string found =
+      StatementOf("cascade_delete", R"(DELETE FROM pgbus\.deliveries d\s+WHERE d\.ctid = ANY[^;]*)");
+  ASSERT_FALSE(found.empty());
   pqxx::connection conn(app_dsn_);
   pqxx::work w(conn);
   w.exec_params(sql::kSetTenant, kTenant);
   std::vector<std::string> plan;
   for (const auto& row :
        w.exec("EXPLAIN (ANALYZE, COSTS OFF) WITH gone AS MATERIALIZED ("
-              "SELECT * FROM pgbus.messages ORDER BY id LIMIT 300) " + found[0].str())) {
+              "SELECT * FROM pgbus.messages ORDER BY id LIMIT 300) " + found)) {
     plan.push_back(row[0].as<std::string>());
   }
   ExpectBounded(plan);
