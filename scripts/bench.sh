@@ -5,6 +5,11 @@ set -euo pipefail
 build=$(realpath "${1:-build}")
 cd "$(dirname "$0")/.."
 dir="$build/benchpg"
+# One bench at a time: a second one would restart and then stop the same
+# cluster under the first, which then measures nothing, silently.
+mkdir -p "$build"
+exec 9>"$build/benchpg.lock"
+flock -n 9 || { echo "bench: another bench is running on $dir; wait for it" >&2; exit 1; }
 bash tests/pg_fixture.sh start "$dir" "$build/pgbusd" >/dev/null 2>&1
 port_file="$dir/port"
 rm -f "$port_file"
