@@ -5,8 +5,8 @@
 
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "service/common/status_macros.h"
 #include "service/obs/log.h"
 #include "service/store/postgres/migrator.h"
