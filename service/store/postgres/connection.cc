@@ -463,6 +463,12 @@ size_t Transaction::Queue(const char* sql, std::vector<Value> values, bool retur
   return returned ? returned_++ : returned_;
 }
 
+absl::StatusOr<Rows> Transaction::FlushOne(bool commit, size_t index) {
+  absl::StatusOr<std::vector<Rows>> rows = Flush(commit);
+  if (!rows.ok()) return rows.status();
+  return std::move((*rows)[index]);
+}
+
 absl::StatusOr<std::vector<Rows>> Transaction::Flush(bool commit) {
   if (!open_) return absl::FailedPreconditionError("the transaction has ended");
   if (commit) Queue(sql::kCommit, {}, false);

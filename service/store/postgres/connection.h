@@ -297,21 +297,17 @@ class Transaction {
   // Add, then Send: this statement's rows.
   template <typename... A>
   absl::StatusOr<Rows> Run(const char* sql, A&&... args) {
-    const size_t i = Add(sql, std::forward<A>(args)...);
-    absl::StatusOr<std::vector<Rows>> rows = Send();
-    if (!rows.ok()) return rows.status();
-    return std::move((*rows)[i]);
+    return FlushOne(/*commit=*/false, Add(sql, std::forward<A>(args)...));
   }
   // Add, then SendAndCommit: this statement's rows.
   template <typename... A>
   absl::StatusOr<Rows> RunAndCommit(const char* sql, A&&... args) {
-    const size_t i = Add(sql, std::forward<A>(args)...);
-    absl::StatusOr<std::vector<Rows>> rows = SendAndCommit();
-    if (!rows.ok()) return rows.status();
-    return std::move((*rows)[i]);
+    return FlushOne(/*commit=*/true, Add(sql, std::forward<A>(args)...));
   }
 
  private:
+  // Flush, then the rows of the statement at `index`.
+  absl::StatusOr<Rows> FlushOne(bool commit, size_t index);
   struct Queued {
     const char* sql;
     std::vector<Value> values;

@@ -4,20 +4,11 @@
 
 #include <set>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "service/common/status_macros.h"
 #include "service/store/postgres/pg_rows.h"
 #include "service/store/postgres/sql.h"
 
 namespace pgbus::store::postgres {
-namespace {
-
-absl::Status SubscriptionNotFound(const std::string& subscription) {
-  return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
-}
-
-}  // namespace
 
 absl::Status PgStore::Seek(const std::string& tenant, const std::string& subscription,
                            absl::Time time) {
@@ -54,7 +45,7 @@ absl::StatusOr<StatsRecord> PgStore::GetStats(const std::string& tenant,
   tx.Add(sql::kTopicStats, topic);
   tx.Add(sql::kTopicCounters, topic);
   ASSIGN_OR_RETURN(std::vector<Rows> r, tx.SendAndCommit());
-  if (r[0].empty()) return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
+  if (r[0].empty()) return TopicNotFound(topic);
   out.messages = r[1][0].Int8();
   out.published = r[2][0].Int8();
   return out;
@@ -98,9 +89,7 @@ absl::StatusOr<std::vector<PgStore::Republished>> PgStore::RedriveDeadLetters(
 absl::StatusOr<std::vector<MessageRecord>> PgStore::ListMessages(
     const std::string& tenant, const std::string& correlation_id, int64_t after_id,
     int limit) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kListMessages, correlation_id, after_id, limit));
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kListMessages, correlation_id, after_id, limit));
   return ReadListing(r);
 }
 

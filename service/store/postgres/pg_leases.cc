@@ -7,7 +7,6 @@
 #include <tuple>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "service/common/status_macros.h"
 #include "service/store/postgres/pg_rows.h"
 #include "service/store/postgres/sql.h"
@@ -33,9 +32,7 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
   const size_t exists = tx.Add(sql::kSubscriptionExists, subscription);
   ASSIGN_OR_RETURN(std::vector<Rows> res, tx.SendAndCommit());
   const Rows& claimed = res[claim];
-  if (claimed.empty() && res[exists].empty()) {
-    return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
-  }
+  if (claimed.empty() && res[exists].empty()) return SubscriptionNotFound(subscription);
   std::vector<Delivery> out;
   out.reserve(claimed.size());
   for (int i = 0; i < claimed.size(); ++i) {
@@ -74,9 +71,7 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
   tx.Add(sql::kSubscriptionExists, subscription);
   ASSIGN_OR_RETURN(std::vector<Rows> res, tx.Send());
   const Rows& changed = res[0];
-  if (changed.empty() && res[1].empty()) {
-    return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
-  }
+  if (changed.empty() && res[1].empty()) return SubscriptionNotFound(subscription);
   // Up to 10000 ids a call: match through a set, not ids x rows.
   std::set<std::tuple<int64_t, int32_t, int64_t>> hits;
   for (int r = 0; r < changed.size(); ++r) {

@@ -81,10 +81,8 @@ absl::StatusOr<RetrieveResult> PgStore::Retrieve(const std::string& tenant, int6
 absl::StatusOr<Store::NewPayload> PgStore::CreatePayload(const std::string& tenant,
                                                         const std::string& topic,
                                                         int chunk_size, bool compressed) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kCreatePayload, topic, chunk_size, compressed));
-  if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kCreatePayload, topic, chunk_size, compressed));
+  if (r.empty()) return TopicNotFound(topic);
   RowReader row = r[0];
   NewPayload out;
   out.id = row.Int8();
@@ -94,30 +92,22 @@ absl::StatusOr<Store::NewPayload> PgStore::CreatePayload(const std::string& tena
 
 absl::Status PgStore::WriteChunk(const std::string& tenant, int64_t payload_id, int seq,
                                  const std::string& sha256, const std::string& bytes) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kWriteChunk, payload_id, seq,
-                                           static_cast<int32_t>(bytes.size()), Bytea{sha256},
-                                           Bytea{bytes}));
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kWriteChunk, payload_id, seq,
+                                  static_cast<int32_t>(bytes.size()), Bytea{sha256},
+                                  Bytea{bytes}));
   if (r.empty()) return absl::FailedPreconditionError("the upload is not in progress");
   return absl::OkStatus();
 }
 
 absl::Status PgStore::CompletePayload(const std::string& tenant, int64_t payload_id,
                                       int64_t size, const std::string& sha256) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r,
-                   tx.RunAndCommit(sql::kCompletePayload, payload_id, size, Bytea{sha256}));
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kCompletePayload, payload_id, size, Bytea{sha256}));
   if (r.empty()) return absl::FailedPreconditionError("the upload is not in progress");
   return absl::OkStatus();
 }
 
 absl::Status PgStore::DeletePayload(const std::string& tenant, int64_t payload_id) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  tx.Add(sql::kDeletePayload, payload_id);
-  return tx.Commit();
+  return RunOne(tenant, sql::kDeletePayload, payload_id).status();
 }
 
 }  // namespace pgbus::store::postgres

@@ -6,7 +6,6 @@
 #include <set>
 #include <utility>
 
-#include "absl/strings/str_cat.h"
 #include "service/common/status_macros.h"
 #include "service/store/postgres/pg_rows.h"
 #include "service/store/postgres/sql.h"
@@ -194,7 +193,7 @@ absl::Status PgStore::PublishTransaction(
       bool inserts = false;
       for (Fate f : fate[i]) inserts |= f == Fate::kInsert;
       if (inserts && !found.count(item.topic)) {
-        (*results)[i] = absl::NotFoundError(absl::StrCat("topic \"", item.topic, "\" not found"));
+        (*results)[i] = TopicNotFound(item.topic);
         continue;
       }
       std::vector<int64_t> ids;

@@ -11,6 +11,14 @@ std::string NotifyPayload(const std::set<TopicKey>& topics) {
   return payload;
 }
 
+absl::Status TopicNotFound(const std::string& topic) {
+  return absl::NotFoundError(absl::StrCat("topic \"", topic, "\" not found"));
+}
+
+absl::Status SubscriptionNotFound(const std::string& subscription) {
+  return absl::NotFoundError(absl::StrCat("subscription \"", subscription, "\" not found"));
+}
+
 TopicRecord ReadTopic(RowReader& row) {
   TopicRecord t;
   t.name = row.Text();

@@ -25,6 +25,11 @@ inline int64_t ToMs(absl::Duration d) { return absl::ToInt64Milliseconds(d); }
 // "any topic" when that would not fit.
 std::string NotifyPayload(const std::set<TopicKey>& topics);
 
+// The NOT_FOUND every store call returns for a topic or subscription that
+// does not exist (in the caller's tenant).
+absl::Status TopicNotFound(const std::string& topic);
+absl::Status SubscriptionNotFound(const std::string& subscription);
+
 // Read the columns of sql.h's PGBUS_TOPIC_COLUMNS, PGBUS_SUBSCRIPTION_COLUMNS
 // and PGBUS_MESSAGE_COLUMNS, in that order, from `row`'s next column on.
 TopicRecord ReadTopic(RowReader& row);

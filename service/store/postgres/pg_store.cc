@@ -5,7 +5,6 @@
 
 #include <utility>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "service/common/status_macros.h"
 #include "service/obs/log.h"
@@ -26,13 +25,13 @@ absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgStoreOptions& opt
   std::unique_ptr<PgStore> store(new PgStore(options));
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, store->pool_.Acquire());
   Transaction tx(*conn, NoTenant{});
-  absl::StatusOr<Rows> r = tx.RunAndCommit(sql::kSchemaVersion);
-  if (!r.ok() && absl::StrContains(r.status().message(), "SQLSTATE 42P01")) {
+  ASSIGN_OR_RETURN(Rows migrated, tx.Run(sql::kSchemaMigrated));
+  if (!migrated[0].Bool()) {
     return absl::FailedPreconditionError(
         "the pgbus schema is missing: run `pgbusd migrate` with the owner role first");
   }
-  if (!r.ok()) return r.status();
-  const int version = (*r)[0].Int4();
+  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kSchemaVersion));
+  const int version = r[0].Int4();
   if (version < LatestVersion()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the database schema is at version ", version, ", this pgbusd needs ",
@@ -42,9 +41,8 @@ absl::StatusOr<std::unique_ptr<PgStore>> PgStore::Open(const PgStoreOptions& opt
 }
 
 absl::StatusOr<std::optional<ApiKeyRecord>> PgStore::LookupApiKey(const std::string& key_id) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, NoTenant{});  // no tenant yet: the function returns one key
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kLookupApiKey, key_id));
+  // No tenant yet: the function returns one key.
+  ASSIGN_OR_RETURN(Rows r, RunOne(NoTenant{}, sql::kLookupApiKey, key_id));
   if (r.empty()) return std::nullopt;
   RowReader row = r[0];
   ApiKeyRecord k;
@@ -58,19 +56,14 @@ absl::StatusOr<std::optional<ApiKeyRecord>> PgStore::LookupApiKey(const std::str
 }
 
 absl::StatusOr<std::optional<TenantRecord>> PgStore::LookupTenant(const std::string& tenant) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kLookupTenant));
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kLookupTenant));
   if (r.empty()) return std::nullopt;
   RowReader row = r[0];
   return ReadTenant(row);
 }
 
 absl::Status PgStore::EnsureTenant(const std::string& tenant) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  tx.Add(sql::kEnsureTenant, tenant);
-  return tx.Commit();
+  return RunOne(tenant, sql::kEnsureTenant, tenant).status();
 }
 
 absl::StatusOr<int> PgStore::ReapExpired(int batch) {
@@ -85,10 +78,8 @@ absl::StatusOr<int> PgStore::ReapExpired(int batch) {
 
 absl::StatusOr<std::vector<obs::SubscriptionBacklog>> PgStore::SubscriptionBacklog(
     int max_rows) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
   // Its own transaction: the function sets the tenant per pass, locally.
-  Transaction tx(*conn, NoTenant{});
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kSubscriptionBacklog, max_rows));
+  ASSIGN_OR_RETURN(Rows r, RunOne(NoTenant{}, sql::kSubscriptionBacklog, max_rows));
   return r.Map([](RowReader& row) {
     obs::SubscriptionBacklog b;
     b.tenant = row.Text();
@@ -113,10 +104,8 @@ absl::Status PgStore::Ping() {
 }
 
 absl::StatusOr<int> PgStore::RefreshStatistics() {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
   // Its own transaction: ANALYZE holds its lock until the commit.
-  Transaction tx(*conn, NoTenant{});
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kRefreshStatistics));
+  ASSIGN_OR_RETURN(Rows r, RunOne(NoTenant{}, sql::kRefreshStatistics));
   return r[0].Int4();
 }
 

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "service/obs/metrics.h"
 #include "service/store/postgres/connection.h"
@@ -111,6 +112,16 @@ class PgStore : public Store, public Directory {
 
  private:
   explicit PgStore(const PgStoreOptions& options);
+  // A transaction of one statement on a pooled connection: `scope` is the
+  // tenant (or NoTenant{}), as Transaction takes it. Its rows outlive the
+  // connection's return to the pool.
+  template <typename Scope, typename... A>
+  absl::StatusOr<Rows> RunOne(const Scope& scope, const char* statement, A&&... args) {
+    absl::StatusOr<ConnectionPool::Lease> conn = pool_.Acquire();
+    if (!conn.ok()) return conn.status();
+    Transaction tx(**conn, scope);
+    return tx.RunAndCommit(statement, std::forward<A>(args)...);
+  }
   // Publishes every item in one transaction; per-item NOT_FOUND for a
   // missing topic. A non-OK return means the transaction failed as a whole.
   absl::Status PublishTransaction(const std::vector<const PublishItem*>& items,

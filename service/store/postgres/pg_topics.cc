@@ -1,7 +1,6 @@
 // PgStore (service/store/postgres/pg_store.h), in part: Topics and subscriptions.
 #include "service/store/postgres/pg_store.h"
 
-#include "absl/strings/str_cat.h"
 #include "service/common/status_macros.h"
 #include "service/common/topic_pattern.h"
 #include "service/store/postgres/pg_rows.h"
@@ -11,21 +10,17 @@ namespace pgbus::store::postgres {
 
 absl::StatusOr<TopicRecord> PgStore::CreateTopic(const std::string& tenant,
                                                  const TopicRecord& topic) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kCreateTopic, topic.name, ToMs(topic.retention),
-                                           topic.max_message_bytes, ToMs(topic.message_ttl),
-                                           ToMs(topic.dedup_window)));
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kCreateTopic, topic.name, ToMs(topic.retention),
+                                  topic.max_message_bytes, ToMs(topic.message_ttl),
+                                  ToMs(topic.dedup_window)));
   RowReader row = r[0];
   return ReadTopic(row);
 }
 
 absl::StatusOr<TopicRecord> PgStore::GetTopic(const std::string& tenant,
                                               const std::string& name) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kGetTopic, name));
-  if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", name, "\" not found"));
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kGetTopic, name));
+  if (r.empty()) return TopicNotFound(name);
   RowReader row = r[0];
   return ReadTopic(row);
 }
@@ -33,71 +28,49 @@ absl::StatusOr<TopicRecord> PgStore::GetTopic(const std::string& tenant,
 absl::StatusOr<std::vector<TopicRecord>> PgStore::ListTopics(const std::string& tenant,
                                                              const std::string& after,
                                                              int limit) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kListTopics, after, limit));
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kListTopics, after, limit));
   return r.Map(ReadTopic);
 }
 
 absl::Status PgStore::DeleteTopic(const std::string& tenant, const std::string& name) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kDeleteTopic, name));
-  if (r.empty()) return absl::NotFoundError(absl::StrCat("topic \"", name, "\" not found"));
-  return absl::OkStatus();
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kDeleteTopic, name));
+  return r.empty() ? TopicNotFound(name) : absl::OkStatus();
 }
 
 absl::StatusOr<SubscriptionRecord> PgStore::CreateSubscription(const std::string& tenant,
                                                                const SubscriptionRecord& sub) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  const bool pattern = IsTopicPattern(sub.topic);
   ASSIGN_OR_RETURN(
-      Rows r, pattern ? tx.RunAndCommit(sql::kCreatePatternSubscription, sub.name, sub.topic,
-                                        sub.filter, ToMs(sub.ack_deadline),
-                                        sub.max_delivery_attempts, sub.dead_letter_topic,
-                                        ToMs(sub.min_backoff), ToMs(sub.max_backoff),
-                                        sub.filter_path, TopicPatternRegex(sub.topic))
-                      : tx.RunAndCommit(sql::kCreateSubscription, sub.name, sub.topic,
-                                        sub.filter, ToMs(sub.ack_deadline),
-                                        sub.max_delivery_attempts, sub.dead_letter_topic,
-                                        ToMs(sub.min_backoff), ToMs(sub.max_backoff),
-                                        sub.filter_path));
-  if (r.empty()) {
-    return absl::NotFoundError(absl::StrCat("topic \"", sub.topic, "\" not found"));
-  }
+      Rows r, IsTopicPattern(sub.topic)
+                  ? RunOne(tenant, sql::kCreatePatternSubscription, sub.name, sub.topic,
+                           sub.filter, ToMs(sub.ack_deadline), sub.max_delivery_attempts,
+                           sub.dead_letter_topic, ToMs(sub.min_backoff), ToMs(sub.max_backoff),
+                           sub.filter_path, TopicPatternRegex(sub.topic))
+                  : RunOne(tenant, sql::kCreateSubscription, sub.name, sub.topic, sub.filter,
+                           ToMs(sub.ack_deadline), sub.max_delivery_attempts,
+                           sub.dead_letter_topic, ToMs(sub.min_backoff), ToMs(sub.max_backoff),
+                           sub.filter_path));
+  if (r.empty()) return TopicNotFound(sub.topic);
   RowReader row = r[0];
   return ReadSubscription(row);
 }
 
 absl::StatusOr<SubscriptionRecord> PgStore::GetSubscription(const std::string& tenant,
                                                             const std::string& name) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kGetSubscription, name));
-  if (r.empty()) {
-    return absl::NotFoundError(absl::StrCat("subscription \"", name, "\" not found"));
-  }
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kGetSubscription, name));
+  if (r.empty()) return SubscriptionNotFound(name);
   RowReader row = r[0];
   return ReadSubscription(row);
 }
 
 absl::StatusOr<std::vector<SubscriptionRecord>> PgStore::ListSubscriptions(
     const std::string& tenant, const std::string& topic, const std::string& after, int limit) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kListSubscriptions, topic, after, limit));
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kListSubscriptions, topic, after, limit));
   return r.Map(ReadSubscription);
 }
 
 absl::Status PgStore::DeleteSubscription(const std::string& tenant, const std::string& name) {
-  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
-  Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.RunAndCommit(sql::kDeleteSubscription, name));
-  if (r.empty()) {
-    return absl::NotFoundError(absl::StrCat("subscription \"", name, "\" not found"));
-  }
-  return absl::OkStatus();
+  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kDeleteSubscription, name));
+  return r.empty() ? SubscriptionNotFound(name) : absl::OkStatus();
 }
 
 }  // namespace pgbus::store::postgres

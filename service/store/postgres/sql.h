@@ -42,8 +42,10 @@ inline constexpr char kSetTenantAsyncCommit[] =
     "SELECT set_config('synchronous_commit', 'off', true), " PGBUS_PIN_PLANS
     ", set_config('pgbus.tenant_id', $1, true)";
 
-// The migrations applied (PgStore::Open refuses an older schema), and
-// the health check's statement.
+// Whether the migrations ever ran, and which were applied (PgStore::Open
+// refuses a missing or older schema); the health check's statement.
+inline constexpr char kSchemaMigrated[] =
+    "SELECT to_regclass('pgbus.schema_migrations') IS NOT NULL";
 inline constexpr char kSchemaVersion[] =
     "SELECT coalesce(max(version), 0) FROM pgbus.schema_migrations";
 inline constexpr char kPing[] = "SELECT 1";
@@ -661,6 +663,7 @@ struct Statement {
 inline constexpr Statement kAll[] = {
     {"kSetTenant", kSetTenant},
     {"kBegin", kBegin},
+    {"kSchemaMigrated", kSchemaMigrated},
     {"kSchemaVersion", kSchemaVersion},
     {"kPing", kPing},
     {"kCommit", kCommit},
