@@ -93,11 +93,13 @@ class PlanTest : public ::testing::Test {
     pqxx::work w(conn);
     w.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", kTenant);
     pqxx::row keys = w.exec1(
-        "SELECT array_agg(message_id)::text, array_agg(attempts)::text, array_agg(lease)::text"
-        " FROM (SELECT * FROM pgbus.deliveries WHERE subscription = 'q'"
+        "SELECT array_agg(message_id)::text, array_agg(attempts)::text, array_agg(lease)::text,"
+        "  array_agg(ctid)::text"
+        " FROM (SELECT *, ctid FROM pgbus.deliveries WHERE subscription = 'q'"
         "       AND visible_at > now() ORDER BY message_id DESC LIMIT 100) s");
     lease_keys_ = absl::StrCat("'", keys[0].as<std::string>(), "', '",
                                keys[1].as<std::string>(), "', '", keys[2].as<std::string>(), "'");
+    lease_rows_ = absl::StrCat("'", keys[3].as<std::string>(), "'");
   }
 
   // EXPLAIN ANALYZE of the statement, prepared once, executed `runs` times
@@ -166,6 +168,7 @@ class PlanTest : public ::testing::Test {
   }
 
   static std::string owner_dsn_, app_dsn_, lease_keys_;
+  static std::string lease_rows_;  // the ctids of lease_keys_' rows, as tid[]
 
  public:
   // The plan reads only what the statement works on.
@@ -180,7 +183,8 @@ class PlanTest : public ::testing::Test {
     }
   }
 };
-std::string PlanTest::owner_dsn_, PlanTest::app_dsn_, PlanTest::lease_keys_;
+std::string PlanTest::owner_dsn_, PlanTest::app_dsn_, PlanTest::lease_keys_,
+    PlanTest::lease_rows_;
 
 TEST_F(PlanTest, ClaimReadsOnlyReadyRows) {
   auto plan = Plan("text, int4, int8, int8, int8, bool", sql::kClaim,
@@ -198,25 +202,35 @@ TEST_F(PlanTest, ReleaseReadsOnlyDueRows) {
   EXPECT_NE(text.find("deliveries_held"), std::string::npos) << text;
 }
 
-TEST_F(PlanTest, AckNackAndExtendProbeEachKey) {
+TEST_F(PlanTest, LeasesAreLockedByOneProbeOfEachKey) {
+  auto plan = Plan("text, int8[], int4[], int8[]", sql::kLockLeases,
+                   absl::StrCat("'q', ", lease_keys_));
+  ExpectBounded(plan);
+  const std::string text = absl::StrJoin(plan, "\n");
+  // All 100 keys matched, each by one index probe that finds its row.
+  EXPECT_NE(text.find("rows=100 loops=1"), std::string::npos) << text;
+  static const std::regex kProbe(
+      R"(Index Scan using deliveries_pkey on deliveries e \(actual time=\S+ )"
+      R"(rows=1 loops=100\))");
+  EXPECT_TRUE(std::regex_search(text, kProbe)) << text;
+}
+
+TEST_F(PlanTest, AckNackAndExtendChangeTheLockedRowsByCtid) {
   for (const auto& [types, statement] :
-       std::vector<std::pair<std::string, const char*>>{
-           {"text, int8[], int4[], int8[]", sql::kAck},
-           {"text, int8[], int4[], int8[], text", sql::kNack},
-           {"text, int8[], int4[], int8[], int8", sql::kExtendLease},
-           {"text, int8[], int4[], int8[]", sql::kReleaseLeases}}) {
-    std::string args = absl::StrCat("'q', ", lease_keys_);
-    if (statement == sql::kNack) args += ", 'why'";
+       std::vector<std::pair<std::string, const char*>>{{"tid[]", sql::kAck},
+                                                        {"tid[], text, text", sql::kNack},
+                                                        {"tid[], int8", sql::kExtendLease},
+                                                        {"tid[], text", sql::kReleaseLeases}}) {
+    std::string args = lease_rows_;
+    if (statement == sql::kNack) args += ", 'q', 'why'";
     if (statement == sql::kExtendLease) args += ", 60000";
+    if (statement == sql::kReleaseLeases) args += ", 'q'";
     auto plan = Plan(types, statement, args);
     ExpectBounded(plan);
     const std::string text = absl::StrJoin(plan, "\n");
-    // All 100 keys matched, each by one index probe that finds its row.
-    EXPECT_NE(text.find("rows=100 loops=1"), std::string::npos) << text;
-    static const std::regex kProbe(
-        R"(Index Scan using deliveries_pkey on deliveries e \(actual time=\S+ )"
-        R"(rows=1 loops=100\))");
-    EXPECT_TRUE(std::regex_search(text, kProbe)) << text;
+    EXPECT_TRUE(std::regex_search(
+        text, std::regex(R"(Tid Scan on deliveries( d)? \(actual time=\S+ rows=100 loops=1\))")))
+        << text;
   }
 }
 

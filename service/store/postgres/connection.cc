@@ -234,6 +234,11 @@ absl::Time RowReader::Timestamp() {
   return absl::FromUnixMicros(ReadInt8(Next(kTimestamptz, 8)) + kPgEpochUnixMicros);
 }
 
+std::string RowReader::RowId() {
+  // Block number (4 bytes) and line pointer (2 bytes).
+  return std::string(Next(kTid, 6), 6);
+}
+
 std::vector<std::string> RowReader::TextArray() {
   // ndim, has-null flag, element type, then per dimension (size, lower
   // bound), then per element (length or -1, bytes).
@@ -279,6 +284,7 @@ Value Bind(ArrayBuilder&& array) {
     case kInt8: type = kInt8Array; break;
     case kText: type = kTextArray; break;
     case kBytea: type = kByteaArray; break;
+    case kTid: type = kTidArray; break;
     default:
       obs::Error("array_type_unknown", {{"type", std::to_string(array.element_type())}});
       std::abort();  // a bug in pgbusd: add the array type above

@@ -78,9 +78,9 @@ class Connection : public pqxx::connection_base {
 
 // Type OIDs of the parameters and columns pgbusd reads and writes.
 inline constexpr Oid kBool = 16, kInt4 = 23, kInt8 = 20, kText = 25, kBytea = 17,
-                     kFloat8 = 701, kVarchar = 1043, kTimestamptz = 1184;
+                     kFloat8 = 701, kVarchar = 1043, kTimestamptz = 1184, kTid = 27;
 inline constexpr Oid kBoolArray = 1000, kTextArray = 1009, kInt4Array = 1007,
-                     kInt8Array = 1016, kByteaArray = 1001;
+                     kInt8Array = 1016, kByteaArray = 1001, kTidArray = 1010;
 
 // A libpq result that clears itself.
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
@@ -165,6 +165,10 @@ class RowReader {
   absl::string_view BytesView();  // bytea, valid while the result lives
   absl::Time Timestamp();        // timestamptz
   std::vector<std::string> TextArray();  // one-dimensional text[]
+  // A row's physical address (tid) in its binary form, opaque: only for an
+  // ArrayBuilder(kTid) of a later statement of the same transaction, while
+  // that transaction holds the row's lock (a locked row cannot move).
+  std::string RowId();
   // The next column, or nullopt (and skipped) when it is NULL:
   // row.Maybe(&RowReader::Text).
   template <typename T>
@@ -287,6 +291,10 @@ class Transaction {
     std::vector<Value> values;
     values.reserve(sizeof...(A));
     (values.push_back(Bind(std::forward<A>(args))), ...);
+    return Queue(sql, std::move(values), /*returned=*/true);
+  }
+  // As Add, with the parameters already bound.
+  size_t AddValues(const char* sql, std::vector<Value> values) {
     return Queue(sql, std::move(values), /*returned=*/true);
   }
   // Sends what is queued in one round trip.

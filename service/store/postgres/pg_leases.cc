@@ -50,7 +50,7 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
 
 absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
     const char* statement, const std::string& tenant, const std::string& subscription,
-    const std::vector<LeaseKey>& keys, const std::optional<Value>& param5, bool count_acked,
+    const std::vector<LeaseKey>& keys, std::vector<Value> params, bool count_acked,
     const TopicKey* announce) {
   ArrayBuilder ids(kInt8), attempts(kInt4), leases(kInt8);
   for (const LeaseKey& k : keys) {
@@ -60,33 +60,36 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
   }
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
   Transaction tx(*conn, tenant);
-  // Two round trips: the change (with BEGIN and whether the subscription
-  // exists), then its accounting and announcement with the COMMIT.
-  if (param5) {
-    tx.Add(statement, subscription, std::move(ids), std::move(attempts), std::move(leases),
-           *param5);
-  } else {
-    tx.Add(statement, subscription, std::move(ids), std::move(attempts), std::move(leases));
-  }
+  // Two round trips: the rows that hold the leases, locked (with BEGIN and
+  // whether the subscription exists); then the change, its accounting and
+  // announcement, with the COMMIT.
+  tx.Add(sql::kLockLeases, subscription, std::move(ids), std::move(attempts),
+         std::move(leases));
   tx.Add(sql::kSubscriptionExists, subscription);
   ASSIGN_OR_RETURN(std::vector<Rows> res, tx.Send());
-  const Rows& changed = res[0];
-  if (changed.empty() && res[1].empty()) return SubscriptionNotFound(subscription);
-  // Up to 10000 ids a call: match through a set, not ids x rows.
+  const Rows& locked = res[0];
+  if (locked.empty() && res[1].empty()) return SubscriptionNotFound(subscription);
+  std::vector<bool> ok(keys.size(), false);
+  if (locked.empty()) return ok;  // rolled back: nothing was changed
+  // Up to 10000 keys a call: match through a set, not keys x rows. A key
+  // given twice locks its row twice; the row counts once.
   std::set<std::tuple<int64_t, int32_t, int64_t>> hits;
-  for (int r = 0; r < changed.size(); ++r) {
-    RowReader row = changed[r];
+  ArrayBuilder rows(kTid);
+  for (int r = 0; r < locked.size(); ++r) {
+    RowReader row = locked[r];
+    std::string row_id = row.RowId();
     const int64_t id = row.Int8();
     const int32_t attempt = row.Int4();
-    hits.emplace(id, attempt, row.Int8());
+    if (hits.emplace(id, attempt, row.Int8()).second) rows.Add(row_id);
   }
-  std::vector<bool> ok(keys.size(), false);
   for (size_t i = 0; i < keys.size(); ++i) {
     ok[i] = hits.count({keys[i].message_id, keys[i].attempt, keys[i].lease}) > 0;
   }
-  const int64_t rows = changed.size();
-  if (count_acked && rows > 0) tx.Add(sql::kCountSettled, subscription, rows, int64_t{0});
-  if (announce && rows > 0) tx.Add(sql::kNotifyPublish, NotifyPayload({*announce}));
+  const int64_t changed = hits.size();
+  params.insert(params.begin(), Bind(std::move(rows)));
+  tx.AddValues(statement, std::move(params));
+  if (count_acked) tx.Add(sql::kCountSettled, subscription, changed, int64_t{0});
+  if (announce) tx.Add(sql::kNotifyPublish, NotifyPayload({*announce}));
   RETURN_IF_ERROR(tx.Commit());
   return ok;
 }
@@ -94,7 +97,7 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
 absl::StatusOr<std::vector<bool>> PgStore::Ack(const std::string& tenant,
                                                const std::string& subscription,
                                                const std::vector<LeaseKey>& keys) {
-  return ApplyToLeases(sql::kAck, tenant, subscription, keys, std::nullopt,
+  return ApplyToLeases(sql::kAck, tenant, subscription, keys, {},
                        /*count_acked=*/true);
 }
 
@@ -104,9 +107,10 @@ absl::StatusOr<std::vector<bool>> PgStore::ModifyAckDeadline(const std::string& 
                                                              absl::Duration deadline,
                                                              const std::string& reason) {
   if (deadline <= absl::ZeroDuration()) {
-    return ApplyToLeases(sql::kNack, tenant, subscription, keys, Bind(reason));
+    return ApplyToLeases(sql::kNack, tenant, subscription, keys,
+                         {Bind(subscription), Bind(reason)});
   }
-  return ApplyToLeases(sql::kExtendLease, tenant, subscription, keys, Bind(ToMs(deadline)));
+  return ApplyToLeases(sql::kExtendLease, tenant, subscription, keys, {Bind(ToMs(deadline))});
 }
 
 absl::StatusOr<std::vector<bool>> PgStore::ReleaseLeases(const std::string& tenant,
@@ -114,7 +118,7 @@ absl::StatusOr<std::vector<bool>> PgStore::ReleaseLeases(const std::string& tena
                                                          const std::string& topic,
                                                          const std::vector<LeaseKey>& keys) {
   const TopicKey announce{tenant, topic};
-  return ApplyToLeases(sql::kReleaseLeases, tenant, subscription, keys, std::nullopt,
+  return ApplyToLeases(sql::kReleaseLeases, tenant, subscription, keys, {Bind(subscription)},
                        /*count_acked=*/false, &announce);
 }
 

@@ -126,17 +126,17 @@ class PgStore : public Store, public Directory {
   // missing topic. A non-OK return means the transaction failed as a whole.
   absl::Status PublishTransaction(const std::vector<const PublishItem*>& items,
                                   std::vector<absl::StatusOr<std::vector<int64_t>>>* results);
-  // Runs the lease statement `statement` (kAck, kNack, kExtendLease or
-  // kReleaseLeases: $1 subscription, $2..$4 the keys as int8[], int4[],
-  // int8[], then `param5` when given) and reports which keys it matched.
-  // With `count_acked`, the rows it returns are counted as acked in the
-  // stats ledger; with `announce`, listeners are told the topic has
-  // messages when any row changed; both in the same transaction.
+  // Locks the rows that hold `keys` (kLockLeases), then runs the lease
+  // statement `statement` on them (kAck, kNack, kExtendLease or
+  // kReleaseLeases: $1 the rows' ctids, then `params`) and reports which
+  // keys matched. With `count_acked`, the rows are counted as
+  // acked in the stats ledger; with `announce`, listeners are told the topic
+  // has messages when any row changed; both in the same transaction.
   absl::StatusOr<std::vector<bool>> ApplyToLeases(const char* statement,
                                                   const std::string& tenant,
                                                   const std::string& subscription,
                                                   const std::vector<LeaseKey>& keys,
-                                                  const std::optional<Value>& param5,
+                                                  std::vector<Value> params,
                                                   bool count_acked = false,
                                                   const TopicKey* announce = nullptr);
   void ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish);

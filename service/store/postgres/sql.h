@@ -332,66 +332,67 @@ inline constexpr char kClaim[] =
     " FROM c JOIN pgbus.messages m ON m.tenant_id = " PGBUS_TENANT " AND m.id = c.message_id"
     " ORDER BY m.priority DESC, m.id";
 
-// The rows of subscription $1 that hold the leases $2 message ids, $3
-// attempts, $4 lease tokens (parallel arrays), locked, as ctids. Each key is
-// one probe of the primary key (a correlated LIMIT 1 subquery: the planner
-// cannot turn it into a scan of the subscription, as a generic plan of a
-// join did on stale statistics: 0.7 s per ack with 100,000 queued). The
-// statements below then change exactly those rows by ctid (a TID scan);
-// the lock keeps each row where it is until then.
-#define PGBUS_LEASED_ROWS                                                           \
-  "ARRAY(SELECT x.row_id FROM unnest($2::bigint[], $3::int[], $4::bigint[])"        \
-  "  AS k(message_id, attempts, lease) CROSS JOIN LATERAL ("                        \
-  "    SELECT e.ctid AS row_id FROM pgbus.deliveries e"                             \
-  "    WHERE e.tenant_id = " PGBUS_TENANT " AND e.subscription = $1"                \
-  "      AND e.message_id = k.message_id AND e.attempts = k.attempts"               \
-  "      AND e.lease = k.lease LIMIT 1 FOR UPDATE) x)"
+// Locks the rows of subscription $1 that hold the leases $2 message ids,
+// $3 attempts, $4 lease tokens (parallel arrays); returns each row's ctid
+// with its key. Each key is one probe of the primary key (a correlated
+// LIMIT 1 subquery: the planner cannot turn it into a scan of the
+// subscription, as a generic plan of a join did on stale statistics: 0.7 s
+// per ack with 100,000 queued). The statements below then change exactly
+// those rows by ctid (a TID scan), in the same transaction: the lock keeps
+// each row where it is until then.
+inline constexpr char kLockLeases[] =
+    "SELECT x.row_id, k.message_id, k.attempts, k.lease"
+    " FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease)"
+    " CROSS JOIN LATERAL ("
+    "  SELECT e.ctid AS row_id FROM pgbus.deliveries e"
+    "  WHERE e.tenant_id = " PGBUS_TENANT " AND e.subscription = $1"
+    "    AND e.message_id = k.message_id AND e.attempts = k.attempts"
+    "    AND e.lease = k.lease LIMIT 1 FOR UPDATE) x";
 
-// Ends the leases (the messages are done). A delivery whose lease ran out
-// but that no stream has claimed again is still acked: the work was done,
-// and nobody else holds it. Returns (message id, attempt, lease) of each.
+// Ends the leases of the rows $1 (ctids kLockLeases locked): the messages
+// are done. A delivery whose lease ran out but that no stream has claimed
+// again is still acked: the work was done, and nobody else holds it.
 inline constexpr char kAck[] =
-    "DELETE FROM pgbus.deliveries d"
-    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY (" PGBUS_LEASED_ROWS ")"
-    " RETURNING d.message_id, d.attempts, d.lease";
+    "DELETE FROM pgbus.deliveries WHERE tenant_id = " PGBUS_TENANT " AND ctid = ANY ($1::tid[])";
 
-// As kAck, $5 the new deadline in ms (> 0).
+// As kAck, $2 the new deadline in ms (> 0).
 inline constexpr char kExtendLease[] =
-    "UPDATE pgbus.deliveries d SET visible_at = now() + " PGBUS_MS("$5")
-    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY (" PGBUS_LEASED_ROWS ")"
-    " RETURNING d.message_id, d.attempts, d.lease";
+    "UPDATE pgbus.deliveries SET visible_at = now() + " PGBUS_MS("$2")
+    " WHERE tenant_id = " PGBUS_TENANT " AND ctid = ANY ($1::tid[])";
 
-// As kAck: ends the lease; visible again after min_backoff doubled per
-// earlier attempt, at most max_backoff. $5 the reason ('': none). Returns
-// the lease the row had (the first key of that message id in $2).
-#define PGBUS_NACK_BACKOFF \
-  "least(s.max_backoff, s.min_backoff * power(2, least(greatest(d.attempts - 1, 0), 30)))"
-// Delivery d used up its subscription s's max_delivery_attempts.
-#define PGBUS_EXHAUSTED "(s.max_delivery_attempts > 0 AND d.attempts >= s.max_delivery_attempts)"
-// The end of a statement that ends leases (kNack, kReleaseLeases): the
-// leased rows with their subscription `s`; returns each key, with the lease
-// the row had (the first key of that message id in $2: the row's is NULL
-// now).
-#define PGBUS_END_LEASES                                                              \
-  " FROM pgbus.subscriptions s"                                                       \
-  " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY (" PGBUS_LEASED_ROWS ")"     \
-  " AND s.tenant_id = d.tenant_id AND s.name = d.subscription"                        \
-  " RETURNING d.message_id, d.attempts,"                                              \
-  " ($4::bigint[])[array_position($2::bigint[], d.message_id)]"
+// As kAck: ends the leases of subscription $2's rows; visible again after
+// min_backoff doubled per earlier attempt, at most max_backoff; $3 the
+// reason ('': none). Ready at
+// once without backoff, unless the delivery used up max_delivery_attempts
+// and waits for kDeadLetter (held and due: kReleaseDue decides).
 inline constexpr char kNack[] =
-    "UPDATE pgbus.deliveries d SET lease = NULL, last_nack_reason = NULLIF($5, ''),"
-    // Ready at once without backoff, unless the delivery is exhausted and
-    // waits for kDeadLetter (held and due: kReleaseDue decides).
-    " visible_at = CASE WHEN " PGBUS_NACK_BACKOFF " > interval '0' OR " PGBUS_EXHAUSTED
-    "   THEN now() + " PGBUS_NACK_BACKOFF " END" PGBUS_END_LEASES;
+    "UPDATE pgbus.deliveries d SET lease = NULL, last_nack_reason = NULLIF($3, ''),"
+    " visible_at = CASE"
+    "   WHEN least(s.max_backoff, s.min_backoff * power(2, least(greatest(d.attempts - 1, 0), 30)))"
+    "       > interval '0'"
+    "     OR (s.max_delivery_attempts > 0 AND d.attempts >= s.max_delivery_attempts)"
+    "   THEN now()"
+    "     + least(s.max_backoff, s.min_backoff * power(2, least(greatest(d.attempts - 1, 0), 30)))"
+    "   END"
+    // The subscription by its name, not by each row's: one probe, not one
+    // scan of the rows per subscription of the tenant.
+    " FROM pgbus.subscriptions s"
+    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY ($1::tid[])"
+    "   AND s.tenant_id = " PGBUS_TENANT " AND s.name = $2";
 
-// As kNack, for leases a stopping replica gives back: no backoff (the
+// As kNack ($2 subscription), for leases a stopping replica gives back: no backoff (the
 // consumer did not fail; its stream was ended), ready at once unless
 // exhausted (then held and due, for kDeadLetter, as an expired lease would
 // be). The attempt count stays.
 inline constexpr char kReleaseLeases[] =
-    "UPDATE pgbus.deliveries d SET lease = NULL,"
-    " visible_at = CASE WHEN " PGBUS_EXHAUSTED " THEN now() END" PGBUS_END_LEASES;
+    "UPDATE pgbus.deliveries d SET lease = NULL, visible_at = CASE"
+    "   WHEN s.max_delivery_attempts > 0 AND d.attempts >= s.max_delivery_attempts"
+    "   THEN now() END"
+    // The subscription by its name, not by each row's: one probe, not one
+    // scan of the rows per subscription of the tenant.
+    " FROM pgbus.subscriptions s"
+    " WHERE d.tenant_id = " PGBUS_TENANT " AND d.ctid = ANY ($1::tid[])"
+    "   AND s.tenant_id = " PGBUS_TENANT " AND s.name = $2";
 
 // $1 id. Columns: message 0..13, inline payload 14 (whole: it is verified
 // before any range of it is returned), payload id 15, chunk size 16.
@@ -685,6 +686,7 @@ inline constexpr Statement kAll[] = {
     {"kSubscriptionExists", kSubscriptionExists},
     {"kReleaseDue", kReleaseDue},
     {"kClaim", kClaim},
+    {"kLockLeases", kLockLeases},
     {"kAck", kAck},
     {"kExtendLease", kExtendLease},
     {"kNack", kNack},
