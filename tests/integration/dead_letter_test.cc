@@ -115,6 +115,36 @@ TEST_F(DeadLetterTest, AfterMaxAttemptsTheMessageMovesWithItsHistory) {
   EXPECT_EQ(listed.messages(0).id(), d.id());
 }
 
+// A dead letter is a message published before: the dead-letter topic's
+// size limit does not refuse it (it would stay exhausted and held forever).
+TEST_F(DeadLetterTest, ADeadLetterLargerThanTheDeadLetterTopicsLimitStillMoves) {
+  v1::Topic small;
+  small.set_name("small-dlq");
+  small.set_max_message_bytes(16);
+  auto created = client_->CreateTopic(small);
+  ASSERT_TRUE(created.ok()) << created.status();
+  auto reading = client_->CreateSubscription("small-reader", "small-dlq");
+  ASSERT_TRUE(reading.ok()) << reading.status();
+  ASSERT_TRUE(CreateSubscription("strict", "orders", 2, "small-dlq").ok());
+  const std::string payload(100, 'x');
+  ASSERT_TRUE(client_->Publish("orders", payload).ok());
+  // What the limit refuses from a publisher.
+  auto refused = client_->Publish("small-dlq", payload);
+  ASSERT_FALSE(refused.ok());
+  auto sub = client_->Subscribe("strict");
+  for (int attempt = 1; attempt <= 2; ++attempt) {
+    auto got = Receive(*sub, 1, absl::Seconds(10));
+    ASSERT_EQ(got.size(), 1u) << "attempt " << attempt;
+    ASSERT_TRUE(Nack("strict", got[0].ack_id(), "too big to handle").ok());
+  }
+  auto reader = client_->Subscribe("small-reader");
+  auto dead = Receive(*reader, 1, absl::Seconds(10));
+  ASSERT_EQ(dead.size(), 1u);
+  EXPECT_EQ(dead[0].message().payload(), payload);
+  EXPECT_EQ(dead[0].message().attributes().at("pgbus.dead_letter.reason"), "too big to handle");
+  EXPECT_EQ(SubscriptionStats(*client_, "strict").dead_lettered(), 1);
+}
+
 TEST_F(DeadLetterTest, ADeadLetteredHeadReleasesItsOrderingKey) {
   std::vector<v1::PublishMessage> two(2);
   two[0].set_payload("first");

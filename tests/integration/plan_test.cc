@@ -237,15 +237,15 @@ TEST_F(PlanTest, AckNackAndExtendChangeTheLockedRowsByCtid) {
 TEST_F(PlanTest, PublishFansOutByKey) {
   auto plan = Plan(
       "text[], int8[], int8[], int4[], text[], text[], text[], int8[], bytea[], bytea[], "
-      "text[], text[], int8[], int8[]",
+      "text[], text[], int8[], int8[], bool",
       sql::kInsertMessages,
       "'{q}', '{NULL}', '{NULL}', '{0}', '{NULL}', '{NULL}', '{NULL}', '{5}', "
-      "ARRAY[sha256('hello'::bytea)], ARRAY['hello'::bytea], '{}', '{}', '{0}', '{NULL}'");
+      "ARRAY[sha256('hello'::bytea)], ARRAY['hello'::bytea], '{}', '{}', '{0}', '{NULL}', false");
   ExpectBounded(plan);
 }
 
 TEST_F(PlanTest, DeadLetteringReadsOnlyDueRows) {
-  auto plan = Plan("text, int4", sql::kDeadLetter, "'q', 100");
+  auto plan = Plan("text, int4", sql::kTakeExhausted, "'q', 100");
   ExpectBounded(plan);
 }
 
@@ -319,7 +319,7 @@ TEST_F(PlanTest, EveryLimitTakesExactlyItsCount) {
   const std::string exhaust =
       "UPDATE pgbus.deliveries SET attempts = 5"
       " WHERE subscription = 'q' AND visible_at <= now()";
-  EXPECT_EQ(RowsTaken("text, int4", sql::kDeadLetter, "'q', 4", exhaust), 4);
+  EXPECT_EQ(RowsTaken("text, int4", sql::kTakeExhausted, "'q', 4", exhaust), 4);
   const std::string expire =
       "UPDATE pgbus.messages SET expires_at = now() - interval '1 second'"
       " WHERE id IN (SELECT id FROM pgbus.messages ORDER BY id LIMIT 20)";

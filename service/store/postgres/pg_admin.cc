@@ -71,14 +71,10 @@ absl::StatusOr<std::vector<PgStore::Republished>> PgStore::RedriveDeadLetters(
   if (exists.empty()) return SubscriptionNotFound(subscription);
   ArrayBuilder id_array(kInt8);
   for (int64_t id : ids) id_array.Add(EncodeInt8(id));
-  ASSIGN_OR_RETURN(Rows r,
-                   tx.Run(sql::kRedriveDeadLetters, subscription, std::move(id_array), limit));
-  std::vector<Republished> out = r.Map([](RowReader& row) {
-    Republished m;
-    m.id = row.Int8();
-    m.topic = row.Text();
-    return m;
-  });
+  ASSIGN_OR_RETURN(Rows taken,
+                   tx.Run(sql::kTakeDeadLetters, subscription, std::move(id_array), limit));
+  if (taken.empty()) return std::vector<Republished>{};
+  ASSIGN_OR_RETURN(std::vector<Republished> out, PublishTaken(tx, taken));
   std::set<TopicKey> topics;
   for (const Republished& m : out) topics.insert(TopicKey{tenant, m.topic});
   if (!topics.empty()) tx.Add(sql::kNotifyPublish, NotifyPayload(topics));

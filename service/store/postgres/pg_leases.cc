@@ -127,10 +127,11 @@ absl::StatusOr<Store::DeadLettered> PgStore::DeadLetter(const std::string& tenan
                                                         int limit) {
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
   Transaction tx(*conn, tenant);
-  ASSIGN_OR_RETURN(Rows r, tx.Run(sql::kDeadLetter, subscription, limit));
-  if (r.empty()) return DeadLettered{};  // rolled back: nothing was changed
-  const std::string topic = r[0].Text();
-  const int64_t moved = r.size();
+  ASSIGN_OR_RETURN(Rows taken, tx.Run(sql::kTakeExhausted, subscription, limit));
+  if (taken.empty()) return DeadLettered{};  // rolled back: nothing was changed
+  ASSIGN_OR_RETURN(std::vector<Republished> moved_to, PublishTaken(tx, taken));
+  const std::string topic = moved_to[0].topic;
+  const int64_t moved = moved_to.size();
   tx.Add(sql::kCountSettled, subscription, int64_t{0}, moved);
   // Wakes the dead-letter topic's subscribers on every replica, once.
   tx.Add(sql::kNotifyPublish, NotifyPayload({TopicKey{tenant, topic}}));

@@ -12,6 +12,85 @@
 
 namespace pgbus::store::postgres {
 
+void MessageArrays::Add(const std::string& topic, const NewMessage& m) {
+  auto text_or_null = [](ArrayBuilder& b, const std::string& v) {
+    if (v.empty()) {
+      b.AddNull();
+    } else {
+      b.Add(v);
+    }
+  };
+  topic_.Add(topic);
+  if (m.ttl) {
+    ttl_.Add(EncodeInt8(ToMs(*m.ttl)));
+  } else {
+    ttl_.AddNull();
+  }
+  if (m.deliver_at) {
+    deliver_.Add(EncodeInt8(absl::ToUnixMicros(*m.deliver_at)));
+  } else {
+    deliver_.AddNull();
+  }
+  priority_.Add(EncodeInt4(m.priority));
+  text_or_null(correlation_, m.correlation_id);
+  text_or_null(ordering_, m.ordering_key);
+  text_or_null(idempotency_, m.idempotency_key);
+  size_.Add(EncodeInt8(static_cast<int64_t>(m.payload.size())));
+  sha_.Add(m.sha256);
+  payload_.Add(m.payload);
+  if (m.payload_id) {
+    payload_id_.Add(EncodeInt8(m.payload_id));
+  } else {
+    payload_id_.AddNull();
+  }
+  for (const auto& [k, v] : m.attributes) {
+    attr_key_.Add(k);
+    attr_value_.Add(v);
+  }
+  attr_count_.Add(EncodeInt8(static_cast<int64_t>(m.attributes.size())));
+}
+
+size_t MessageArrays::Insert(Transaction& tx, bool forwarded) {
+  return tx.Add(sql::kInsertMessages, std::move(topic_), std::move(ttl_), std::move(deliver_),
+                std::move(priority_), std::move(correlation_), std::move(ordering_),
+                std::move(idempotency_), std::move(size_), std::move(sha_),
+                std::move(payload_), std::move(attr_key_), std::move(attr_value_),
+                std::move(attr_count_), std::move(payload_id_), forwarded);
+}
+
+absl::StatusOr<std::vector<Store::Republished>> PublishTaken(Transaction& tx,
+                                                             const Rows& taken) {
+  MessageArrays arrays;
+  for (int r = 0; r < taken.size(); ++r) {
+    RowReader row = taken[r];
+    const std::string topic = row.Text();
+    NewMessage m;
+    m.priority = row.Int4();
+    m.correlation_id = row.Maybe(&RowReader::Text).value_or("");
+    std::vector<std::string> keys = row.TextArray();
+    std::vector<std::string> values = row.TextArray();
+    for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+      m.attributes.emplace(std::move(keys[i]), std::move(values[i]));
+    }
+    m.sha256 = row.Bytes();
+    m.payload = row.Maybe(&RowReader::Bytes).value_or("");
+    arrays.Add(topic, m);
+  }
+  const size_t insert = arrays.Insert(tx, /*forwarded=*/true);
+  ASSIGN_OR_RETURN(std::vector<Rows> res, tx.Send());
+  const Rows& stored = res[insert];
+  if (stored.size() != taken.size()) {
+    return absl::AbortedError(
+        "a topic was deleted while its messages were being moved; nothing was moved, try again");
+  }
+  return stored.Map([](RowReader& row) {
+    Store::Republished m;
+    m.id = row.Int8();
+    m.topic = row.Text();
+    return m;
+  });
+}
+
 std::vector<absl::StatusOr<std::vector<int64_t>>> PgStore::PublishBatch(
     const std::vector<const PublishItem*>& items) {
   std::vector<absl::StatusOr<std::vector<int64_t>>> results;
@@ -91,16 +170,7 @@ absl::Status PgStore::PublishTransaction(
     enum class Fate { kInsert, kOriginal, kRepeat };
     std::vector<std::vector<Fate>> fate(items.size());
     std::set<Key> inserted_keys;
-    ArrayBuilder topic(kText), ttl(kInt8), deliver(kInt8), priority(kInt4), correlation(kText),
-        ordering(kText), idempotency(kText), size(kInt8), sha(kBytea), payload(kBytea),
-        attr_key(kText), attr_value(kText), attr_count(kInt8), payload_id(kInt8);
-    auto text_or_null = [](ArrayBuilder& b, const std::string& v) {
-      if (v.empty()) {
-        b.AddNull();
-      } else {
-        b.Add(v);
-      }
-    };
+    MessageArrays arrays;
     size_t count = 0, bytes = 0;
     for (size_t i : indexes) {
       for (const NewMessage& m : items[i]->messages) {
@@ -108,7 +178,7 @@ absl::Status PgStore::PublishTransaction(
         bytes += m.payload.size();
       }
     }
-    payload.Reserve(count, bytes);
+    arrays.Reserve(count, bytes);
     for (size_t i : indexes) {
       for (const NewMessage& m : items[i]->messages) {
         if (!m.idempotency_key.empty()) {
@@ -123,42 +193,10 @@ absl::Status PgStore::PublishTransaction(
           }
         }
         fate[i].push_back(Fate::kInsert);
-        topic.Add(items[i]->topic);
-        if (m.ttl) {
-          ttl.Add(EncodeInt8(ToMs(*m.ttl)));
-        } else {
-          ttl.AddNull();
-        }
-        if (m.deliver_at) {
-          deliver.Add(EncodeInt8(absl::ToUnixMicros(*m.deliver_at)));
-        } else {
-          deliver.AddNull();
-        }
-        priority.Add(EncodeInt4(m.priority));
-        text_or_null(correlation, m.correlation_id);
-        text_or_null(ordering, m.ordering_key);
-        text_or_null(idempotency, m.idempotency_key);
-        size.Add(EncodeInt8(static_cast<int64_t>(m.payload.size())));
-        sha.Add(m.sha256);
-        payload.Add(m.payload);
-        if (m.payload_id) {
-          payload_id.Add(EncodeInt8(m.payload_id));
-        } else {
-          payload_id.AddNull();
-        }
-        for (const auto& [k, v] : m.attributes) {
-          attr_key.Add(k);
-          attr_value.Add(v);
-        }
-        attr_count.Add(EncodeInt8(static_cast<int64_t>(m.attributes.size())));
+        arrays.Add(items[i]->topic, m);
       }
     }
-    const size_t insert = tx.Add(
-        sql::kInsertMessages, std::move(topic), std::move(ttl), std::move(deliver),
-        std::move(priority), std::move(correlation), std::move(ordering),
-        std::move(idempotency), std::move(size), std::move(sha), std::move(payload),
-        std::move(attr_key), std::move(attr_value), std::move(attr_count),
-        std::move(payload_id));
+    const size_t insert = arrays.Insert(tx, /*forwarded=*/false);
     if (last) {
       // One notification per transaction, however many messages: NOTIFY
       // serialises commits cluster-wide (PreCommit_Notify). Sent before

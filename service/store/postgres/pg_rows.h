@@ -40,6 +40,33 @@ MessageRecord ReadMessage(RowReader& row);
 // columns only), metadata only.
 std::vector<MessageRecord> ReadListing(const Rows& rows);
 
+// The parameters of sql::kInsertMessages: one element per message, in
+// publish order.
+class MessageArrays {
+ public:
+  // Room for `count` messages with `bytes` of inline payload in all.
+  void Reserve(size_t count, size_t bytes) { payload_.Reserve(count, bytes); }
+  void Add(const std::string& topic, const NewMessage& m);
+  // Queues kInsertMessages with the arrays, which are spent. `forwarded`:
+  // the messages were published before (dead letters, redriven ones), so
+  // the topic's size limit does not refuse them. Returns the index of its
+  // rows, (id, topic) per message stored, in order.
+  size_t Insert(Transaction& tx, bool forwarded);
+
+ private:
+  ArrayBuilder topic_{kText}, ttl_{kInt8}, deliver_{kInt8}, priority_{kInt4},
+      correlation_{kText}, ordering_{kText}, idempotency_{kText}, size_{kInt8},
+      sha_{kBytea}, payload_{kBytea}, attr_key_{kText}, attr_value_{kText},
+      attr_count_{kInt8}, payload_id_{kInt8};
+};
+
+// Publishes again, in `tx`, the messages a statement took (the rows of
+// sql::kTakeExhausted or sql::kTakeDeadLetters); returns the new ones in
+// order. ABORTED when a topic was deleted meanwhile: the caller's
+// transaction rolls back, and nothing moves.
+absl::StatusOr<std::vector<Store::Republished>> PublishTaken(Transaction& tx,
+                                                             const Rows& taken);
+
 }  // namespace pgbus::store::postgres
 
 #endif  // PGBUS_SERVICE_STORE_POSTGRES_PG_ROWS_H_

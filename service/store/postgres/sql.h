@@ -127,6 +127,8 @@ inline constexpr char kDeleteSubscription[] =
 // $9 sha256, $10 inline payload, $14 uploaded payload id (NULL: inline);
 // $13 how many attributes each has; their keys and values are the
 // messages' slices, in order, of $11 and $12.
+// $15: the messages were published before (dead letters, redriven ones):
+// the topic's size limit does not refuse them now.
 // Returns (id, topic) of the new rows; ids ascend in publish order (rows
 // are inserted in `ord` order and the identity increases). Messages of a
 // topic that does not exist are not inserted, so their topic is missing.
@@ -213,7 +215,8 @@ inline constexpr char kInsertMessages[] =
     "      jsonb_object(($11::text[])[src.attr_end - src.attr_count + 1 : src.attr_end],"
     "                   ($12::text[])[src.attr_end - src.attr_count + 1 : src.attr_end])"
     "      ELSE '{}'::jsonb END,"
-    "    CASE WHEN src.max_message_bytes > 0 AND src.real_size > src.max_message_bytes"
+    "    CASE WHEN NOT $15::bool AND src.max_message_bytes > 0"
+    "        AND src.real_size > src.max_message_bytes"
     "      THEN pgbus.reject_oversize(src.topic, src.real_size, src.max_message_bytes)"
     "      ELSE src.real_size END,"
     "    src.real_sha256, src.payload, src.payload_id"
@@ -274,7 +277,7 @@ inline constexpr char kSubscriptionExists[] =
 //
 // Makes up to $2 held deliveries of subscription $1 whose time has come
 // ready again, earliest first, skipping rows other claimers hold. A delivery
-// that used up max_delivery_attempts stays held for kDeadLetter while its
+// that used up max_delivery_attempts stays held for kTakeExhausted while its
 // dead-letter topic exists (otherwise it goes on being delivered rather than
 // be stuck). Reads only due rows (deliveries_held), never the backlog.
 inline constexpr char kReleaseDue[] =
@@ -364,7 +367,7 @@ inline constexpr char kExtendLease[] =
 // min_backoff doubled per earlier attempt, at most max_backoff; $3 the
 // reason ('': none). Ready at
 // once without backoff, unless the delivery used up max_delivery_attempts
-// and waits for kDeadLetter (held and due: kReleaseDue decides).
+// and waits for kTakeExhausted (held and due: kReleaseDue decides).
 inline constexpr char kNack[] =
     "UPDATE pgbus.deliveries d SET lease = NULL, last_nack_reason = NULLIF($3, ''),"
     " visible_at = CASE"
@@ -382,7 +385,7 @@ inline constexpr char kNack[] =
 
 // As kNack ($2 subscription), for leases a stopping replica gives back: no backoff (the
 // consumer did not fail; its stream was ended), ready at once unless
-// exhausted (then held and due, for kDeadLetter, as an expired lease would
+// exhausted (then held and due, for kTakeExhausted, as an expired lease would
 // be). The attempt count stays.
 inline constexpr char kReleaseLeases[] =
     "UPDATE pgbus.deliveries d SET lease = NULL, visible_at = CASE"
@@ -494,16 +497,16 @@ inline constexpr char kSubscriptionCounters[] =
   alias ".attributes ? 'pgbus.dead_letter.subscription' AND " alias        \
   ".attributes ->> 'pgbus.dead_letter.subscription' = " sub
 
-// Moves up to $2 deliveries of subscription $1 that used up
-// max_delivery_attempts and are due again into new messages of its
-// dead-letter topic (fanned out to that topic's subscriptions), in one
-// statement: a failure moves nothing. An uploaded payload is not copied:
-// the dead letter names the original message, Retrieve-able while retained.
-// Returns the dead-letter topic, once per message moved.
-inline constexpr char kDeadLetter[] =
+// Deletes up to $2 deliveries of subscription $1 that used up
+// max_delivery_attempts and are due again, and returns each as a new
+// message of the subscription's dead-letter topic, for kInsertMessages in
+// the same transaction (a failure moves nothing). An uploaded payload is not
+// copied: the dead letter names the original message, Retrieve-able while
+// retained. Columns: topic, priority, correlation id, attribute keys,
+// attribute values, sha256, payload.
+inline constexpr char kTakeExhausted[] =
     "WITH ds AS ("
-    "  SELECT s.name, s.max_delivery_attempts, s.dead_letter_topic,"
-    "    coalesce(t.message_ttl, t.retention) AS ttl"
+    "  SELECT s.name, s.max_delivery_attempts, s.dead_letter_topic"
     "  FROM pgbus.subscriptions s JOIN pgbus.topics t"
     "    ON t.tenant_id = s.tenant_id AND t.name = s.dead_letter_topic"
     "  WHERE s.tenant_id = " PGBUS_TENANT " AND s.name = $1 AND s.max_delivery_attempts > 0), "
@@ -519,31 +522,24 @@ inline constexpr char kDeadLetter[] =
     "        AND e.visible_at <= now()"
     "        AND (e.expires_at IS NULL OR e.expires_at > now())"
     "      ORDER BY e.visible_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
-    "  RETURNING d.message_id, d.attempts, d.last_nack_reason), "
-    "m AS ("
-    "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, priority, correlation_id,"
-    "    attributes, size, sha256, payload)"
-    "  SELECT o.tenant_id, ds.dead_letter_topic, now() + ds.ttl, o.priority, o.correlation_id,"
-    "    o.attributes || jsonb_build_object("
-    "      'pgbus.dead_letter.subscription', ds.name,"
-    "      'pgbus.dead_letter.topic', o.topic,"
-    "      'pgbus.dead_letter.message_id', o.id::text,"
-    "      'pgbus.dead_letter.attempts', dead.attempts::text,"
-    "      'pgbus.dead_letter.reason', coalesce(dead.last_nack_reason, ''))"
-    "      || CASE WHEN o.payload_id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object("
-    "        'pgbus.dead_letter.payload', 'uploaded: Retrieve pgbus.dead_letter.message_id')"
-    "      END,"
-    "    CASE WHEN o.payload_id IS NULL THEN o.size ELSE 0 END,"
-    "    CASE WHEN o.payload_id IS NULL THEN o.sha256 ELSE sha256(''::bytea) END,"
-    "    CASE WHEN o.payload_id IS NULL THEN o.payload ELSE ''::bytea END"
-    "  FROM dead JOIN pgbus.messages o ON o.tenant_id = " PGBUS_TENANT
-    "    AND o.id = dead.message_id CROSS JOIN ds"
-    "  ORDER BY o.id"
-    "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at, payload_id, ordering_key, attributes), "
-    PGBUS_ACCOUNT_PUBLISHED
-    PGBUS_FAN_OUT
-    "SELECT topic FROM m";
+    "  RETURNING d.message_id, d.attempts, d.last_nack_reason) "
+    "SELECT ds.dead_letter_topic, o.priority, o.correlation_id,"
+    "  ARRAY(SELECT key FROM jsonb_each_text(a.attributes)),"
+    "  ARRAY(SELECT value FROM jsonb_each_text(a.attributes)),"
+    "  CASE WHEN o.payload_id IS NULL THEN o.sha256 ELSE sha256(''::bytea) END,"
+    "  CASE WHEN o.payload_id IS NULL THEN o.payload ELSE ''::bytea END"
+    " FROM dead JOIN pgbus.messages o ON o.tenant_id = " PGBUS_TENANT
+    "   AND o.id = dead.message_id"
+    " CROSS JOIN ds CROSS JOIN LATERAL (SELECT o.attributes || jsonb_build_object("
+    "     'pgbus.dead_letter.subscription', ds.name,"
+    "     'pgbus.dead_letter.topic', o.topic,"
+    "     'pgbus.dead_letter.message_id', o.id::text,"
+    "     'pgbus.dead_letter.attempts', dead.attempts::text,"
+    "     'pgbus.dead_letter.reason', coalesce(dead.last_nack_reason, ''))"
+    "   || CASE WHEN o.payload_id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object("
+    "     'pgbus.dead_letter.payload', 'uploaded: Retrieve pgbus.dead_letter.message_id')"
+    "   END AS attributes) a"
+    " ORDER BY o.id";
 
 // Dead letters of subscription $1 after id $2, at most $3.
 inline constexpr char kListDeadLetters[] =
@@ -552,12 +548,12 @@ inline constexpr char kListDeadLetters[] =
     " AND m.id > $2 AND (m.expires_at IS NULL OR m.expires_at > now())"
     " ORDER BY m.id LIMIT $3";
 
-// Re-publishes up to $3 dead letters of subscription $1 ($2: these ids
-// only, '{}': the oldest) to their original topics, without the
-// `pgbus.dead_letter.*` attributes, and deletes them from the dead-letter
-// topic. Dead letters of uploaded payloads, and of topics deleted since,
-// stay where they are. Returns the new ids.
-inline constexpr char kRedriveDeadLetters[] =
+// Deletes up to $3 dead letters of subscription $1 ($2: these ids only,
+// '{}': the oldest) and returns each as a message of its original topic,
+// without the `pgbus.dead_letter.*` attributes, for kInsertMessages in the
+// same transaction. Dead letters of uploaded payloads, and of topics
+// deleted since, stay where they are. Columns as kTakeExhausted's.
+inline constexpr char kTakeDeadLetters[] =
     "WITH dl AS ("
     "  DELETE FROM pgbus.messages x"
     // An array of the locked rows' ctids: the LIMIT ... SKIP LOCKED
@@ -572,24 +568,16 @@ inline constexpr char kRedriveDeadLetters[] =
     "      AND EXISTS (SELECT 1 FROM pgbus.topics t WHERE t.tenant_id = y.tenant_id"
     "        AND t.name = y.attributes ->> 'pgbus.dead_letter.topic')"
     "    ORDER BY y.id LIMIT $3 FOR UPDATE SKIP LOCKED))"
-    "  RETURNING x.*), "
-    "m AS ("
-    "  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, priority, correlation_id,"
-    "    attributes, size, sha256, payload)"
-    "  SELECT dl.tenant_id, t.name, now() + coalesce(t.message_ttl, t.retention), dl.priority,"
-    "    dl.correlation_id,"
-    "    dl.attributes - ARRAY['pgbus.dead_letter.subscription', 'pgbus.dead_letter.topic',"
-    "      'pgbus.dead_letter.message_id', 'pgbus.dead_letter.attempts',"
-    "      'pgbus.dead_letter.reason'],"
-    "    dl.size, dl.sha256, dl.payload"
-    "  FROM dl JOIN pgbus.topics t ON t.tenant_id = dl.tenant_id"
-    "    AND t.name = dl.attributes ->> 'pgbus.dead_letter.topic'"
-    "  ORDER BY dl.id"
-    "  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,"
-    "    expires_at, payload_id, ordering_key, attributes), "
-    PGBUS_ACCOUNT_PUBLISHED
-    PGBUS_FAN_OUT
-    "SELECT id, topic FROM m ORDER BY id";
+    "  RETURNING x.id, x.priority, x.correlation_id, x.attributes, x.sha256, x.payload) "
+    "SELECT dl.attributes ->> 'pgbus.dead_letter.topic', dl.priority, dl.correlation_id,"
+    "  ARRAY(SELECT key FROM jsonb_each_text(a.attributes)),"
+    "  ARRAY(SELECT value FROM jsonb_each_text(a.attributes)),"
+    "  dl.sha256, dl.payload"
+    " FROM dl CROSS JOIN LATERAL (SELECT dl.attributes - ARRAY["
+    "   'pgbus.dead_letter.subscription', 'pgbus.dead_letter.topic',"
+    "   'pgbus.dead_letter.message_id', 'pgbus.dead_letter.attempts',"
+    "   'pgbus.dead_letter.reason'] AS attributes) a"
+    " ORDER BY dl.id";
 
 inline constexpr char kTopicStats[] =
     "SELECT count(*) FROM pgbus.messages WHERE tenant_id = " PGBUS_TENANT
@@ -707,9 +695,9 @@ inline constexpr Statement kAll[] = {
     {"kCountSettled", kCountSettled},
     {"kTopicCounters", kTopicCounters},
     {"kSubscriptionCounters", kSubscriptionCounters},
-    {"kDeadLetter", kDeadLetter},
+    {"kTakeExhausted", kTakeExhausted},
     {"kListDeadLetters", kListDeadLetters},
-    {"kRedriveDeadLetters", kRedriveDeadLetters},
+    {"kTakeDeadLetters", kTakeDeadLetters},
     {"kTopicStats", kTopicStats},
     {"kSubscriptionStats", kSubscriptionStats},
     {"kLookupApiKey", kLookupApiKey},
