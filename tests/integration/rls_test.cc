@@ -84,6 +84,33 @@ TEST_F(RlsTest, EveryTableWithTenantDataIsIsolated) {
   EXPECT_EQ(catalog, tested);
 }
 
+// The views over tenant tables (migration 0021) read as their caller, so
+// the tables' policies bind the app role through them too; from the
+// catalog, so a view added later without security_invoker fails here.
+TEST_F(RlsTest, EveryViewReadsAsItsCaller) {
+  pqxx::connection conn(testing::AppDsn());
+  pqxx::work txn(conn);
+  int views = 0;
+  for (const auto& row : txn.exec(
+           "SELECT c.relname, coalesce('security_invoker=true' = ANY (c.reloptions), false)"
+           " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+           " WHERE n.nspname = 'pgbus' AND c.relkind = 'v'")) {
+    ++views;
+    EXPECT_TRUE(row[1].as<bool>()) << row[0].as<std::string>() << " is not security_invoker";
+  }
+  EXPECT_GE(views, 3);
+  txn.exec("SELECT set_config('pgbus.tenant_id', 'tenant-a', true)");
+  for (const char* view : {"topic_rows", "subscription_rows", "live_messages"}) {
+    EXPECT_EQ(txn.exec_params("SELECT 1 FROM pgbus." + std::string(view) + " WHERE tenant_id = $1",
+                              b_.tenant())
+                  .size(),
+              0u)
+        << view;
+  }
+  txn.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", b_.tenant());
+  EXPECT_EQ(txn.exec("SELECT 1 FROM pgbus.live_messages").size(), 1u);
+}
+
 TEST_F(RlsTest, NoTenantSetSeesNothing) {
   pqxx::connection conn(testing::AppDsn());
   pqxx::work txn(conn);

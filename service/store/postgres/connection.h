@@ -3,7 +3,7 @@
 // Postgres errors to absl::Status.
 //
 // libpqxx opens the session (and carries LISTEN, pg_notifications.cc, and
-// the migrations' scripts, migrator.cc); every statement of sql.h goes
+// the migrations' scripts, migrator.cc); every statement of sql/ goes
 // through libpq's extended protocol here instead, as a named prepared
 // statement with binary parameters and binary results: libpqxx 6.4 has text
 // results only, so a bytea would come back hex-encoded (twice the bytes,
@@ -62,8 +62,8 @@ class Connection : public pqxx::connection_base {
   PGconn* raw() const { return policy_.raw(); }
 
   // The name of `sql` prepared with parameters of `types` in this session;
-  // prepares it on first use. `sql` is one of sql.h's constants: prepared
-  // statements are found by its address.
+  // prepares it on first use. `sql` is one of sql.h's constants (each a
+  // file of sql/): prepared statements are found by its address.
   absl::StatusOr<std::string> Prepared(const char* sql, const std::vector<Oid>& types);
 
   // Set when an error showed the session is unusable; the pool drops it.
@@ -272,8 +272,7 @@ struct NoTenant {};
 //
 // The settings: pgbus.tenant_id, which row-level security reads, local to
 // the transaction (set_config(..., true): a pooled connection never carries
-// it to the next request), and the plan settings (PGBUS_PIN_PLANS in
-// sql.h). With `async_commit`, the commit does not wait for the WAL flush:
+// it to the next request), and the plan settings (sql/set_tenant.sql). With `async_commit`, the commit does not wait for the WAL flush:
 // only for work whose loss in a crash is harmless (see
 // sql::kSetTenantAsyncCommit).
 class Transaction {

@@ -8,7 +8,6 @@
 #include "absl/strings/str_split.h"
 #include "service/obs/log.h"
 #include "service/store/postgres/pg_rows.h"
-#include "service/store/postgres/sql.h"
 
 namespace pgbus::store::postgres {
 
@@ -18,7 +17,7 @@ class PublishReceiver : public pqxx::notification_receiver {
  public:
   PublishReceiver(pqxx::connection_base& conn,
                   std::function<void(const std::vector<TopicKey>&)> on_publish)
-      : pqxx::notification_receiver(conn, sql::kPublishChannel),
+      : pqxx::notification_receiver(conn, kPublishChannel),
         on_publish_(std::move(on_publish)) {}
 
   void operator()(const std::string& payload, int /*backend_pid*/) override {

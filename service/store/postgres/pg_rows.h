@@ -15,6 +15,9 @@
 
 namespace pgbus::store::postgres {
 
+// The channel of sql::kNotifyPublish, which the LISTEN connection hears.
+inline constexpr char kPublishChannel[] = "pgbus_publish";
+
 // NOTIFY payloads are capped near 8000 bytes; past this, announce "all".
 inline constexpr size_t kMaxNotifyPayload = 7000;
 
@@ -30,8 +33,9 @@ std::string NotifyPayload(const std::set<TopicKey>& topics);
 absl::Status TopicNotFound(const std::string& topic);
 absl::Status SubscriptionNotFound(const std::string& subscription);
 
-// Read the columns of sql.h's PGBUS_TOPIC_COLUMNS, PGBUS_SUBSCRIPTION_COLUMNS
-// and PGBUS_MESSAGE_COLUMNS, in that order, from `row`'s next column on.
+// Read a topic's, a subscription's and a message's columns, as the
+// statements of sql/ list them (sql/get_topic.sql, sql/get_subscription.sql,
+// sql/list_messages.sql), from `row`'s next column on.
 TopicRecord ReadTopic(RowReader& row);
 SubscriptionRecord ReadSubscription(RowReader& row);
 MessageRecord ReadMessage(RowReader& row);

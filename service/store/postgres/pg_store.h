@@ -122,6 +122,21 @@ class PgStore : public Store, public Directory {
     Transaction tx(**conn, scope);
     return tx.RunAndCommit(statement, std::forward<A>(args)...);
   }
+  // Runs `create` ($1 name, then `args`) and `get` ($1 name) in one
+  // transaction and round trip: the rows of `get`, which sees what `create`
+  // wrote (a create that fails runs no get).
+  template <typename... A>
+  absl::StatusOr<Rows> CreateAndGet(const std::string& tenant, const char* create,
+                                    const char* get, const std::string& name, A&&... args) {
+    absl::StatusOr<ConnectionPool::Lease> conn = pool_.Acquire();
+    if (!conn.ok()) return conn.status();
+    Transaction tx(**conn, tenant);
+    tx.Add(create, name, std::forward<A>(args)...);
+    const size_t read = tx.Add(get, name);
+    absl::StatusOr<std::vector<Rows>> res = tx.SendAndCommit();
+    if (!res.ok()) return res.status();
+    return std::move((*res)[read]);
+  }
   // Publishes every item in one transaction; per-item NOT_FOUND for a
   // missing topic. A non-OK return means the transaction failed as a whole.
   absl::Status PublishTransaction(const std::vector<const PublishItem*>& items,

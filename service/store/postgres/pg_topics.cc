@@ -10,9 +10,10 @@ namespace pgbus::store::postgres {
 
 absl::StatusOr<TopicRecord> PgStore::CreateTopic(const std::string& tenant,
                                                  const TopicRecord& topic) {
-  ASSIGN_OR_RETURN(Rows r, RunOne(tenant, sql::kCreateTopic, topic.name, ToMs(topic.retention),
-                                  topic.max_message_bytes, ToMs(topic.message_ttl),
-                                  ToMs(topic.dedup_window)));
+  ASSIGN_OR_RETURN(Rows r, CreateAndGet(tenant, sql::kCreateTopic, sql::kGetTopic, topic.name,
+                                        ToMs(topic.retention), topic.max_message_bytes,
+                                        ToMs(topic.message_ttl), ToMs(topic.dedup_window)));
+  if (r.empty()) return absl::InternalError("a created topic was not found");
   RowReader row = r[0];
   return ReadTopic(row);
 }
@@ -41,14 +42,17 @@ absl::StatusOr<SubscriptionRecord> PgStore::CreateSubscription(const std::string
                                                                const SubscriptionRecord& sub) {
   ASSIGN_OR_RETURN(
       Rows r, IsTopicPattern(sub.topic)
-                  ? RunOne(tenant, sql::kCreatePatternSubscription, sub.name, sub.topic,
-                           sub.filter, ToMs(sub.ack_deadline), sub.max_delivery_attempts,
-                           sub.dead_letter_topic, ToMs(sub.min_backoff), ToMs(sub.max_backoff),
-                           sub.filter_path, TopicPatternRegex(sub.topic))
-                  : RunOne(tenant, sql::kCreateSubscription, sub.name, sub.topic, sub.filter,
-                           ToMs(sub.ack_deadline), sub.max_delivery_attempts,
-                           sub.dead_letter_topic, ToMs(sub.min_backoff), ToMs(sub.max_backoff),
-                           sub.filter_path));
+                  ? CreateAndGet(tenant, sql::kCreatePatternSubscription,
+                                 sql::kGetSubscription, sub.name, sub.topic, sub.filter,
+                                 ToMs(sub.ack_deadline), sub.max_delivery_attempts,
+                                 sub.dead_letter_topic, ToMs(sub.min_backoff),
+                                 ToMs(sub.max_backoff), sub.filter_path,
+                                 TopicPatternRegex(sub.topic))
+                  : CreateAndGet(tenant, sql::kCreateSubscription, sql::kGetSubscription,
+                                 sub.name, sub.topic, sub.filter, ToMs(sub.ack_deadline),
+                                 sub.max_delivery_attempts, sub.dead_letter_topic,
+                                 ToMs(sub.min_backoff), ToMs(sub.max_backoff),
+                                 sub.filter_path));
   if (r.empty()) return TopicNotFound(sub.topic);
   RowReader row = r[0];
   return ReadSubscription(row);

@@ -14,7 +14,7 @@
 
 namespace pgbus::store::postgres {
 
-// Row of sql PGBUS_TENANT_COLUMNS.
+// A row of sql/owner/get_tenant.sql's columns.
 TenantRecord ReadTenant(RowReader& row);
 
 class TenantAdmin {

@@ -1,0 +1,2 @@
+-- A Transaction (connection.h) begins with this, then set_tenant.sql.
+BEGIN;

@@ -1,0 +1,2 @@
+-- A Transaction (connection.h) ends with this.
+COMMIT;

@@ -1,0 +1,2 @@
+-- Folds the stats counters to one row per topic and subscription (0009).
+SELECT pgbus.fold_counters();

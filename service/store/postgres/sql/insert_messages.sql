@@ -1,0 +1,113 @@
+-- Stores a whole group commit's messages (of one tenant) in one statement
+-- and fans each out to every subscription of its topic. Arrays, one element
+-- per message, in publish order: $1 topic, $2 ttl ms (NULL: the topic's),
+-- $3 deliver_at in µs since the Unix epoch (NULL: now), $4 priority,
+-- $5 correlation id, $6 ordering key, $7 idempotency key, $8 size,
+-- $9 sha256, $10 inline payload, $14 uploaded payload id (NULL: inline);
+-- $13 how many attributes each has; their keys and values are the
+-- messages' slices, in order, of $11 and $12. $15: the messages were
+-- published before (dead letters, redriven ones), so the topic's size
+-- limit does not refuse them now.
+--
+-- Returns (id, topic) of the new rows; ids ascend in publish order (rows
+-- are inserted in `ord` order and the identity increases). Messages of a
+-- topic that does not exist are not inserted, so their topic is missing.
+-- An oversize message or a bad payload handle raises (see migrations).
+--
+-- This is the one statement that inserts messages (dead-lettering and
+-- redrive take rows, then publish them here), so it also does what every
+-- stored message owes: the published counter of each topic and the
+-- tenant's stored-bytes ledger with its quota (`counted`, `charged`; were
+-- two statement triggers, migration 0018), and the fan-out (`fan_out`).
+WITH input AS (
+  SELECT i.*, (sum(i.attr_count) OVER (ORDER BY i.ord))::int AS attr_end
+  FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int4[], $5::text[],
+    $6::text[], $7::text[], $8::int8[], $9::bytea[], $10::bytea[], $13::int8[],
+    $14::int8[])
+    WITH ORDINALITY AS i(topic, ttl_ms, deliver_us, priority, correlation_id,
+      ordering_key, idempotency_key, size, sha256, payload, attr_count, payload_id,
+      ord)),
+src AS (
+  SELECT i.*, t.tenant_id, t.retention, coalesce(t.message_ttl, t.retention) AS ttl,
+    t.max_message_bytes,
+    CASE WHEN i.payload_id IS NULL THEN i.size
+      WHEN p.id IS NULL THEN pgbus.reject_handle(i.payload_id)
+      ELSE p.size END AS real_size,
+    coalesce(p.sha256, i.sha256) AS real_sha256
+  FROM input i
+  JOIN pgbus.topics t ON t.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
+    AND t.name = i.topic
+  LEFT JOIN pgbus.payloads p ON p.tenant_id = t.tenant_id AND p.id = i.payload_id
+    AND p.topic = t.name AND p.state = 'complete' AND p.message_id IS NULL),
+m AS (
+  INSERT INTO pgbus.messages (tenant_id, topic, expires_at, deliver_at, priority,
+    correlation_id, ordering_key, idempotency_key, attributes, size, sha256, payload,
+    payload_id)
+  SELECT src.tenant_id, src.topic,
+    now() + least(coalesce(src.ttl_ms * interval '1 millisecond', src.ttl), src.retention),
+    'epoch'::timestamptz + src.deliver_us * interval '1 microsecond',
+    src.priority, src.correlation_id, src.ordering_key, src.idempotency_key,
+    -- Each message's attributes are its slice of the key and value arrays
+    -- (a join to them grouped by message became a nested loop over all of
+    -- them per message: quadratic in the group commit's size).
+    CASE WHEN src.attr_count > 0 THEN
+      jsonb_object(($11::text[])[src.attr_end - src.attr_count + 1 : src.attr_end],
+                   ($12::text[])[src.attr_end - src.attr_count + 1 : src.attr_end])
+      ELSE '{}'::jsonb END,
+    CASE WHEN NOT $15::bool AND src.max_message_bytes > 0
+        AND src.real_size > src.max_message_bytes
+      THEN pgbus.reject_oversize(src.topic, src.real_size, src.max_message_bytes)
+      ELSE src.real_size END,
+    src.real_sha256, src.payload, src.payload_id
+  FROM src
+  ORDER BY src.ord
+  RETURNING tenant_id, id, topic, priority, size, published_at, deliver_at,
+    expires_at, payload_id, ordering_key, idempotency_key, attributes),
+k AS (
+  UPDATE pgbus.idempotency_keys ik SET message_id = m.id FROM m
+  WHERE ik.tenant_id = m.tenant_id AND ik.topic = m.topic
+    AND ik.key = m.idempotency_key),
+u AS (
+  -- The payload takes its message's expiry: the reaper may delete only
+  -- what expired (migration 0019).
+  UPDATE pgbus.payloads p SET message_id = m.id, expires_at = m.expires_at FROM m
+  WHERE p.tenant_id = m.tenant_id AND p.id = m.payload_id),
+-- The published counter of each topic, and the tenant's stored-bytes
+-- ledger (payloads stored inline count; an uploaded one was counted by its
+-- chunks) with the quota: when the tenant has max_stored_bytes and what is
+-- stored plus this statement's bytes exceeds it, the statement fails with
+-- SQLSTATE 54000 and stores nothing.
+counted AS (
+  INSERT INTO pgbus.counters (tenant_id, topic, published)
+  SELECT m.tenant_id, m.topic, count(*) FROM m GROUP BY m.tenant_id, m.topic),
+charged AS (
+  INSERT INTO pgbus.tenant_usage (tenant_id, bytes)
+  SELECT c.tenant_id, CASE WHEN c.bytes + s.used > t.max_stored_bytes
+    THEN pgbus.reject_stored_bytes(t.max_stored_bytes, s.used, c.bytes)
+    ELSE c.bytes END
+  FROM (SELECT m.tenant_id,
+      (sum(m.size) FILTER (WHERE m.payload_id IS NULL))::bigint AS bytes
+    FROM m GROUP BY m.tenant_id) c
+  LEFT JOIN pgbus.tenants t ON t.tenant_id = c.tenant_id
+  -- what is stored: read only when the tenant has a quota
+  CROSS JOIN LATERAL (SELECT coalesce(sum(u.bytes), 0)::bigint AS used
+    FROM pgbus.tenant_usage u
+    WHERE t.max_stored_bytes IS NOT NULL AND u.tenant_id = c.tenant_id) s
+  WHERE c.bytes > 0),
+-- One delivery per subscription of the topic or of a pattern matching it
+-- (0011) whose filter (0010) the message's attributes pass.
+fan_out AS (
+  INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,
+    visible_at, expires_at, ordering_key)
+  SELECT m.tenant_id, fs.name, m.id, m.priority, m.size,
+    CASE WHEN m.deliver_at > m.published_at THEN m.deliver_at END, m.expires_at,
+    m.ordering_key
+  FROM m JOIN LATERAL (
+    SELECT s1.name, s1.filter_path FROM pgbus.subscriptions s1
+    WHERE s1.tenant_id = m.tenant_id AND s1.topic = m.topic
+    UNION ALL
+    SELECT s2.name, s2.filter_path FROM pgbus.subscriptions s2
+    WHERE s2.tenant_id = m.tenant_id AND s2.topic_regex IS NOT NULL
+      AND m.topic ~ s2.topic_regex) fs ON true
+  WHERE fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path))
+SELECT id, topic FROM m ORDER BY id;

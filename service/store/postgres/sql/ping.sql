@@ -1,0 +1,2 @@
+-- Whether the session answers (the health check).
+SELECT 1;

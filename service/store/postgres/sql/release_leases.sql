@@ -1,0 +1,12 @@
+-- As nack.sql ($2 subscription), for leases a stopping replica gives
+-- back: no backoff (the consumer did not fail; its stream was ended), ready
+-- at once unless exhausted (then held and due, for take_exhausted.sql, as
+-- an expired lease would be). The attempt count stays.
+UPDATE pgbus.deliveries d SET lease = NULL,
+  visible_at = CASE
+    WHEN s.max_delivery_attempts > 0 AND d.attempts >= s.max_delivery_attempts THEN now()
+    END
+FROM pgbus.subscriptions s
+WHERE d.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
+  AND d.ctid = ANY ($1::tid[])
+  AND s.tenant_id = (SELECT current_setting('pgbus.tenant_id', true)) AND s.name = $2;
