@@ -72,6 +72,31 @@ TEST_F(SubscribeTest, OnlyMessagesPublishedAfterTheSubscriptionExist) {
   EXPECT_EQ(Payloads(got), (std::vector<std::string>{"after"}));
 }
 
+// GetStats's oldest unacked age is the oldest message still owed to the
+// subscription, ready or leased: acking it makes the next one's the age.
+TEST_F(SubscribeTest, StatsAgeIsTheOldestUnackedMessages) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(30)).ok());
+  ASSERT_TRUE(client_->Publish("t", "first").ok());
+  absl::SleepFor(absl::Seconds(2));
+  ASSERT_TRUE(client_->Publish("t", "second").ok());
+  auto before = SubscriptionStats(*client_, "s");
+  EXPECT_EQ(before.pending(), 2);
+  EXPECT_GE(before.oldest_unacked_age_seconds(), 2.0);
+  auto sub = client_->Subscribe("s");
+  auto got = Receive(*sub, 2, absl::Seconds(10));
+  ASSERT_EQ(got.size(), 2u);
+  ASSERT_EQ(got[0].message().payload(), "first");
+  auto leased = SubscriptionStats(*client_, "s");
+  EXPECT_EQ(leased.in_flight(), 2);
+  EXPECT_GE(leased.oldest_unacked_age_seconds(), before.oldest_unacked_age_seconds());
+  ASSERT_TRUE(client_->Ack("s", {got[0].ack_id()}).ok());
+  auto after = SubscriptionStats(*client_, "s");
+  EXPECT_EQ(after.in_flight(), 1);
+  // "second" was published 2 s after "first".
+  EXPECT_LT(after.oldest_unacked_age_seconds(), leased.oldest_unacked_age_seconds());
+  EXPECT_GT(after.oldest_unacked_age_seconds(), 0.0);
+}
+
 TEST_F(SubscribeTest, AckRemovesTheMessageForGood) {
   ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(1)).ok());
   ASSERT_TRUE(client_->Publish("t", {Msg("one"), Msg("two")}).ok());

@@ -67,11 +67,7 @@ absl::StatusOr<std::vector<Store::Republished>> PublishTaken(Transaction& tx,
     NewMessage m;
     m.priority = row.Int4();
     m.correlation_id = row.Maybe(&RowReader::Text).value_or("");
-    std::vector<std::string> keys = row.TextArray();
-    std::vector<std::string> values = row.TextArray();
-    for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
-      m.attributes.emplace(std::move(keys[i]), std::move(values[i]));
-    }
+    m.attributes = ReadAttributes(row);
     m.sha256 = row.Bytes();
     m.payload = row.Maybe(&RowReader::Bytes).value_or("");
     arrays.Add(topic, m);

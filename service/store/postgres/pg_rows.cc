@@ -44,6 +44,16 @@ SubscriptionRecord ReadSubscription(RowReader& row) {
   return s;
 }
 
+Attributes ReadAttributes(RowReader& row) {
+  std::vector<std::string> keys = row.TextArray();
+  std::vector<std::string> values = row.TextArray();
+  Attributes out;
+  for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
+    out.emplace(std::move(keys[i]), std::move(values[i]));
+  }
+  return out;
+}
+
 MessageRecord ReadMessage(RowReader& row) {
   MessageRecord m;
   m.id = row.Int8();
@@ -57,11 +67,7 @@ MessageRecord ReadMessage(RowReader& row) {
   m.correlation_id = row.Maybe(&RowReader::Text).value_or("");
   m.ordering_key = row.Maybe(&RowReader::Text).value_or("");
   m.idempotency_key = row.Maybe(&RowReader::Text).value_or("");
-  std::vector<std::string> keys = row.TextArray();
-  std::vector<std::string> values = row.TextArray();
-  for (size_t i = 0; i < keys.size() && i < values.size(); ++i) {
-    m.attributes.emplace(std::move(keys[i]), std::move(values[i]));
-  }
+  m.attributes = ReadAttributes(row);
   m.payload_by_reference = row.Bool();
   return m;
 }

@@ -39,6 +39,8 @@ absl::Status SubscriptionNotFound(const std::string& subscription);
 TopicRecord ReadTopic(RowReader& row);
 SubscriptionRecord ReadSubscription(RowReader& row);
 MessageRecord ReadMessage(RowReader& row);
+// Two columns: the attributes' keys and their values, as text[] in one order.
+Attributes ReadAttributes(RowReader& row);
 
 // The rows of a listing statement (kListMessages, kListDeadLetters: message
 // columns only), metadata only.

@@ -1,17 +1,20 @@
--- Subscription $1's backlog: messages retained for it, deliveries ready,
--- in flight (leased), and the age in seconds of the oldest unacked one.
--- (pgbus.subscription_backlog, migration 0017, counts the same for every
--- subscription, for the metrics.)
+-- Subscription $1's backlog: messages retained for it, deliveries ready
+-- (or due again), in flight (leased), and the age in seconds of the oldest
+-- unacked message: the smallest message id (ids ascend with publish time),
+-- so one message is read, not one per delivery.
 SELECT
-(SELECT count(*) FROM pgbus.messages m WHERE m.tenant_id = s.tenant_id
-   AND (s.topic = m.topic OR (s.topic_regex IS NOT NULL AND m.topic ~ s.topic_regex))
-   AND (m.expires_at IS NULL OR m.expires_at > now())),
-count(d.message_id) FILTER (WHERE d.visible_at IS NULL OR d.visible_at <= now()),
-count(d.message_id) FILTER (WHERE d.visible_at > now() AND d.lease IS NOT NULL),
-coalesce(extract(epoch from now() - min(m.published_at)), 0)::float8
+  (SELECT count(*) FROM pgbus.live_messages m
+   WHERE m.tenant_id = s.tenant_id
+     AND (s.topic = m.topic OR (s.topic_regex IS NOT NULL AND m.topic ~ s.topic_regex))),
+  d.ready, d.in_flight,
+  coalesce((SELECT extract(epoch from now() - m.published_at) FROM pgbus.messages m
+            WHERE m.tenant_id = s.tenant_id AND m.id = d.oldest), 0)::float8
 FROM pgbus.subscriptions s
-LEFT JOIN pgbus.deliveries d ON d.tenant_id = s.tenant_id AND d.subscription = s.name
-  AND (d.expires_at IS NULL OR d.expires_at > now())
-LEFT JOIN pgbus.messages m ON m.tenant_id = d.tenant_id AND m.id = d.message_id
-WHERE s.tenant_id = (SELECT current_setting('pgbus.tenant_id', true)) AND s.name = $1
-GROUP BY s.tenant_id, s.name, s.topic, s.topic_regex;
+CROSS JOIN LATERAL (
+  SELECT count(*) FILTER (WHERE e.visible_at IS NULL OR e.visible_at <= now()) AS ready,
+    count(*) FILTER (WHERE e.visible_at > now() AND e.lease IS NOT NULL) AS in_flight,
+    min(e.message_id) AS oldest
+  FROM pgbus.deliveries e
+  WHERE e.tenant_id = s.tenant_id AND e.subscription = s.name
+    AND (e.expires_at IS NULL OR e.expires_at > now())) d
+WHERE s.tenant_id = (SELECT current_setting('pgbus.tenant_id', true)) AND s.name = $1;

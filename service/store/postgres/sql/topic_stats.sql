@@ -1,4 +1,3 @@
 -- How many messages topic $1 retains.
-SELECT count(*) FROM pgbus.messages
-WHERE tenant_id = (SELECT current_setting('pgbus.tenant_id', true)) AND topic = $1
-  AND (expires_at IS NULL OR expires_at > now());
+SELECT count(*) FROM pgbus.live_messages
+WHERE tenant_id = (SELECT current_setting('pgbus.tenant_id', true)) AND topic = $1;
