@@ -18,9 +18,9 @@ namespace {
 // stored.
 class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequest> {
  public:
-  UploadReactor(bus::Bus* bus, const CallContext& cc, grpc::CallbackServerContext* ctx,
+  UploadReactor(bus::Uploads* uploads, const CallContext& cc, grpc::CallbackServerContext* ctx,
                 v1::UploadPayloadResponse* resp)
-      : bus_(bus),
+      : uploads_(uploads),
         cc_(cc),
         creds_(CredentialsOf(ctx)),
         ctx_(ctx),
@@ -82,7 +82,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
     if (upload_) return absl::OkStatus();
     ASSIGN_OR_RETURN(principal_, cc_.auth->Authenticate(creds_));
     RETURN_IF_ERROR(principal_.Check(auth::Scope::kPublish, topic_));
-    ASSIGN_OR_RETURN(upload_, bus_->BeginUpload(principal_.tenant, topic_, compressed_,
+    ASSIGN_OR_RETURN(upload_, uploads_->BeginUpload(principal_.tenant, topic_, compressed_,
                                                 LimitsOf(principal_)));
     return absl::OkStatus();
   }
@@ -102,7 +102,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
   // OnDone() deletes whatever an unfinished upload stored, on the pool.
   void Fail(const absl::Status& status) { Finish(ToGrpcStatus(status)); }
 
-  bus::Bus* const bus_;
+  bus::Uploads* const uploads_;
   const CallContext cc_;
   const auth::Credentials creds_;
   auth::Principal principal_;  // set by Begin()
@@ -120,9 +120,9 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
 }  // namespace
 
 grpc::ServerReadReactor<v1::UploadPayloadRequest>* NewUploadReactor(
-    bus::Bus* bus, const CallContext& cc, grpc::CallbackServerContext* ctx,
+    bus::Uploads* uploads, const CallContext& cc, grpc::CallbackServerContext* ctx,
     v1::UploadPayloadResponse* resp) {
-  return new UploadReactor(bus, cc, ctx, resp);
+  return new UploadReactor(uploads, cc, ctx, resp);
 }
 
 }  // namespace pgbus::api

@@ -11,7 +11,7 @@ namespace pgbus::api {
 
 // A reactor that deletes itself when the call is done.
 grpc::ServerReadReactor<v1::UploadPayloadRequest>* NewUploadReactor(
-    bus::Bus* bus, const CallContext& cc, grpc::CallbackServerContext* ctx,
+    bus::Uploads* uploads, const CallContext& cc, grpc::CallbackServerContext* ctx,
     v1::UploadPayloadResponse* resp);
 
 }  // namespace pgbus::api

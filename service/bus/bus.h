@@ -70,7 +70,20 @@ struct SubscribeParams {
 // One Ack/ModifyAckDeadline outcome per ack id, in request order.
 using LeaseResults = std::vector<bool>;
 
-class Bus {
+// Starts UploadPayload's uploads: all that its reactor needs of the bus
+// (tests/unit/upload_reactor_test.cc gives it uploads over a fake store).
+class Uploads {
+ public:
+  virtual ~Uploads() = default;
+  // Starts an upload (blocking). NOT_FOUND for an unknown topic; Append
+  // refuses bytes past the tenant's max_message_bytes.
+  virtual absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const std::string& tenant,
+                                                              const std::string& topic,
+                                                              bool compressed,
+                                                              const TenantLimits& limits) = 0;
+};
+
+class Bus : public Uploads {
  public:
   Bus(store::Store* store, WorkerPool* pool, BusOptions options);
   ~Bus();
@@ -147,11 +160,9 @@ class Bus {
   // Ends streams with UNAVAILABLE and commits queued publishes.
   void Shutdown();
 
-  // Starts an UploadPayload (blocking). NOT_FOUND for an unknown topic;
-  // Append refuses bytes past the tenant's max_message_bytes.
   absl::StatusOr<std::unique_ptr<Upload>> BeginUpload(const std::string& tenant,
                                                       const std::string& topic, bool compressed,
-                                                      const TenantLimits& limits);
+                                                      const TenantLimits& limits) override;
 
 
  private:
