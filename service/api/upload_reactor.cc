@@ -46,10 +46,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
       compressed_ = req_.compressed();
     }
     if (!req_.sha256().empty()) client_sha256_ = req_.sha256();
-    if (req_.data().size() > static_cast<size_t>(bus::kChunkSize)) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat(
-          "data: at most ", bus::kChunkSize, " bytes per request; got ", req_.data().size())));
-    }
+    if (absl::Status st = bus::ValidateUploadData(req_.data().size()); !st.ok()) return Fail(st);
     Submit([this, data = std::move(*req_.mutable_data())] {
       if (absl::Status st = Begin(); !st.ok()) return Fail(st);
       if (absl::Status st = upload_->Append(data); !st.ok()) return Fail(st);

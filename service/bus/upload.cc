@@ -6,6 +6,12 @@
 
 namespace pgbus::bus {
 
+absl::Status ValidateUploadData(size_t bytes) {
+  if (bytes <= static_cast<size_t>(kChunkSize)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("data: at most ", kChunkSize, " bytes per request; got ", bytes));
+}
+
 absl::StatusOr<std::unique_ptr<Upload>> Upload::Begin(store::PayloadStore* store,
                                                       std::string tenant,
                                                       const std::string& topic,

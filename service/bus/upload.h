@@ -19,6 +19,11 @@ namespace pgbus::bus {
 
 inline constexpr int kChunkSize = 1 << 20;
 
+// The data of one UploadPayload request: at most kChunkSize bytes, so that
+// a call holds a bounded amount of memory (INVALID_ARGUMENT naming the
+// field otherwise).
+absl::Status ValidateUploadData(size_t bytes);
+
 class Upload {
  public:
   struct Result {
