@@ -33,9 +33,9 @@ TenantQuotas QuotasOf(const model::TenantRecord& t) {
 Authenticator::Authenticator(store::Directory* directory, AuthOptions options)
     : directory_(directory), options_(std::move(options)) {}
 
-absl::StatusOr<std::pair<Authenticator::Kind, std::string>> Authenticator::Classify(
+absl::StatusOr<Authenticator::Named> Authenticator::Classify(
     const Credentials& creds) const {
-  if (options_.dev_mode) return std::make_pair(Kind::kDev, options_.dev_tenant);
+  if (options_.dev_mode) return Named{Kind::kDev, options_.dev_tenant};
   if (creds.authorization) {
     absl::string_view v = *creds.authorization;
     if (v.size() < 7 || !absl::EqualsIgnoreCase(v.substr(0, 7), "Bearer ")) {
@@ -44,10 +44,10 @@ absl::StatusOr<std::pair<Authenticator::Kind, std::string>> Authenticator::Class
     }
     auto key = ParseKey(absl::StripAsciiWhitespace(v.substr(7)));
     if (!key.ok()) return key.status();
-    return std::make_pair(Kind::kKey, key->key_id);
+    return Named{Kind::kKey, key->key_id};
   }
   if (options_.tenant_from_cert && !creds.cert_common_name.empty()) {
-    return std::make_pair(Kind::kCert, creds.cert_common_name);
+    return Named{Kind::kCert, creds.cert_common_name};
   }
   return absl::UnauthenticatedError(
       "missing API key: send the header `authorization: Bearer <API key>` (an operator issues "

@@ -56,8 +56,12 @@ class Authenticator {
     std::optional<model::TenantRecord> tenant;
   };
   enum class Kind { kKey, kCert, kDev };
-  // What the credentials name: a key id, or a tenant.
-  absl::StatusOr<std::pair<Kind, std::string>> Classify(const Credentials& creds) const;
+  // What the credentials name: a key id (kKey), or a tenant.
+  struct Named {
+    Kind kind;
+    std::string name;
+  };
+  absl::StatusOr<Named> Classify(const Credentials& creds) const;
   absl::StatusOr<Entry> Fetch(Kind kind, const std::string& name) const;
   absl::StatusOr<Principal> FromKey(const Credentials& creds, const std::string& key_id,
                                     const Entry& entry) const;
