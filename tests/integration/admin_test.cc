@@ -44,6 +44,11 @@ TEST(Admin, DuplicateCreateIsAlreadyExists) {
   ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
   EXPECT_EQ(client->CreateSubscription("s", "t").status().code(),
             absl::StatusCode::kAlreadyExists);
+  // The name is taken, but the topic does not exist: that is what to fix,
+  // and the existing subscription is not passed off as created.
+  auto missing = client->CreateSubscription("s", "no-such-topic");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+  EXPECT_EQ(client->GetSubscription("s")->topic(), "t");
 }
 
 TEST(Admin, MalformedNamesAreInvalidAndCreateNothing) {

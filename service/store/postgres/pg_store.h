@@ -122,19 +122,22 @@ class PgStore : public Store, public Directory {
     Transaction tx(**conn, scope);
     return tx.RunAndCommit(statement, std::forward<A>(args)...);
   }
-  // Runs `create` ($1 name, then `args`) and `get` ($1 name) in one
-  // transaction and round trip: the rows of `get`, which sees what `create`
-  // wrote (a create that fails runs no get).
+  // Runs `create` ($1 name, then `args`; returning a row when it created
+  // one) and `get` ($1 name) in one transaction and round trip: the rows of
+  // `get`, which sees what `create` wrote; nothing when `create` created
+  // nothing (a create that fails runs no get).
   template <typename... A>
-  absl::StatusOr<Rows> CreateAndGet(const std::string& tenant, const char* create,
-                                    const char* get, const std::string& name, A&&... args) {
+  absl::StatusOr<std::optional<Rows>> CreateAndGet(const std::string& tenant,
+                                                   const char* create, const char* get,
+                                                   const std::string& name, A&&... args) {
     absl::StatusOr<ConnectionPool::Lease> conn = pool_.Acquire();
     if (!conn.ok()) return conn.status();
     Transaction tx(**conn, tenant);
-    tx.Add(create, name, std::forward<A>(args)...);
+    const size_t created = tx.Add(create, name, std::forward<A>(args)...);
     const size_t read = tx.Add(get, name);
     absl::StatusOr<std::vector<Rows>> res = tx.SendAndCommit();
     if (!res.ok()) return res.status();
+    if ((*res)[created].empty() || (*res)[read].empty()) return std::nullopt;
     return std::move((*res)[read]);
   }
   // Publishes every item in one transaction; per-item NOT_FOUND for a

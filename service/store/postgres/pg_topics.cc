@@ -10,11 +10,12 @@ namespace pgbus::store::postgres {
 
 absl::StatusOr<TopicRecord> PgStore::CreateTopic(const std::string& tenant,
                                                  const TopicRecord& topic) {
-  ASSIGN_OR_RETURN(Rows r, CreateAndGet(tenant, sql::kCreateTopic, sql::kGetTopic, topic.name,
-                                        ToMs(topic.retention), topic.max_message_bytes,
-                                        ToMs(topic.message_ttl), ToMs(topic.dedup_window)));
-  if (r.empty()) return absl::InternalError("a created topic was not found");
-  RowReader row = r[0];
+  ASSIGN_OR_RETURN(std::optional<Rows> r,
+                   CreateAndGet(tenant, sql::kCreateTopic, sql::kGetTopic, topic.name,
+                                ToMs(topic.retention), topic.max_message_bytes,
+                                ToMs(topic.message_ttl), ToMs(topic.dedup_window)));
+  if (!r) return absl::InternalError("a created topic was not found");
+  RowReader row = (*r)[0];
   return ReadTopic(row);
 }
 
@@ -41,7 +42,7 @@ absl::Status PgStore::DeleteTopic(const std::string& tenant, const std::string& 
 absl::StatusOr<SubscriptionRecord> PgStore::CreateSubscription(const std::string& tenant,
                                                                const SubscriptionRecord& sub) {
   ASSIGN_OR_RETURN(
-      Rows r, IsTopicPattern(sub.topic)
+      std::optional<Rows> r, IsTopicPattern(sub.topic)
                   ? CreateAndGet(tenant, sql::kCreatePatternSubscription,
                                  sql::kGetSubscription, sub.name, sub.topic, sub.filter,
                                  ToMs(sub.ack_deadline), sub.max_delivery_attempts,
@@ -53,8 +54,8 @@ absl::StatusOr<SubscriptionRecord> PgStore::CreateSubscription(const std::string
                                  sub.max_delivery_attempts, sub.dead_letter_topic,
                                  ToMs(sub.min_backoff), ToMs(sub.max_backoff),
                                  sub.filter_path));
-  if (r.empty()) return TopicNotFound(sub.topic);
-  RowReader row = r[0];
+  if (!r) return TopicNotFound(sub.topic);  // nothing created
+  RowReader row = (*r)[0];
   return ReadSubscription(row);
 }
 
