@@ -263,6 +263,7 @@ TEST_F(FullPoolTest, AFullWorkerPoolIsUnavailableAndCreatesNothing) {
   v1::UploadPayloadResponse resp;
   grpc::Status st = Upload({Chunk("hello")}, &resp);
   release.Notify();
+  pool_.Stop();  // the busy task is done with the notifications before they go
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(store_.created(), 0);
 }
