@@ -65,13 +65,13 @@ m AS (
     expires_at, payload_id, ordering_key, idempotency_key, attributes),
 k AS (
   UPDATE pgbus.idempotency_keys ik SET message_id = m.id FROM m
-  WHERE ik.tenant_id = m.tenant_id AND ik.topic = m.topic
-    AND ik.key = m.idempotency_key),
+  WHERE m.idempotency_key IS NOT NULL
+    AND ik.tenant_id = m.tenant_id AND ik.topic = m.topic AND ik.key = m.idempotency_key),
 u AS (
   -- The payload takes its message's expiry: the reaper may delete only
   -- what expired (migration 0019).
   UPDATE pgbus.payloads p SET message_id = m.id, expires_at = m.expires_at FROM m
-  WHERE p.tenant_id = m.tenant_id AND p.id = m.payload_id),
+  WHERE m.payload_id IS NOT NULL AND p.tenant_id = m.tenant_id AND p.id = m.payload_id),
 -- The published counter of each topic, and the tenant's stored-bytes
 -- ledger (payloads stored inline count; an uploaded one was counted by its
 -- chunks) with the quota: when the tenant has max_stored_bytes and what is
@@ -94,6 +94,19 @@ charged AS (
     FROM pgbus.tenant_usage u
     WHERE t.max_stored_bytes IS NOT NULL AND u.tenant_id = c.tenant_id) s
   WHERE c.bytes > 0),
+-- The subscriptions of each topic the messages go to, looked up once per
+-- topic (per message, a group commit of 100 probed the index 200 times:
+-- about a tenth of the statement).
+subs AS MATERIALIZED (
+  SELECT t.tenant_id, t.topic, fs.name, fs.filter_path
+  FROM (SELECT DISTINCT m.tenant_id, m.topic FROM m) t
+  JOIN LATERAL (
+    SELECT s1.name, s1.filter_path FROM pgbus.subscriptions s1
+    WHERE s1.tenant_id = t.tenant_id AND s1.topic = t.topic
+    UNION ALL
+    SELECT s2.name, s2.filter_path FROM pgbus.subscriptions s2
+    WHERE s2.tenant_id = t.tenant_id AND s2.topic_regex IS NOT NULL
+      AND t.topic ~ s2.topic_regex) fs ON true),
 -- One delivery per subscription of the topic or of a pattern matching it
 -- (0011) whose filter (0010) the message's attributes pass.
 fan_out AS (
@@ -102,12 +115,6 @@ fan_out AS (
   SELECT m.tenant_id, fs.name, m.id, m.priority, m.size,
     CASE WHEN m.deliver_at > m.published_at THEN m.deliver_at END, m.expires_at,
     m.ordering_key
-  FROM m JOIN LATERAL (
-    SELECT s1.name, s1.filter_path FROM pgbus.subscriptions s1
-    WHERE s1.tenant_id = m.tenant_id AND s1.topic = m.topic
-    UNION ALL
-    SELECT s2.name, s2.filter_path FROM pgbus.subscriptions s2
-    WHERE s2.tenant_id = m.tenant_id AND s2.topic_regex IS NOT NULL
-      AND m.topic ~ s2.topic_regex) fs ON true
+  FROM m JOIN subs fs ON fs.tenant_id = m.tenant_id AND fs.topic = m.topic
   WHERE fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path))
 SELECT id, topic FROM m ORDER BY id;
