@@ -35,6 +35,14 @@ void CreatePiped(Connection& conn) {
   q.exec("CREATE TEMP TABLE piped (x int)");
 }
 
+// Every pgbusd session runs without JIT compilation (Connection::Open).
+TEST(Transaction, SessionsNeverJitCompile) {
+  auto conn = Open();
+  ASSERT_NE(conn, nullptr);
+  pqxx::nontransaction q(*conn);
+  EXPECT_EQ(q.exec1("SHOW jit")[0].as<std::string>(), "off");
+}
+
 TEST(Transaction, SetsTheTenantForItselfOnly) {
   auto conn = Open();
   ASSERT_NE(conn, nullptr);

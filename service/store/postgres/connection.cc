@@ -63,6 +63,11 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
     setup.exec(absl::StrCat("SET statement_timeout = ", statement_timeout_ms));
     setup.exec("SET idle_in_transaction_session_timeout = '60s'");
     setup.exec("SET application_name = 'pgbusd'");
+    // pgbusd's statements are short and planned for index access; JIT only
+    // pays off for long scans. A plan costed over jit_above_cost (a generic
+    // claim plan on a large backlog is, at 428,000) would be compiled on
+    // every execution: 30-80 ms instead of 0.5 ms.
+    setup.exec("SET jit = off");
   } catch (const pqxx::broken_connection& e) {
     // libpq's text can name the host and user; keep the reason only.
     return absl::UnavailableError(
