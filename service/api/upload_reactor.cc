@@ -80,7 +80,7 @@ class UploadReactor final : public grpc::ServerReadReactor<v1::UploadPayloadRequ
     ASSIGN_OR_RETURN(principal_, cc_.auth->Authenticate(creds_));
     RETURN_IF_ERROR(principal_.Check(auth::Scope::kPublish, topic_));
     ASSIGN_OR_RETURN(upload_, uploads_->BeginUpload(principal_.tenant, topic_, compressed_,
-                                                LimitsOf(principal_)));
+                                                    LimitsOf(principal_)));
     return absl::OkStatus();
   }
 

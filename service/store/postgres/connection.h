@@ -272,9 +272,10 @@ struct NoTenant {};
 //
 // The settings: pgbus.tenant_id, which row-level security reads, local to
 // the transaction (set_config(..., true): a pooled connection never carries
-// it to the next request), and the plan settings (sql/set_tenant.sql). With `async_commit`, the commit does not wait for the WAL flush:
-// only for work whose loss in a crash is harmless (see
-// sql::kSetTenantAsyncCommit).
+// it to the next request), and the plan settings (sql/set_tenant.sql).
+// With `async_commit`, the commit does not wait for the WAL flush: only for
+// work whose loss in a crash is harmless (see
+// sql/set_tenant_async_commit.sql).
 class Transaction {
  public:
   Transaction(Connection& conn, const std::string& tenant, bool async_commit = false);
@@ -290,7 +291,7 @@ class Transaction {
     std::vector<Value> values;
     values.reserve(sizeof...(A));
     (values.push_back(Bind(std::forward<A>(args))), ...);
-    return Queue(sql, std::move(values), /*returned=*/true);
+    return AddValues(sql, std::move(values));
   }
   // As Add, with the parameters already bound.
   size_t AddValues(const char* sql, std::vector<Value> values) {
