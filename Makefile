@@ -34,12 +34,12 @@ run: build
 	@bash scripts/run.sh $(BUILD_DIR)
 
 test: build lint
-	cd $(BUILD_DIR) && ctest --output-on-failure --timeout 900 -j $(JOBS)
+	@bash scripts/ctest.sh $(BUILD_DIR) --output-on-failure --timeout 900 -j $(JOBS)
 	@echo "fuzz: request decoding and validation, 20 s (make fuzz runs $(FUZZ_SECONDS) s)"
 	@bash scripts/fuzz.sh $(BUILD_DIR) 20
 
 test-unit: build
-	cd $(BUILD_DIR) && ctest --output-on-failure -L unit
+	@bash scripts/ctest.sh $(BUILD_DIR) --output-on-failure -L unit
 
 bench: build
 	@bash scripts/bench.sh $(BUILD_DIR)
