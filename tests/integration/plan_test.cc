@@ -33,6 +33,7 @@ constexpr int kBacklog = 50000;     // ready deliveries of subscription q
 constexpr int kInFlight = 5000;     // of q, leased until later
 constexpr int kDue = 500;           // of q, leased, lease run out
 constexpr int kMaxFiltered = 1000;  // rows a plan may filter out
+constexpr int kOtherTopics = 2000;  // of the tenant besides q and dlq; uploads too
 
 class PlanTest : public ::testing::Test {
  protected:
@@ -54,10 +55,15 @@ class PlanTest : public ::testing::Test {
       w.exec(statement);
       w.commit();
     };
-    in_tenant(
+    in_tenant(absl::StrCat(
         "INSERT INTO pgbus.tenants (tenant_id) VALUES ('plans');"
         "INSERT INTO pgbus.topics (tenant_id, name, retention, dedup_window)"
         "  VALUES ('plans', 'q', '1 day', '1 day'), ('plans', 'dlq', '1 day', '1 day');"
+        // Other topics of the tenant: a statement finds its topics by key,
+        // never by reading every topic of the tenant.
+        "INSERT INTO pgbus.topics (tenant_id, name, retention, dedup_window)"
+        "  SELECT 'plans', 'other-' || i, '1 day', '1 day' FROM generate_series(1, ",
+        kOtherTopics, ") i;"
         "INSERT INTO pgbus.subscriptions (tenant_id, name, topic, ack_deadline, min_backoff,"
         "  max_backoff, max_delivery_attempts, dead_letter_topic)"
         "  VALUES ('plans', 'q', 'q', '30s', '0', '60s', 5, 'dlq'),"
@@ -67,14 +73,19 @@ class PlanTest : public ::testing::Test {
         "  payload) SELECT 'plans', 'q', now() + interval '1 day', 5, sha256('hello'::bytea),"
         "  'hello'::bytea FROM generate_series(1, 10) RETURNING tenant_id, id, expires_at)"
         "INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,"
-        "  visible_at, expires_at) SELECT tenant_id, 'other', id, 0, 5, NULL, expires_at FROM m");
+        "  visible_at, expires_at) SELECT tenant_id, 'other', id, 0, 5, NULL, expires_at FROM m"));
     {
       pqxx::nontransaction n(conn);
       n.exec("ANALYZE pgbus.messages");
       n.exec("ANALYZE pgbus.deliveries");
+      n.exec("ANALYZE pgbus.payloads");  // none yet
     }
     // The backlog, never analysed.
     in_tenant(absl::StrCat(
+        // Uploads in progress (payloads without a message yet): a publish
+        // probes the payload it names, never the uploads of the tenant.
+        "INSERT INTO pgbus.payloads (tenant_id, topic, chunk_size)"
+        "  SELECT 'plans', 'q', 65536 FROM generate_series(1, ", kOtherTopics, ");"
         "WITH m AS (INSERT INTO pgbus.messages (tenant_id, topic, expires_at, size, sha256,"
         "  payload) SELECT 'plans', 'q', now() + interval '1 day', 5, sha256('hello'::bytea),"
         "  'hello'::bytea FROM generate_series(1, ", kBacklog + kInFlight + kDue,

@@ -35,10 +35,21 @@ src AS (
       ELSE p.size END AS real_size,
     coalesce(p.sha256, i.sha256) AS real_sha256
   FROM input i
-  JOIN pgbus.topics t ON t.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
-    AND t.name = i.topic
-  LEFT JOIN pgbus.payloads p ON p.tenant_id = t.tenant_id AND p.id = i.payload_id
-    AND p.topic = t.name AND p.state = 'complete' AND p.message_id IS NULL),
+  -- Each message's topic by its key. As a plain join the planner may read
+  -- every topic of the tenant and filter them by name (a generic plan made
+  -- while the tenant had few topics); LIMIT keeps a subquery a probe.
+  JOIN LATERAL (
+    SELECT * FROM pgbus.topics t1
+    WHERE t1.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
+      AND t1.name = i.topic
+    LIMIT 1) t ON true
+  -- Its uploaded payload, by key too (as a join, planned while payloads
+  -- was empty, it read every upload without a message, of every tenant).
+  LEFT JOIN LATERAL (
+    SELECT p1.id, p1.size, p1.sha256 FROM pgbus.payloads p1
+    WHERE p1.tenant_id = t.tenant_id AND p1.id = i.payload_id
+      AND p1.topic = t.name AND p1.state = 'complete' AND p1.message_id IS NULL
+    LIMIT 1) p ON true),
 m AS (
   INSERT INTO pgbus.messages (tenant_id, topic, expires_at, deliver_at, priority,
     correlation_id, ordering_key, idempotency_key, attributes, size, sha256, payload,
