@@ -6,13 +6,16 @@
 -- on (the Helm chart's default). As in GetStats (subscription_stats.sql), the oldest is
 -- the smallest message id, because ids ascend with publish time: one
 -- message read per subscription. The counts still scan the subscription's
--- deliveries.
+-- deliveries, and only those: by their index, whatever the statistics say
+-- (planned on stale ones, a tenant of 2,002 subscriptions got a sequential
+-- scan of all deliveries per subscription: 23.6 s for 55,510 deliveries).
 CREATE OR REPLACE FUNCTION pgbus.subscription_backlog(max_rows int)
 RETURNS TABLE (tenant_id text, subscription text, ready bigint, in_flight bigint,
                oldest_unacked_seconds float8)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pgbus
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
