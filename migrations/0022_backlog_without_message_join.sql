@@ -15,7 +15,7 @@ RETURNS TABLE (tenant_id text, subscription text, ready bigint, in_flight bigint
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pgbus
-SET enable_seqscan = off
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off
 AS $$
 #variable_conflict use_column
 DECLARE
