@@ -1,5 +1,6 @@
 #include "service/bus/publisher.h"
 
+#include <algorithm>
 #include <set>
 #include <utility>
 
@@ -11,15 +12,25 @@ namespace {
 // Payload bytes in one group commit (one call may exceed it alone): bounds
 // the memory of the statement that carries them.
 constexpr int64_t kMaxBatchBytes = 8 << 20;
+// Queued messages from which more than one committer commits (at most a
+// batch).
+constexpr int kBusyMessages = 100;
+
+int64_t PayloadBytes(const model::PublishItem& item) {
+  int64_t bytes = 0;
+  for (const auto& m : item.messages) bytes += static_cast<int64_t>(m.payload.size());
+  return bytes;
+}
 }  // namespace
 
 Publisher::Publisher(store::PublishStore* store, int committers, int max_batch_messages,
                      Committed on_committed, size_t max_queued_calls)
     : store_(store),
       max_batch_messages_(max_batch_messages),
+      busy_messages_(std::min(kBusyMessages, max_batch_messages)),
       on_committed_(std::move(on_committed)),
       max_queued_calls_(max_queued_calls) {
-  for (int i = 0; i < committers; ++i) threads_.emplace_back([this] { Run(); });
+  for (int i = 0; i < committers; ++i) threads_.emplace_back([this, i] { Run(i); });
 }
 
 Publisher::~Publisher() { Stop(); }
@@ -30,6 +41,8 @@ void Publisher::Publish(model::PublishItem item, Done done) {
     absl::MutexLock lock(&mu_);
     stopping = stopping_;
     if (!stopping_ && queue_.size() < max_queued_calls_) {
+      queued_messages_ += static_cast<int64_t>(item.messages.size());
+      queued_bytes_ += PayloadBytes(item);
       queue_.push_back(Pending{std::move(item), std::move(done)});
       return;
     }
@@ -51,14 +64,26 @@ void Publisher::Stop() {
   threads_.clear();
 }
 
-void Publisher::Run() {
+void Publisher::Run(int index) {
   for (;;) {
     std::vector<Pending> batch;
     int messages = 0;
     {
       absl::MutexLock lock(&mu_);
-      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || !queue_.empty();
+      // The first committer commits whatever is queued; the others only
+      // when the queue is busy (100 messages, or 1 MiB, waiting). Below
+      // that, one committer makes fewer and larger transactions, which cost
+      // Postgres less CPU a message and the caller less time (on the 2-core
+      // bench VM at 1,000 msg/s, one committer against two: publish ->
+      // receive p50 9-10 against 14 ms, 850 against 1,130 µs of Postgres
+      // CPU a message); above it they commit side by side (100 messages a
+      // call from 64 callers: one committer alone made 15,000 msg/s, two
+      // 25,000).
+      auto ready = [this, index]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        if (stopping_) return true;
+        if (queue_.empty()) return false;
+        return index == 0 || queued_messages_ >= busy_messages_ ||
+               queued_bytes_ >= kMaxBatchBytes / 8;
       };
       mu_.Await(absl::Condition(&ready));
       if (queue_.empty()) return;  // stopping, drained
@@ -67,14 +92,15 @@ void Publisher::Run() {
       int64_t bytes = 0;
       while (!queue_.empty()) {
         int n = static_cast<int>(queue_.front().item.messages.size());
-        int64_t b = 0;
-        for (const auto& m : queue_.front().item.messages) b += m.payload.size();
+        int64_t b = PayloadBytes(queue_.front().item);
         if (!batch.empty() &&
             (messages + n > max_batch_messages_ || bytes + b > kMaxBatchBytes)) {
           break;
         }
         messages += n;
         bytes += b;
+        queued_messages_ -= n;
+        queued_bytes_ -= b;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }

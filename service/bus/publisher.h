@@ -1,7 +1,9 @@
 // Group commit: Publish calls that arrive while a transaction is committing
 // queue up and are committed together in the next one, so N concurrent
 // callers cost far fewer than N commits (and fsyncs). Each call still gets
-// its own result, and a caller is answered only after its commit.
+// its own result, and a caller is answered only after its commit. One
+// committer takes whatever is queued; the others start only when the queue
+// is busy (see Run).
 //
 // Thread safety: Publish() from any thread; callbacks run on a committer
 // thread and must not block.
@@ -51,14 +53,17 @@ class Publisher {
     model::PublishItem item;
     Done done;
   };
-  void Run();
+  void Run(int index);  // committer `index`, from 0
 
   store::PublishStore* const store_;
   const int max_batch_messages_;
+  const int busy_messages_;  // queued, from which other committers commit too
   const Committed on_committed_;
   const size_t max_queued_calls_;
   absl::Mutex mu_;
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
+  int64_t queued_messages_ ABSL_GUARDED_BY(mu_) = 0;  // in queue_
+  int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;     // their payloads
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> threads_;
   std::atomic<int64_t> transactions_{0};

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 
 namespace pgbus::bus {
 namespace {
@@ -104,6 +105,41 @@ TEST(Publisher, RespectsTheBatchLimitAndAnswersEachCallAlone) {
   EXPECT_EQ(results[2]->size(), 3u);
   absl::MutexLock lock(&store.mu);
   for (size_t n : store.batch_sizes) EXPECT_LE(n * 3, 6u);  // 3-message items, limit 5: 1 each
+}
+
+// A second committer leaves a commit to the first until a full batch is
+// waiting: then it commits beside it.
+TEST(Publisher, OtherCommittersWaitForAFullBatch) {
+  RecordingStore store;
+  Publisher publisher(&store, /*committers=*/2, /*max_batch_messages=*/5,
+                      [](const model::TopicKey&) {});
+  std::atomic<int> done{0};
+  auto publish = [&] {
+    publisher.Publish(Item("t", 1), [&](absl::StatusOr<std::vector<int64_t>> r) {
+      EXPECT_TRUE(r.ok());
+      done++;
+    });
+  };
+  auto batches = [&] {
+    absl::MutexLock lock(&store.mu);
+    return store.batch_sizes;
+  };
+  publish();
+  while (batches().empty()) absl::SleepFor(absl::Milliseconds(1));  // in the blocked commit
+  for (int i = 0; i < 4; ++i) publish();
+  // Four messages of a batch of five wait for the first committer: the
+  // second one (which took them at once before) has not started a commit.
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_EQ(batches(), (std::vector<size_t>{1}));
+  publish();  // the fifth: a full batch
+  for (absl::Time end = absl::Now() + absl::Seconds(10);
+       batches().size() < 2 && absl::Now() < end;) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(batches(), (std::vector<size_t>{1, 5}));  // while the first still commits
+  store.release_first.Notify();
+  publisher.Stop();
+  EXPECT_EQ(done.load(), 6);
 }
 
 TEST(Publisher, RefusesAfterStop) {
