@@ -107,9 +107,9 @@ TEST(Publisher, RespectsTheBatchLimitAndAnswersEachCallAlone) {
   for (size_t n : store.batch_sizes) EXPECT_LE(n * 3, 6u);  // 3-message items, limit 5: 1 each
 }
 
-// A second committer leaves a commit to the first until a full batch is
-// waiting: then it commits beside it.
-TEST(Publisher, OtherCommittersWaitForAFullBatch) {
+// A second committer leaves the commits to the first until the queue is
+// busy (100 messages, but at most a batch: here 5); then it commits beside it.
+TEST(Publisher, OtherCommittersWaitForABusyQueue) {
   RecordingStore store;
   Publisher publisher(&store, /*committers=*/2, /*max_batch_messages=*/5,
                       [](const model::TopicKey&) {});
@@ -131,7 +131,7 @@ TEST(Publisher, OtherCommittersWaitForAFullBatch) {
   // second one (which took them at once before) has not started a commit.
   absl::SleepFor(absl::Milliseconds(100));
   EXPECT_EQ(batches(), (std::vector<size_t>{1}));
-  publish();  // the fifth: a full batch
+  publish();  // the fifth: busy
   for (absl::Time end = absl::Now() + absl::Seconds(10);
        batches().size() < 2 && absl::Now() < end;) {
     absl::SleepFor(absl::Milliseconds(1));
