@@ -39,7 +39,8 @@ src AS (
   -- every topic of the tenant and filter them by name (a generic plan made
   -- while the tenant had few topics); LIMIT keeps a subquery a probe.
   JOIN LATERAL (
-    SELECT * FROM pgbus.topics t1
+    SELECT t1.tenant_id, t1.name, t1.retention, t1.message_ttl, t1.max_message_bytes
+    FROM pgbus.topics t1
     WHERE t1.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
       AND t1.name = i.topic
     LIMIT 1) t ON true
