@@ -12,15 +12,10 @@ namespace {
 // Payload bytes in one group commit (one call may exceed it alone): bounds
 // the memory of the statement that carries them.
 constexpr int64_t kMaxBatchBytes = 8 << 20;
-// Queued messages from which more than one committer commits (at most a
-// batch).
+// A queue this large (messages, at most a batch; or payload bytes) is busy:
+// more than one committer commits (see Run).
 constexpr int kBusyMessages = 100;
-
-int64_t PayloadBytes(const model::PublishItem& item) {
-  int64_t bytes = 0;
-  for (const auto& m : item.messages) bytes += static_cast<int64_t>(m.payload.size());
-  return bytes;
-}
+constexpr int64_t kBusyBytes = 1 << 20;
 }  // namespace
 
 Publisher::Publisher(store::PublishStore* store, int committers, int max_batch_messages,
@@ -36,14 +31,16 @@ Publisher::Publisher(store::PublishStore* store, int committers, int max_batch_m
 Publisher::~Publisher() { Stop(); }
 
 void Publisher::Publish(model::PublishItem item, Done done) {
+  int64_t bytes = 0;
+  for (const auto& m : item.messages) bytes += static_cast<int64_t>(m.payload.size());
   bool stopping;
   {
     absl::MutexLock lock(&mu_);
     stopping = stopping_;
     if (!stopping_ && queue_.size() < max_queued_calls_) {
       queued_messages_ += static_cast<int64_t>(item.messages.size());
-      queued_bytes_ += PayloadBytes(item);
-      queue_.push_back(Pending{std::move(item), std::move(done)});
+      queued_bytes_ += bytes;
+      queue_.push_back(Pending{std::move(item), bytes, std::move(done)});
       return;
     }
   }
@@ -71,7 +68,7 @@ void Publisher::Run(int index) {
     {
       absl::MutexLock lock(&mu_);
       // The first committer commits whatever is queued; the others only
-      // when the queue is busy (100 messages, or 1 MiB, waiting). Below
+      // when the queue is busy (kBusyMessages or kBusyBytes waiting). Below
       // that, one committer makes fewer and larger transactions, which cost
       // Postgres less CPU a message and the caller less time (on the 2-core
       // bench VM at 1,000 msg/s, one committer against two: publish ->
@@ -83,7 +80,7 @@ void Publisher::Run(int index) {
         if (stopping_) return true;
         if (queue_.empty()) return false;
         return index == 0 || queued_messages_ >= busy_messages_ ||
-               queued_bytes_ >= kMaxBatchBytes / 8;
+               queued_bytes_ >= kBusyBytes;
       };
       mu_.Await(absl::Condition(&ready));
       if (queue_.empty()) return;  // stopping, drained
@@ -92,7 +89,7 @@ void Publisher::Run(int index) {
       int64_t bytes = 0;
       while (!queue_.empty()) {
         int n = static_cast<int>(queue_.front().item.messages.size());
-        int64_t b = PayloadBytes(queue_.front().item);
+        const int64_t b = queue_.front().bytes;
         if (!batch.empty() &&
             (messages + n > max_batch_messages_ || bytes + b > kMaxBatchBytes)) {
           break;

@@ -51,6 +51,7 @@ class Publisher {
  private:
   struct Pending {
     model::PublishItem item;
+    int64_t bytes;  // of its payloads
     Done done;
   };
   void Run(int index);  // committer `index`, from 0
