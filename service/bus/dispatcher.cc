@@ -168,7 +168,11 @@ void Stream::Release(const std::vector<model::LeaseKey>& keys) {
   if (!released.ok()) {  // they come back when their deadline passes
     obs::Warn("release_failed", {{"subscription", options_.subscription},
                                  {"error", released.status().ToString()}});
+    return;
   }
+  // Other replicas hear of them by NOTIFY; this one's streams of the
+  // subscription are told here.
+  dispatcher_->WakeSubscription(options_.tenant, options_.subscription);
 }
 
 int64_t Stream::outstanding() {
@@ -297,6 +301,16 @@ std::vector<std::shared_ptr<Stream>> Dispatcher::Snapshot(
 
 void Dispatcher::Wake(const std::vector<model::TopicKey>& topics) {
   for (const auto& s : Snapshot(&topics)) s->Kick();
+}
+
+void Dispatcher::WakeSubscription(const std::string& tenant, const std::string& subscription) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return;  // every stream is ending
+  }
+  for (const auto& s : Snapshot(nullptr)) {
+    if (s->options().tenant == tenant && s->options().subscription == subscription) s->Kick();
+  }
 }
 
 void Dispatcher::LeasesChanged(const std::vector<model::LeaseKey>& keys,

@@ -122,6 +122,8 @@ class Dispatcher {
                                                std::shared_ptr<StreamSink> sink);
   // Publishes committed to these topics (empty: any topic may have changed).
   void Wake(const std::vector<model::TopicKey>& topics);
+  // Deliveries of the subscription became ready again (leases given back).
+  void WakeSubscription(const std::string& tenant, const std::string& subscription);
   // Leases settled by Ack / ModifyAckDeadline on this replica; returns
   // credit to the streams that hold them. `new_expiry` unset: lease ended.
   void LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::vector<bool>& ok,

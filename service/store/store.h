@@ -170,8 +170,8 @@ class DeliveryStore {
   // gives back what its streams held): the messages are deliverable again
   // at once, with their attempt counts as they are (an exhausted one goes
   // to the dead-letter topic, as on an expired lease). Listeners on every
-  // replica are told that `topic` (the subscription's topic or pattern)
-  // has messages. Per key as Ack.
+  // other replica are told that `topic` (the subscription's topic or
+  // pattern) has messages. Per key as Ack.
   virtual absl::StatusOr<std::vector<bool>> ReleaseLeases(const std::string& tenant,
                                                           const std::string& subscription,
                                                           const std::string& topic,
@@ -244,7 +244,8 @@ class NotificationStore {
   virtual ~NotificationStore() = default;
 
   // Calls `on_publish` (on a thread of the store's) with the topics that
-  // received messages on any replica. An empty vector means "anything may
+  // received messages on any other replica (this replica's own changes are
+  // its caller's to announce locally). An empty vector means "anything may
   // have changed" (after a reconnect, or a notification too large to name
   // every topic). Runs until StopListening().
   virtual absl::Status StartListening(

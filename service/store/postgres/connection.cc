@@ -68,6 +68,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
     // claim plan on a large backlog is, at 428,000) would be compiled on
     // every execution: 30-80 ms instead of 0.5 ms.
     setup.exec("SET jit = off");
+    conn->backend_pid = conn->backendpid();
   } catch (const pqxx::broken_connection& e) {
     // libpq's text can name the host and user; keep the reason only.
     return absl::UnavailableError(
@@ -426,18 +427,25 @@ absl::StatusOr<ConnectionPool::Lease> ConnectionPool::Acquire(absl::Duration wai
     ++open_;  // reserve a slot; connect without holding the lock
   }
   auto conn = Connection::Open(dsn_, statement_timeout_ms_);
+  absl::MutexLock lock(&mu_);
   if (!conn.ok()) {
-    absl::MutexLock lock(&mu_);
     --open_;
     return conn.status();
   }
+  backend_pids_.insert((*conn)->backend_pid);
   return Lease(this, *std::move(conn));
+}
+
+bool ConnectionPool::IsOwnBackend(int pid) {
+  absl::MutexLock lock(&mu_);
+  return backend_pids_.count(pid) > 0;
 }
 
 void ConnectionPool::Release(std::unique_ptr<Connection> conn) {
   absl::MutexLock lock(&mu_);
   if (conn->broken || !conn->is_open()) {
     --open_;
+    backend_pids_.erase(conn->backend_pid);
     return;  // closed by its destructor
   }
   idle_.push_back(std::move(conn));

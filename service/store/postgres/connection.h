@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -68,6 +69,9 @@ class Connection : public pqxx::connection_base {
 
   // Set when an error showed the session is unusable; the pool drops it.
   bool broken = false;
+  // The process ID of the session's Postgres backend (as a notification
+  // names its sender).
+  int backend_pid = 0;
 
  private:
   explicit Connection(const std::string& opts);
@@ -243,6 +247,10 @@ class ConnectionPool {
   // within `wait`.
   absl::StatusOr<Lease> Acquire(absl::Duration wait = absl::Seconds(10));
 
+  // Whether `pid` is the backend of one of this pool's open sessions: a
+  // notification sent by this replica, whose work it has already done.
+  bool IsOwnBackend(int pid);
+
  private:
   void Release(std::unique_ptr<Connection> conn);
 
@@ -252,6 +260,7 @@ class ConnectionPool {
   absl::Mutex mu_;
   std::vector<std::unique_ptr<Connection>> idle_ ABSL_GUARDED_BY(mu_);
   int open_ ABSL_GUARDED_BY(mu_) = 0;  // idle + leased
+  std::set<int> backend_pids_ ABSL_GUARDED_BY(mu_);  // of those
 };
 
 // For the statements that work across tenants (SECURITY DEFINER functions:
