@@ -59,14 +59,30 @@ int MetricsPort(const Pgbusd& server) {
   return std::stoi(m[1]);
 }
 
-TEST(Metrics, ScrapeShowsCallsCommitsClaimsAndAcks) {
-  Pgbusd server({"--metrics-listen", "127.0.0.1:0"});
-  const int port = MetricsPort(server);
-  ASSERT_GT(port, 0) << server.Log();
+// pgbusd with metrics on (and `flags`), its metrics port, and a client
+// that has created topic "t" with subscription "s".
+struct WithSubscription {
+  explicit WithSubscription(std::vector<std::string> flags = {})
+      : server([&flags] {
+          flags.insert(flags.end(), {"--metrics-listen", "127.0.0.1:0"});
+          return flags;
+        }()),
+        port(MetricsPort(server)),
+        client(server.Connect()) {
+    created = client->CreateTopic("t").ok() && client->CreateSubscription("s", "t").ok();
+  }
+  Pgbusd server;
+  const int port;
+  std::unique_ptr<Client> client;
+  bool created = false;
+};
 
-  auto client = server.Connect();
-  ASSERT_TRUE(client->CreateTopic("t").ok());
-  ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
+TEST(Metrics, ScrapeShowsCallsCommitsClaimsAndAcks) {
+  WithSubscription w;
+  ASSERT_GT(w.port, 0) << w.server.Log();
+  ASSERT_TRUE(w.created);
+  const int port = w.port;
+  auto& client = w.client;
   auto sub = client->Subscribe("s");
   ASSERT_TRUE(client->Publish("t", "one").ok());
   ASSERT_TRUE(client->Publish("t", "two").ok());
@@ -100,12 +116,10 @@ TEST(Metrics, ScrapeShowsCallsCommitsClaimsAndAcks) {
 // third of all claims were those). The poll is slowed to a minute, so every
 // claim counted comes from a wake-up: one to start, one per publish.
 TEST(Metrics, OwnPublishesAreClaimedOnceNotAgainOnTheirNotification) {
-  Pgbusd server({"--metrics-listen", "127.0.0.1:0", "--poll-interval-ms", "60000"});
-  const int port = MetricsPort(server);
-  ASSERT_GT(port, 0) << server.Log();
-  auto client = server.Connect();
-  ASSERT_TRUE(client->CreateTopic("t").ok());
-  ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
+  WithSubscription w({"--poll-interval-ms", "60000"});
+  ASSERT_GT(w.port, 0) << w.server.Log();
+  ASSERT_TRUE(w.created);
+  auto& client = w.client;
   auto sub = client->Subscribe("s");
   constexpr int kMessages = 20;
   for (int i = 0; i < kMessages; ++i) {
@@ -115,7 +129,7 @@ TEST(Metrics, OwnPublishesAreClaimedOnceNotAgainOnTheirNotification) {
     // Time for the notification to come back and be acted on.
     absl::SleepFor(absl::Milliseconds(50));
   }
-  const std::string text = "\n" + Scrape(port);
+  const std::string text = "\n" + Scrape(w.port);
   EXPECT_EQ(Sample(text, "pgbus_messages_delivered_total"), kMessages) << text;
   const double claims = Sample(text, "pgbus_claim_seconds_count");
   EXPECT_GE(claims, kMessages) << text;
