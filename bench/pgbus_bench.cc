@@ -251,6 +251,42 @@ double PgbenchQueue(const std::string& dsn, const std::string& pgbench, int64_t 
   return (n - std::stoll(left.empty() ? "0" : left)) / elapsed;
 }
 
+// The plain-SQL floor of the latency figure's Postgres CPU: pgbench paced at
+// `rate` messages a second for `seconds`, each message one transaction that
+// inserts a 1 KiB row and one that claims the oldest row (FOR UPDATE SKIP
+// LOCKED) and deletes it, synchronous commit. Returns the messages inserted.
+double PgbenchPacedQueue(const std::string& dsn, const std::string& pgbench, int rate,
+                         double seconds, const std::string& dir) {
+  Sql(dsn, "DROP TABLE IF EXISTS pgbus_bench_paced");
+  Sql(dsn, "CREATE TABLE pgbus_bench_paced (id bigserial PRIMARY KEY, published_at timestamptz "
+           "NOT NULL DEFAULT now(), payload bytea NOT NULL)");
+  const std::string insert = dir + "/paced-insert.sql", claim = dir + "/paced-claim.sql";
+  std::ofstream(insert) << "INSERT INTO pgbus_bench_paced (payload) "
+                           "VALUES (decode(repeat('ab', 1024), 'hex'));\n";
+  std::ofstream(claim) << "WITH c AS (SELECT id FROM pgbus_bench_paced ORDER BY id LIMIT 1 "
+                          "FOR UPDATE SKIP LOCKED) DELETE FROM pgbus_bench_paced q USING c "
+                          "WHERE q.id = c.id RETURNING q.id, q.payload;\n";
+  // Both scripts equally often, 2 × rate transactions a second in all, from
+  // enough clients that waiting for commits does not hold the rate back
+  // (as many as pgbench allows it still may not keep up: each message is
+  // two synchronous commits).
+  const int clients = std::clamp(rate / 250, 4, 64);
+  const std::string cmd = pgbench + " -n -f " + insert + "@1 -f " + claim + "@1 -R " +
+                          std::to_string(2 * rate) + " -c " + std::to_string(clients) +
+                          " -j 2 -T " +
+                          std::to_string(static_cast<int>(seconds + 0.5)) + " '" + dsn + "' >" +
+                          dir + "/pgbench-paced.log 2>&1";
+  const int rc = std::system(cmd.c_str());
+  const std::string inserted = Sql(
+      dsn, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgbus_bench_paced_id_seq");
+  Sql(dsn, "DROP TABLE pgbus_bench_paced");
+  if (rc != 0) {
+    std::fprintf(stderr, "pgbench failed (see %s/pgbench-paced.log)\n", dir.c_str());
+    return 0;
+  }
+  return inserted.empty() ? 0 : std::stod(inserted);
+}
+
 // CPU seconds the Postgres cluster has used so far: the postmaster and
 // its live children (backends, autovacuum, checkpointer, ...), plus the
 // children it has reaped (cutime/cstime), so backends that exit between two
@@ -711,6 +747,8 @@ int main(int argc, char** argv) {
   // acking; the reference is the no-op call's round trip at 1000/s.
   struct Latency {
     std::vector<double> p50, p99, cpu;
+    // The plain-SQL reference at the same rate: its CPU a message, its rate.
+    std::vector<double> ref_cpu, ref_rate;
   };
   auto latency_run = [&](const std::string& t, const std::string& subscription, int rate,
                          int priority, Latency* out) {
@@ -807,6 +845,15 @@ int main(int argc, char** argv) {
       }
       std::fprintf(stderr, "latency round %d at %d msg/s: p50 %.2f ms, p99 %.2f ms\n", r + 1,
                    rate, latency[rate].p50.back(), latency[rate].p99.back());
+      if (!owner_dsn.empty()) {
+        const Figure ref = Measure(data_dir, [&] {
+          return PgbenchPacedQueue(owner_dsn, pgbench, rate, 2 * seconds, work_dir);
+        });
+        latency[rate].ref_cpu.push_back(ref.pg_cpu_us);
+        latency[rate].ref_rate.push_back(ref.per_second);
+        std::fprintf(stderr, "  plain SQL paced at %d msg/s: %.0f msg/s, %.0f µs Postgres CPU/msg\n",
+                     rate, ref.per_second, ref.pg_cpu_us);
+      }
     }
   }
 
@@ -937,8 +984,16 @@ int main(int argc, char** argv) {
                 rate, Spread(l.p50, 2).c_str(), r50, Median(l.p50) / r50);
     std::printf("| publish -> receive latency p99 at %d msg/s (ms) | %s | %.2f (no-op round trip) | %.1f |\n",
                 rate, Spread(l.p99, 2).c_str(), r99, Median(l.p99) / r99);
-    std::printf("| Postgres CPU µs/msg at %d msg/s (publish + deliver + ack) | %s | | |\n", rate,
-                Spread(l.cpu).c_str());
+    if (l.ref_cpu.empty()) {
+      std::printf("| Postgres CPU µs/msg at %d msg/s (publish + deliver + ack) | %s | | |\n", rate,
+                  Spread(l.cpu).c_str());
+    } else {
+      std::printf("| Postgres CPU µs/msg at %d msg/s (publish + deliver + ack) | %s | %s (pgbench "
+                  "paced at the same rate: INSERT a row, then claim it with FOR UPDATE SKIP "
+                  "LOCKED and DELETE it, a transaction each; it kept up %.0f msg/s) | %.2f |\n",
+                  rate, Spread(l.cpu).c_str(), Spread(l.ref_cpu).c_str(), Median(l.ref_rate),
+                  Median(l.cpu) / Median(l.ref_cpu));
+    }
   }
   if (!backlog_rows.empty()) {
     std::printf("\n| with %lld messages waiting and 10,000 in flight | backlog | empty | backlog / empty |\n|---|---|---|---|\n",
