@@ -221,6 +221,16 @@ bool Fill(pgbus::Client& client, const std::string& topic, int64_t n) {
   return true;
 }
 
+// Runs `pgbench -n <args>` against `dsn`, its output to `log`; false (and
+// says so) when it fails.
+bool RunPgbench(const std::string& pgbench, const std::string& args, const std::string& dsn,
+                const std::string& log) {
+  const std::string cmd = pgbench + " -n " + args + " '" + dsn + "' >" + log + " 2>&1";
+  if (std::system(cmd.c_str()) == 0) return true;
+  std::fprintf(stderr, "pgbench failed (see %s)\n", log.c_str());
+  return false;
+}
+
 // The floor of a Postgres queue without pgbus: pgbench clients each
 // claiming 100 rows of 1 KiB with FOR UPDATE SKIP LOCKED and deleting them
 // (returning the payloads), until the `n` rows are gone. messages/s.
@@ -235,19 +245,16 @@ double PgbenchQueue(const std::string& dsn, const std::string& pgbench, int64_t 
   std::ofstream(script) << "WITH c AS (SELECT id FROM pgbus_bench_queue ORDER BY id LIMIT 100 "
                            "FOR UPDATE SKIP LOCKED) DELETE FROM pgbus_bench_queue q USING c "
                            "WHERE q.id = c.id RETURNING q.id, q.payload;\n";
-  std::string cmd = pgbench + " -n -f " + script + " -c " + std::to_string(clients) +
-                    " -j " + std::to_string(clients) + " -t " +
-                    std::to_string(n / 100 / clients) + " '" + dsn + "' >" + dir +
-                    "/pgbench.log 2>&1";
   auto start = Clock::now();
-  int rc = std::system(cmd.c_str());
+  const bool ok = RunPgbench(pgbench,
+                             "-f " + script + " -c " + std::to_string(clients) + " -j " +
+                                 std::to_string(clients) + " -t " +
+                                 std::to_string(n / 100 / clients),
+                             dsn, dir + "/pgbench.log");
   double elapsed = Seconds(start);
   std::string left = Sql(dsn, "SELECT count(*) FROM pgbus_bench_queue");
   Sql(dsn, "DROP TABLE pgbus_bench_queue");
-  if (rc != 0) {
-    std::fprintf(stderr, "pgbench failed (see %s/pgbench.log)\n", dir.c_str());
-    return 0;
-  }
+  if (!ok) return 0;
   return (n - std::stoll(left.empty() ? "0" : left)) / elapsed;
 }
 
@@ -271,19 +278,15 @@ double PgbenchPacedQueue(const std::string& dsn, const std::string& pgbench, int
   // (as many as pgbench allows it still may not keep up: each message is
   // two synchronous commits).
   const int clients = std::clamp(rate / 250, 4, 64);
-  const std::string cmd = pgbench + " -n -f " + insert + "@1 -f " + claim + "@1 -R " +
-                          std::to_string(2 * rate) + " -c " + std::to_string(clients) +
-                          " -j 2 -T " +
-                          std::to_string(static_cast<int>(seconds + 0.5)) + " '" + dsn + "' >" +
-                          dir + "/pgbench-paced.log 2>&1";
-  const int rc = std::system(cmd.c_str());
+  const bool ok = RunPgbench(pgbench,
+                             "-f " + insert + "@1 -f " + claim + "@1 -R " +
+                                 std::to_string(2 * rate) + " -c " + std::to_string(clients) +
+                                 " -j 2 -T " + std::to_string(static_cast<int>(seconds + 0.5)),
+                             dsn, dir + "/pgbench-paced.log");
   const std::string inserted = Sql(
       dsn, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM pgbus_bench_paced_id_seq");
   Sql(dsn, "DROP TABLE pgbus_bench_paced");
-  if (rc != 0) {
-    std::fprintf(stderr, "pgbench failed (see %s/pgbench-paced.log)\n", dir.c_str());
-    return 0;
-  }
+  if (!ok) return 0;
   return inserted.empty() ? 0 : std::stod(inserted);
 }
 
@@ -352,17 +355,13 @@ double PgbenchInsert(const std::string& dsn, const std::string& pgbench, int row
   std::ofstream(script) << "INSERT INTO pgbus_bench_pub (payload) SELECT "
                            "decode(repeat('ab', 1024), 'hex') FROM generate_series(1, "
                         << rows << ");\n";
-  std::string log = dir + "/pgbench-insert.log";
-  std::string cmd = pgbench + " -n -f " + script + " -c " + std::to_string(clients) +
-                    " -j 2 -T " + std::to_string(static_cast<int>(seconds + 0.5)) + " '" + dsn +
-                    "' >" + log + " 2>&1";
-  int rc = std::system(cmd.c_str());
+  const bool ok = RunPgbench(pgbench,
+                             "-f " + script + " -c " + std::to_string(clients) + " -j 2 -T " +
+                                 std::to_string(static_cast<int>(seconds + 0.5)),
+                             dsn, dir + "/pgbench-insert.log");
   std::string stored = Sql(dsn, "SELECT count(*) FROM pgbus_bench_pub");
   Sql(dsn, "DROP TABLE pgbus_bench_pub");
-  if (rc != 0) {
-    std::fprintf(stderr, "pgbench failed (see %s)\n", log.c_str());
-    return 0;
-  }
+  if (!ok) return 0;
   return stored.empty() ? 0 : std::stod(stored);
 }
 
@@ -991,16 +990,16 @@ int main(int argc, char** argv) {
                 rate, Spread(l.p50, 2).c_str(), r50, Median(l.p50) / r50);
     std::printf("| publish -> receive latency p99 at %d msg/s (ms) | %s | %.2f (no-op round trip) | %.1f |\n",
                 rate, Spread(l.p99, 2).c_str(), r99, Median(l.p99) / r99);
-    if (l.ref_cpu.empty()) {
-      std::printf("| Postgres CPU µs/msg at %d msg/s (publish + deliver + ack) | %s | | |\n", rate,
-                  Spread(l.cpu).c_str());
-    } else {
-      std::printf("| Postgres CPU µs/msg at %d msg/s (publish + deliver + ack) | %s | %s (pgbench "
-                  "paced at the same rate: INSERT a row, then claim it with FOR UPDATE SKIP "
-                  "LOCKED and DELETE it, a transaction each; it kept up %.0f msg/s) | %.2f |\n",
-                  rate, Spread(l.cpu).c_str(), Spread(l.ref_cpu).c_str(), Median(l.ref_rate),
-                  Median(l.cpu) / Median(l.ref_cpu));
+    std::string ref, ratio;  // none without the owner's DSN
+    if (!l.ref_cpu.empty()) {
+      ref = absl::StrFormat(
+          "%s (pgbench paced at the same rate: INSERT a row, then claim it with FOR UPDATE "
+          "SKIP LOCKED and DELETE it, a transaction each; it kept up %.0f msg/s)",
+          Spread(l.ref_cpu), Median(l.ref_rate));
+      ratio = absl::StrFormat("%.2f", Median(l.cpu) / Median(l.ref_cpu));
     }
+    std::printf("| Postgres CPU µs/msg at %d msg/s (publish + deliver + ack) | %s | %s | %s |\n",
+                rate, Spread(l.cpu).c_str(), ref.c_str(), ratio.c_str());
   }
   if (!backlog_rows.empty()) {
     std::printf("\n| with %lld messages waiting and 10,000 in flight | backlog | empty | backlog / empty |\n|---|---|---|---|\n",

@@ -308,9 +308,7 @@ void Dispatcher::WakeSubscription(const std::string& tenant, const std::string& 
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return;  // every stream is ending
   }
-  for (const auto& s : Snapshot(nullptr)) {
-    if (s->options().tenant == tenant && s->options().subscription == subscription) s->Kick();
-  }
+  for (const auto& s : StreamsOf(tenant, subscription)) s->Kick();
 }
 
 void Dispatcher::LeasesChanged(const std::vector<model::LeaseKey>& keys,
@@ -340,11 +338,18 @@ Dispatcher::Counts Dispatcher::Count() {
 }
 
 int64_t Dispatcher::ActiveStreams(const std::string& tenant, const std::string& subscription) {
-  int64_t n = 0;
-  for (const auto& s : Snapshot(nullptr)) {
-    if (s->options().tenant == tenant && s->options().subscription == subscription) ++n;
+  return static_cast<int64_t>(StreamsOf(tenant, subscription).size());
+}
+
+std::vector<std::shared_ptr<Stream>> Dispatcher::StreamsOf(const std::string& tenant,
+                                                           const std::string& subscription) {
+  std::vector<std::shared_ptr<Stream>> out;
+  for (auto& s : Snapshot(nullptr)) {
+    if (s->options().tenant == tenant && s->options().subscription == subscription) {
+      out.push_back(std::move(s));
+    }
   }
-  return n;
+  return out;
 }
 
 void Dispatcher::Shutdown(const absl::Status& status) {

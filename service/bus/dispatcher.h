@@ -146,6 +146,9 @@ class Dispatcher {
   void Remove(Stream* stream);
   void PollLoop();
   std::vector<std::shared_ptr<Stream>> Snapshot(const std::vector<model::TopicKey>* topics);
+  // The open streams of one subscription.
+  std::vector<std::shared_ptr<Stream>> StreamsOf(const std::string& tenant,
+                                                 const std::string& subscription);
 
   store::DeliveryStore* const store_;
   WorkerPool* const pool_;

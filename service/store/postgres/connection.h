@@ -70,7 +70,8 @@ class Connection : public pqxx::connection_base {
   // Set when an error showed the session is unusable; the pool drops it.
   bool broken = false;
   // The process ID of the session's Postgres backend (as a notification
-  // names its sender).
+  // names its sender), kept from the start: backendpid() says 0 once the
+  // session has broken, when the pool still has to forget it.
   int backend_pid = 0;
 
  private:
