@@ -241,10 +241,26 @@ TEST_F(PlanTest, LeasesAreLockedByOneProbeOfEachKey) {
   EXPECT_TRUE(std::regex_search(text, kProbe)) << text;
 }
 
-TEST_F(PlanTest, AckNackAndExtendChangeTheLockedRowsByCtid) {
+TEST_F(PlanTest, AckProbesEachKeyOnceAndDeletesByCtid) {
+  auto plan = Plan("text, int8[], int4[], int8[]", sql::kAck, absl::StrCat("'q', ", lease_keys_));
+  ExpectBounded(plan);
+  const std::string text = absl::StrJoin(plan, "\n");
+  static const std::regex kProbe(
+      R"(Index Scan using deliveries_pkey on deliveries e \(actual time=\S+ )"
+      R"(rows=1 loops=100\))");
+  EXPECT_TRUE(std::regex_search(text, kProbe)) << text;
+  EXPECT_TRUE(std::regex_search(
+      text, std::regex(R"(Tid Scan on deliveries d \(actual time=\S+ rows=100 loops=1\))")))
+      << text;
+  // Every key named its row.
+  EXPECT_EQ(RowsTaken("text, int8[], int4[], int8[]", sql::kAck,
+                      absl::StrCat("'q', ", lease_keys_)),
+            100);
+}
+
+TEST_F(PlanTest, NackAndExtendChangeTheLockedRowsByCtid) {
   for (const auto& [types, statement] :
-       std::vector<std::pair<std::string, const char*>>{{"tid[]", sql::kAck},
-                                                        {"tid[], text, text", sql::kNack},
+       std::vector<std::pair<std::string, const char*>>{{"tid[], text, text", sql::kNack},
                                                         {"tid[], int8", sql::kExtendLease},
                                                         {"tid[], text", sql::kReleaseLeases}}) {
     std::string args = lease_rows_;

@@ -13,6 +13,42 @@
 
 namespace pgbus::store::postgres {
 
+namespace {
+
+// The keys of lease statements as parallel arrays ($2, $3, $4 of
+// lock_leases.sql and ack.sql).
+struct LeaseArrays {
+  explicit LeaseArrays(const std::vector<LeaseKey>& keys) {
+    for (const LeaseKey& k : keys) {
+      ids.Add(EncodeInt8(k.message_id));
+      attempts.Add(EncodeInt4(k.attempt));
+      leases.Add(EncodeInt8(k.lease));
+    }
+  }
+  ArrayBuilder ids{kInt8}, attempts{kInt4}, leases{kInt8};
+};
+
+// Which of `keys` the rows name: each row's key (message id, attempt,
+// lease) from column `first` on. Up to 10000 keys a call: matched through a
+// set, not keys x rows.
+std::vector<bool> Matched(const std::vector<LeaseKey>& keys, const Rows& rows, int first) {
+  std::set<std::tuple<int64_t, int32_t, int64_t>> hits;
+  for (int r = 0; r < rows.size(); ++r) {
+    RowReader row = rows[r];
+    for (int c = 0; c < first; ++c) row.Skip();
+    const int64_t id = row.Int8();
+    const int32_t attempt = row.Int4();
+    hits.emplace(id, attempt, row.Int8());
+  }
+  std::vector<bool> ok(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    ok[i] = hits.count({keys[i].message_id, keys[i].attempt, keys[i].lease}) > 0;
+  }
+  return ok;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
                                                      const std::string& subscription,
                                                      int64_t lease, int max_messages,
@@ -50,55 +86,49 @@ absl::StatusOr<std::vector<Delivery>> PgStore::Claim(const std::string& tenant,
 
 absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
     const char* statement, const std::string& tenant, const std::string& subscription,
-    const std::vector<LeaseKey>& keys, std::vector<Value> params, bool count_acked,
+    const std::vector<LeaseKey>& keys, std::vector<Value> params,
     const TopicKey* announce) {
-  ArrayBuilder ids(kInt8), attempts(kInt4), leases(kInt8);
-  for (const LeaseKey& k : keys) {
-    ids.Add(EncodeInt8(k.message_id));
-    attempts.Add(EncodeInt4(k.attempt));
-    leases.Add(EncodeInt8(k.lease));
-  }
+  LeaseArrays arrays(keys);
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
   Transaction tx(*conn, tenant);
   // Two round trips: the rows that hold the leases, locked (with BEGIN and
-  // whether the subscription exists); then the change, its accounting and
+  // whether the subscription exists); then the change and its
   // announcement, with the COMMIT.
-  tx.Add(sql::kLockLeases, subscription, std::move(ids), std::move(attempts),
-         std::move(leases));
+  tx.Add(sql::kLockLeases, subscription, std::move(arrays.ids), std::move(arrays.attempts),
+         std::move(arrays.leases));
   tx.Add(sql::kSubscriptionExists, subscription);
   ASSIGN_OR_RETURN(std::vector<Rows> res, tx.Send());
   const Rows& locked = res[0];
   if (locked.empty() && res[1].empty()) return SubscriptionNotFound(subscription);
-  std::vector<bool> ok(keys.size(), false);
-  if (locked.empty()) return ok;  // rolled back: nothing was changed
-  // Up to 10000 keys a call: match through a set, not keys x rows. A key
-  // given twice locks its row twice; the row counts once.
-  std::set<std::tuple<int64_t, int32_t, int64_t>> hits;
+  if (locked.empty()) return std::vector<bool>(keys.size(), false);  // rolled back: nothing changed
+  // A key given twice locks its row twice; the row is changed once.
+  std::set<std::string> seen;
   ArrayBuilder rows(kTid);
   for (int r = 0; r < locked.size(); ++r) {
-    RowReader row = locked[r];
-    std::string row_id = row.RowId();
-    const int64_t id = row.Int8();
-    const int32_t attempt = row.Int4();
-    if (hits.emplace(id, attempt, row.Int8()).second) rows.Add(row_id);
+    std::string row_id = locked[r].RowId();
+    if (seen.insert(row_id).second) rows.Add(row_id);
   }
-  for (size_t i = 0; i < keys.size(); ++i) {
-    ok[i] = hits.count({keys[i].message_id, keys[i].attempt, keys[i].lease}) > 0;
-  }
-  const int64_t changed = hits.size();
   params.insert(params.begin(), Bind(std::move(rows)));
   tx.AddValues(statement, std::move(params));
-  if (count_acked) tx.Add(sql::kCountSettled, subscription, changed, int64_t{0});
   if (announce) tx.Add(sql::kNotifyPublish, NotifyPayload({*announce}));
   RETURN_IF_ERROR(tx.Commit());
-  return ok;
+  return Matched(keys, locked, /*first=*/1);
 }
 
 absl::StatusOr<std::vector<bool>> PgStore::Ack(const std::string& tenant,
                                                const std::string& subscription,
                                                const std::vector<LeaseKey>& keys) {
-  return ApplyToLeases(sql::kAck, tenant, subscription, keys, {},
-                       /*count_acked=*/true);
+  LeaseArrays arrays(keys);
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant);
+  // One round trip (an ack is on every message's path): the deletion with
+  // its accounting, whether the subscription exists, the commit.
+  const size_t acked = tx.Add(sql::kAck, subscription, std::move(arrays.ids),
+                              std::move(arrays.attempts), std::move(arrays.leases));
+  const size_t exists = tx.Add(sql::kSubscriptionExists, subscription);
+  ASSIGN_OR_RETURN(std::vector<Rows> res, tx.SendAndCommit());
+  if (res[acked].empty() && res[exists].empty()) return SubscriptionNotFound(subscription);
+  return Matched(keys, res[acked], /*first=*/0);
 }
 
 absl::StatusOr<std::vector<bool>> PgStore::ModifyAckDeadline(const std::string& tenant,
@@ -119,7 +149,7 @@ absl::StatusOr<std::vector<bool>> PgStore::ReleaseLeases(const std::string& tena
                                                          const std::vector<LeaseKey>& keys) {
   const TopicKey announce{tenant, topic};
   return ApplyToLeases(sql::kReleaseLeases, tenant, subscription, keys, {Bind(subscription)},
-                       /*count_acked=*/false, &announce);
+                       &announce);
 }
 
 absl::StatusOr<Store::DeadLettered> PgStore::DeadLetter(const std::string& tenant,

@@ -145,17 +145,16 @@ class PgStore : public Store, public Directory {
   absl::Status PublishTransaction(const std::vector<const PublishItem*>& items,
                                   std::vector<absl::StatusOr<std::vector<int64_t>>>* results);
   // Locks the rows that hold `keys` (kLockLeases), then runs the lease
-  // statement `statement` on them (kAck, kNack, kExtendLease or
-  // kReleaseLeases: $1 the rows' ctids, then `params`) and reports which
-  // keys matched. With `count_acked`, the rows are counted as
-  // acked in the stats ledger; with `announce`, listeners are told the topic
-  // has messages when any row changed; both in the same transaction.
+  // statement `statement` on them (kNack, kExtendLease or kReleaseLeases:
+  // $1 the rows' ctids, then `params`) and reports which keys matched.
+  // With `announce`, listeners are told the topic has messages when any
+  // row changed, in the same transaction. (Ack does both steps in one
+  // statement: kAck.)
   absl::StatusOr<std::vector<bool>> ApplyToLeases(const char* statement,
                                                   const std::string& tenant,
                                                   const std::string& subscription,
                                                   const std::vector<LeaseKey>& keys,
                                                   std::vector<Value> params,
-                                                  bool count_acked = false,
                                                   const TopicKey* announce = nullptr);
   void ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish);
 

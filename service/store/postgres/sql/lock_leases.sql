@@ -3,9 +3,10 @@
 -- with its key. Each key is one probe of the primary key (a correlated
 -- LIMIT 1 subquery: the planner cannot turn it into a scan of the
 -- subscription, as a generic plan of a join did on stale statistics: 0.7 s
--- per ack with 100,000 queued). The statements below then change exactly
--- those rows by ctid (a TID scan), in the same transaction: the lock keeps
--- each row where it is until then.
+-- per ack with 100,000 queued). nack.sql, extend_lease.sql and
+-- release_leases.sql then change exactly those rows by ctid (a TID scan),
+-- in the same transaction: the lock keeps each row where it is until then.
+-- (ack.sql, on every message's path, finds and deletes in one statement.)
 SELECT x.row_id, k.message_id, k.attempts, k.lease
 FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease)
 CROSS JOIN LATERAL (
