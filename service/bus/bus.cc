@@ -68,7 +68,7 @@ absl::StatusOr<PageOf<model::MessageRecord>> MessagePage(
 Bus::Bus(store::Store* store, WorkerPool* pool, BusOptions options)
     : store_(store), options_(options) {
   dispatcher_ = std::make_unique<Dispatcher>(
-      store, pool, Dispatcher::Options{options.poll_interval, /*max_claim_batch=*/100});
+      store, pool, Dispatcher::Options{options.poll_interval});
   publisher_ = std::make_unique<Publisher>(
       store, options.publish_committers, options.publish_max_batch,
       [this](const model::TopicKey& key) { dispatcher_->Wake({key}); },
