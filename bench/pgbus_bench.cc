@@ -231,9 +231,14 @@ bool RunPgbench(const std::string& pgbench, const std::string& args, const std::
   return false;
 }
 
+// Rows a claim takes: pgbusd's (Dispatcher::Options::max_claim_batch), so
+// that the queue reference claims as many rows a transaction as pgbus does.
+constexpr int kClaimBatch = 200;
+
 // The floor of a Postgres queue without pgbus: pgbench clients each
-// claiming 100 rows of 1 KiB with FOR UPDATE SKIP LOCKED and deleting them
-// (returning the payloads), until the `n` rows are gone. messages/s.
+// claiming kClaimBatch rows of 1 KiB with FOR UPDATE SKIP LOCKED and
+// deleting them (returning the payloads), until the `n` rows are gone.
+// messages/s.
 double PgbenchQueue(const std::string& dsn, const std::string& pgbench, int64_t n, int clients,
                     const std::string& dir) {
   Sql(dsn, "DROP TABLE IF EXISTS pgbus_bench_queue");
@@ -242,14 +247,15 @@ double PgbenchQueue(const std::string& dsn, const std::string& pgbench, int64_t 
            "FROM generate_series(1, " + std::to_string(n) + ")");
   Sql(dsn, "VACUUM ANALYZE pgbus_bench_queue");
   std::string script = dir + "/claim.sql";
-  std::ofstream(script) << "WITH c AS (SELECT id FROM pgbus_bench_queue ORDER BY id LIMIT 100 "
+  std::ofstream(script) << "WITH c AS (SELECT id FROM pgbus_bench_queue ORDER BY id LIMIT "
+                        << kClaimBatch << " "
                            "FOR UPDATE SKIP LOCKED) DELETE FROM pgbus_bench_queue q USING c "
                            "WHERE q.id = c.id RETURNING q.id, q.payload;\n";
   auto start = Clock::now();
   const bool ok = RunPgbench(pgbench,
                              "-f " + script + " -c " + std::to_string(clients) + " -j " +
                                  std::to_string(clients) + " -t " +
-                                 std::to_string(n / 100 / clients),
+                                 std::to_string(n / kClaimBatch / clients),
                              dsn, dir + "/pgbench.log");
   double elapsed = Seconds(start);
   std::string left = Sql(dsn, "SELECT count(*) FROM pgbus_bench_queue");
@@ -865,7 +871,8 @@ int main(int argc, char** argv) {
 
   // Consume: deliver + ack of 1 KiB messages, against a pgbench queue.
   Row consume{"consume (deliver + ack), 2 streams",
-              "pgbench, 2 clients: claim 100 with FOR UPDATE SKIP LOCKED, delete, return payloads"};
+              absl::StrCat("pgbench, 2 clients: claim ", kClaimBatch,
+                           " with FOR UPDATE SKIP LOCKED, delete, return payloads")};
   const std::string ctopic = topic + "-consume";
   const bool consuming = !owner_dsn.empty() && consume_messages > 0 && wanted("consume");
   if (consuming) {
