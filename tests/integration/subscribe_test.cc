@@ -2,8 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <future>
 #include <map>
 #include <set>
+
+#include <pqxx/pqxx>
 
 #include "absl/time/clock.h"
 #include "tests/support/harness.h"
@@ -167,6 +171,37 @@ TEST_F(SubscribeTest, ALateAckBeforeAnyRedeliveryIsOk) {
   EXPECT_TRUE(Receive(*sub, 1, absl::Seconds(2)).empty());
   EXPECT_EQ(testing::CountAsOwner(server_.tenant(), "SELECT 1 FROM pgbus.deliveries"), 1);
   EXPECT_EQ((*client_->Ack("s", {got[1].ack_id()}))[0], v1::ACK_STATUS_OK);
+}
+
+// An Ack that waits for a concurrent change of its row that keeps the lease
+// (the SDKs extend the leases of messages whose handlers still run) acks
+// the row in its new version: it is not reported as a lost lease.
+TEST_F(SubscribeTest, AnAckWaitingForALeaseExtensionStillAcks) {
+  ASSERT_TRUE(client_->CreateSubscription("s", "t", absl::Seconds(30)).ok());
+  ASSERT_TRUE(client_->Publish("t", "a").ok());
+  auto sub = client_->Subscribe("s");
+  auto got = Receive(*sub, 1, absl::Seconds(10));
+  ASSERT_EQ(got.size(), 1u);
+  // An extension in progress, as pgbusd's role for the tenant: it holds the
+  // row until it commits.
+  pqxx::connection conn(testing::AppDsn());
+  pqxx::work extension(conn);
+  extension.exec_params("SELECT set_config('pgbus.tenant_id', $1, true)", server_.tenant());
+  ASSERT_EQ(extension
+                .exec("UPDATE pgbus.deliveries SET visible_at = visible_at + interval '1 minute'"
+                      " WHERE subscription = 's'")
+                .affected_rows(),
+            1u);
+  auto ack = std::async(std::launch::async,
+                        [&] { return client_->Ack("s", {got[0].ack_id()}); });
+  ASSERT_EQ(ack.wait_for(std::chrono::milliseconds(500)), std::future_status::timeout)
+      << "the Ack did not wait for the row";
+  extension.commit();
+  auto acked = ack.get();
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ((*acked)[0], v1::ACK_STATUS_OK);
+  EXPECT_EQ(testing::CountAsOwner(server_.tenant(), "SELECT 1 FROM pgbus.deliveries"), 0);
+  EXPECT_EQ(SubscriptionStats(*client_, "s").in_flight(), 0);
 }
 
 TEST_F(SubscribeTest, ExtendedLeaseIsNotRedelivered) {

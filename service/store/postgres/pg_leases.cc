@@ -118,11 +118,39 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
 absl::StatusOr<std::vector<bool>> PgStore::Ack(const std::string& tenant,
                                                const std::string& subscription,
                                                const std::vector<LeaseKey>& keys) {
-  LeaseArrays arrays(keys);
+  ASSIGN_OR_RETURN(std::vector<bool> ok, AckKeys(tenant, subscription, keys, false));
+  // A key not acked lost its lease, or its row was changed by another
+  // transaction (a lease extension, say) while kAck waited for it, which
+  // kAck cannot see (see ack.sql). Those keys are tried once more with the
+  // rows locked first: that acks the second kind and confirms the first.
+  std::vector<LeaseKey> again;
+  std::vector<size_t> at;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!ok[i]) {
+      again.push_back(keys[i]);
+      at.push_back(i);
+    }
+  }
+  if (again.empty()) return ok;
+  absl::StatusOr<std::vector<bool>> retried = AckKeys(tenant, subscription, again, true);
+  if (absl::IsNotFound(retried.status())) return ok;  // deleted meanwhile: nothing more to ack
+  if (!retried.ok()) return retried.status();
+  for (size_t j = 0; j < at.size(); ++j) ok[at[j]] = (*retried)[j];
+  return ok;
+}
+
+absl::StatusOr<std::vector<bool>> PgStore::AckKeys(const std::string& tenant,
+                                                   const std::string& subscription,
+                                                   const std::vector<LeaseKey>& keys,
+                                                   bool lock_first) {
   ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
   Transaction tx(*conn, tenant);
-  // One round trip (an ack is on every message's path): the deletion with
-  // its accounting, whether the subscription exists, the commit.
+  if (lock_first) {
+    LeaseArrays locked(keys);
+    tx.Add(sql::kLockLeases, subscription, std::move(locked.ids), std::move(locked.attempts),
+           std::move(locked.leases));
+  }
+  LeaseArrays arrays(keys);
   const size_t acked = tx.Add(sql::kAck, subscription, std::move(arrays.ids),
                               std::move(arrays.attempts), std::move(arrays.leases));
   const size_t exists = tx.Add(sql::kSubscriptionExists, subscription);

@@ -148,14 +148,20 @@ class PgStore : public Store, public Directory {
   // statement `statement` on them (kNack, kExtendLease or kReleaseLeases:
   // $1 the rows' ctids, then `params`) and reports which keys matched.
   // With `announce`, listeners are told the topic has messages when any
-  // row changed, in the same transaction. (Ack does both steps in one
-  // statement: kAck.)
+  // row changed, in the same transaction. (Ack locks and deletes in one
+  // statement, kAck: see AckKeys.)
   absl::StatusOr<std::vector<bool>> ApplyToLeases(const char* statement,
                                                   const std::string& tenant,
                                                   const std::string& subscription,
                                                   const std::vector<LeaseKey>& keys,
                                                   std::vector<Value> params,
                                                   const TopicKey* announce = nullptr);
+  // One transaction of Ack: kAck on `keys` (after kLockLeases when
+  // `lock_first`) and whether the subscription exists, in one round trip;
+  // which keys were acked.
+  absl::StatusOr<std::vector<bool>> AckKeys(const std::string& tenant,
+                                            const std::string& subscription,
+                                            const std::vector<LeaseKey>& keys, bool lock_first);
   void ListenLoop(std::function<void(const std::vector<TopicKey>&)> on_publish);
 
   const PgStoreOptions options_;

@@ -8,10 +8,17 @@
 --
 -- The rows are found as lock_leases.sql finds them for the other lease
 -- changes: one primary-key probe per key (a correlated LIMIT 1 subquery,
--- never a scan of the subscription), FOR UPDATE so that a row a concurrent
--- transaction changes is waited for and its new version checked against
--- the key again; then deleted by ctid (a TID scan). A key given twice
--- finds its row twice; it is deleted and returned once.
+-- never a scan of the subscription), FOR UPDATE; then deleted by ctid (a
+-- TID scan). A key given twice finds its row twice; it is deleted and
+-- returned once.
+--
+-- A row that a concurrent transaction changed while this statement waited
+-- for its lock (a lease extension, keeping the lease) is locked in its new
+-- version but not deleted: that version is newer than the statement's
+-- snapshot, so the delete by ctid does not see it. So the store runs the
+-- keys this statement did not return once more, in a new transaction,
+-- after lock_leases.sql: that statement locks the newest versions, and
+-- this one, with a snapshot taken after those locks, deletes them.
 WITH gone AS (
   DELETE FROM pgbus.deliveries d
   WHERE d.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))

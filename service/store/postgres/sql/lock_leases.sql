@@ -6,7 +6,8 @@
 -- per ack with 100,000 queued). nack.sql, extend_lease.sql and
 -- release_leases.sql then change exactly those rows by ctid (a TID scan),
 -- in the same transaction: the lock keeps each row where it is until then.
--- (ack.sql, on every message's path, finds and deletes in one statement.)
+-- (ack.sql finds and deletes in one statement; it runs after this one for
+-- the keys it missed the first time.)
 SELECT x.row_id, k.message_id, k.attempts, k.lease
 FROM unnest($2::bigint[], $3::int[], $4::bigint[]) AS k(message_id, attempts, lease)
 CROSS JOIN LATERAL (
