@@ -118,7 +118,8 @@ absl::StatusOr<std::vector<bool>> PgStore::ApplyToLeases(
 absl::StatusOr<std::vector<bool>> PgStore::Ack(const std::string& tenant,
                                                const std::string& subscription,
                                                const std::vector<LeaseKey>& keys) {
-  ASSIGN_OR_RETURN(std::vector<bool> ok, AckKeys(tenant, subscription, keys, false));
+  ASSIGN_OR_RETURN(std::vector<bool> ok,
+                   AckKeys(tenant, subscription, keys, /*lock_first=*/false));
   // A key not acked lost its lease, or its row was changed by another
   // transaction (a lease extension, say) while kAck waited for it, which
   // kAck cannot see (see ack.sql). Those keys are tried once more with the
@@ -132,7 +133,8 @@ absl::StatusOr<std::vector<bool>> PgStore::Ack(const std::string& tenant,
     }
   }
   if (again.empty()) return ok;
-  absl::StatusOr<std::vector<bool>> retried = AckKeys(tenant, subscription, again, true);
+  absl::StatusOr<std::vector<bool>> retried =
+      AckKeys(tenant, subscription, again, /*lock_first=*/true);
   if (absl::IsNotFound(retried.status())) return ok;  // deleted meanwhile: nothing more to ack
   if (!retried.ok()) return retried.status();
   for (size_t j = 0; j < at.size(); ++j) ok[at[j]] = (*retried)[j];
