@@ -295,6 +295,58 @@ TEST(CppSdkReceiver, FlowControlCapsOutstandingMessages) {
   EXPECT_TRUE(receiver.Stop().ok());
 }
 
+TEST(CppSdkReceiver, AcksThatDoNotWaitShareCalls) {
+  Pgbusd server;
+  auto client = server.Connect();
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
+  constexpr int kMessages = 500;
+  {
+    Publisher pub(client.get(), "t");
+    for (int i = 0; i < kMessages; ++i) pub.Publish(Message(std::to_string(i)));
+  }
+  absl::Mutex mu;
+  std::vector<std::future<absl::Status>> results;
+  Seen seen;
+  Receiver receiver(client.get(), "s", [&](Received m) {
+    seen.Add(m);
+    if (m.message().payload() == "0") return;  // settled after Stop, below
+    auto f = m.AckAsync();
+    absl::MutexLock lock(&mu);
+    results.push_back(std::move(f));
+  });
+  auto got = seen.AtLeast(kMessages);
+  ASSERT_EQ(got.size(), static_cast<size_t>(kMessages));
+  std::vector<std::future<absl::Status>> answers;
+  {
+    absl::MutexLock lock(&mu);
+    answers.swap(results);
+  }
+  ASSERT_EQ(answers.size(), static_cast<size_t>(kMessages - 1));
+  for (auto& f : answers) {
+    absl::Status st = f.get();
+    EXPECT_TRUE(st.ok()) << st;
+  }
+  // One call at a time, each carrying what queued meanwhile: far fewer
+  // calls than acks (one each would be 499).
+  EXPECT_LE(receiver.ack_calls(), kMessages / 4) << "Ack calls for " << kMessages - 1 << " acks";
+  // Settled once, whichever way.
+  auto again = std::find_if(got.begin(), got.end(),
+                            [](const Received& m) { return m.message().payload() == "1"; });
+  ASSERT_NE(again, got.end());
+  EXPECT_TRUE(IsLeaseExpired(again->AckAsync().get()));
+  EXPECT_TRUE(receiver.Stop().ok());
+  // After Stop an ack is a call of its own, and still lands.
+  auto first = std::find_if(got.begin(), got.end(),
+                            [](const Received& m) { return m.message().payload() == "0"; });
+  ASSERT_NE(first, got.end());
+  absl::Status st = first->AckAsync().get();
+  EXPECT_TRUE(st.ok()) << st;
+  auto stats = client->GetStats("s");
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->pending() + stats->in_flight(), 0) << "every message acked";
+}
+
 TEST(CppSdkReceiver, ReconnectsAfterARestartAndMissesNothing) {
   auto first = std::make_unique<Pgbusd>();
   const std::string target = first->target();

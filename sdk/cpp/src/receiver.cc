@@ -21,11 +21,33 @@ namespace {
 constexpr char kLeaseExpiredPayload[] = "type.pgbus.dev/lease-expired";
 // ModifyAckDeadline takes at most this many ack ids a call.
 constexpr size_t kMaxIdsPerCall = 10000;
+// The most acks one Ack call carries (the server takes 10000; 1000 keeps a
+// call's statement and answer short).
+constexpr size_t kMaxAcksPerCall = 1000;
 
 absl::Status LeaseExpiredError(absl::string_view why) {
   absl::Status st = absl::AbortedError(why);
   st.SetPayload(kLeaseExpiredPayload, absl::Cord("1"));
   return st;
+}
+
+absl::Status AlreadySettled() {
+  return LeaseExpiredError("this message was acked or nacked already");
+}
+
+// What became of the i-th ack id of a call that answered `statuses`.
+absl::Status Outcome(const absl::StatusOr<std::vector<v1::AckStatus>>& statuses, size_t i) {
+  if (!statuses.ok()) return statuses.status();
+  if (i < statuses->size() && (*statuses)[i] == v1::ACK_STATUS_OK) return absl::OkStatus();
+  return LeaseExpiredError(
+      "the lease had run out: the message was delivered again or settled already, and may be "
+      "processed again");
+}
+
+std::future<absl::Status> Ready(absl::Status st) {
+  std::promise<absl::Status> p;
+  p.set_value(std::move(st));
+  return p.get_future();
 }
 
 // The errors that opening the stream again cannot cure.
@@ -63,8 +85,9 @@ namespace internal {
 //
 // Threads: one reader (opens the stream, again after it ends, and queues
 // what arrives), `settings.threads` handler threads (take from the queue),
-// one leaser (extends the leases of unsettled messages). One mutex guards
-// everything below it; no call is made while holding it.
+// one leaser (extends the leases of unsettled messages), one acker (sends
+// the queued acks, one Ack call at a time). One mutex guards everything
+// below it; no call is made while holding it.
 struct ReceiverState : std::enable_shared_from_this<ReceiverState> {
   ReceiverState(Client* c, std::string s, Receiver::Handler h, ReceiveSettings r)
       : client(c), subscription(std::move(s)), handler(std::move(h)), settings(r) {}
@@ -72,6 +95,9 @@ struct ReceiverState : std::enable_shared_from_this<ReceiverState> {
   void Read();
   void Work();
   void Lease();
+  void SendAcks();
+  // Queues an ack for the acker; after Stop, acks at once.
+  std::future<absl::Status> QueueAck(const std::string& ack_id);
   void Forget(const std::string& ack_id) {
     absl::MutexLock lock(&mu);
     leased.erase(ack_id);
@@ -95,11 +121,19 @@ struct ReceiverState : std::enable_shared_from_this<ReceiverState> {
   bool leaser_done ABSL_GUARDED_BY(mu) = false;   // the leaser should end
   std::optional<absl::Status> ended ABSL_GUARDED_BY(mu);  // a permanent error
   int reconnects ABSL_GUARDED_BY(mu) = 0;
+  struct PendingAck {
+    std::string ack_id;
+    std::promise<absl::Status> done;
+  };
+  std::vector<PendingAck> acks ABSL_GUARDED_BY(mu);  // queued for the acker
+  bool acker_done ABSL_GUARDED_BY(mu) = false;       // send what is queued, then end
+  int64_t ack_calls ABSL_GUARDED_BY(mu) = 0;
 
   absl::Mutex stop_mu;  // one Stop at a time; the threads are joined once
   bool stopped ABSL_GUARDED_BY(stop_mu) = false;
   std::thread reader;
   std::thread leaser;
+  std::thread acker;
   std::vector<std::thread> workers;
 };
 
@@ -197,6 +231,45 @@ void ReceiverState::Lease() {
   }
 }
 
+void ReceiverState::SendAcks() {
+  absl::MutexLock lock(&mu);
+  for (;;) {
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+      return !acks.empty() || acker_done;
+    };
+    mu.Await(absl::Condition(&ready));
+    if (acks.empty()) return;
+    std::vector<PendingAck> batch;
+    if (acks.size() <= kMaxAcksPerCall) {
+      batch.swap(acks);
+    } else {
+      batch.assign(std::make_move_iterator(acks.begin()),
+                   std::make_move_iterator(acks.begin() + kMaxAcksPerCall));
+      acks.erase(acks.begin(), acks.begin() + kMaxAcksPerCall);
+    }
+    ++ack_calls;
+    mu.Unlock();
+    std::vector<std::string> ids;
+    ids.reserve(batch.size());
+    for (const PendingAck& a : batch) ids.push_back(a.ack_id);
+    auto statuses = client->Ack(subscription, ids);
+    for (size_t i = 0; i < batch.size(); ++i) batch[i].done.set_value(Outcome(statuses, i));
+    mu.Lock();
+  }
+}
+
+std::future<absl::Status> ReceiverState::QueueAck(const std::string& ack_id) {
+  {
+    absl::MutexLock lock(&mu);
+    if (!acker_done) {
+      acks.push_back(PendingAck{ack_id, {}});
+      return acks.back().done.get_future();
+    }
+    ++ack_calls;
+  }
+  return Ready(Outcome(client->Ack(subscription, {ack_id}), 0));
+}
+
 }  // namespace internal
 
 const v1::Message& Received::message() const { return delivery_->received.message(); }
@@ -210,23 +283,24 @@ absl::StatusOr<std::string> Received::Data() const {
   return state_->client->RetrievePayload(message().id());
 }
 
-absl::Status Received::Ack() const { return Settle(true, ""); }
-
-absl::Status Received::Nack(const std::string& reason) const { return Settle(false, reason); }
-
-absl::Status Received::Settle(bool ack, const std::string& reason) const {
-  if (delivery_->settled.exchange(true)) {
-    return LeaseExpiredError("this message was acked or nacked already");
-  }
+bool Received::FirstSettle() const {
+  if (delivery_->settled.exchange(true)) return false;
   state_->Forget(ack_id());
-  auto statuses = ack ? state_->client->Ack(state_->subscription, {ack_id()})
-                      : state_->client->ModifyAckDeadline(state_->subscription, {ack_id()},
-                                                          absl::ZeroDuration(), reason);
-  if (!statuses.ok()) return statuses.status();
-  if (statuses->size() == 1 && (*statuses)[0] == v1::ACK_STATUS_OK) return absl::OkStatus();
-  return LeaseExpiredError(
-      "the lease had run out: the message was delivered again or settled already, and may be "
-      "processed again");
+  return true;
+}
+
+absl::Status Received::Ack() const { return AckAsync().get(); }
+
+std::future<absl::Status> Received::AckAsync() const {
+  if (!FirstSettle()) return Ready(AlreadySettled());
+  return state_->QueueAck(ack_id());
+}
+
+absl::Status Received::Nack(const std::string& reason) const {
+  if (!FirstSettle()) return AlreadySettled();
+  return Outcome(state_->client->ModifyAckDeadline(state_->subscription, {ack_id()},
+                                                   absl::ZeroDuration(), reason),
+                 0);
 }
 
 Receiver::Receiver(Client* client, std::string subscription, Handler handler,
@@ -236,6 +310,7 @@ Receiver::Receiver(Client* client, std::string subscription, Handler handler,
   internal::ReceiverState* s = state_.get();
   s->reader = std::thread([s] { s->Read(); });
   s->leaser = std::thread([s] { s->Lease(); });
+  s->acker = std::thread([s] { s->SendAcks(); });
   for (int i = 0; i < std::max(1, settings.threads); ++i) {
     s->workers.emplace_back([s] { s->Work(); });
   }
@@ -263,12 +338,15 @@ absl::Status Receiver::Stop() {
     }
     for (const Received& r : left) (void)r.Nack("subscriber stopped");
     for (std::thread& t : s->workers) t.join();
-    // Leases were kept until the running handlers returned.
+    // Leases were kept until the running handlers returned; the acks they
+    // queued are sent before Stop returns.
     {
       absl::MutexLock lock(&s->mu);
       s->leaser_done = true;
+      s->acker_done = true;
     }
     s->leaser.join();
+    s->acker.join();
   }
   absl::MutexLock lock(&s->mu);
   return s->ended.value_or(absl::OkStatus());
@@ -285,6 +363,11 @@ absl::Status Receiver::Wait() {
 int Receiver::reconnects() const {
   absl::MutexLock lock(&state_->mu);
   return state_->reconnects;
+}
+
+int64_t Receiver::ack_calls() const {
+  absl::MutexLock lock(&state_->mu);
+  return state_->ack_calls;
 }
 
 }  // namespace pgbus
