@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -83,6 +84,19 @@ func (in *inbox) handle(_ context.Context, m *pgbus.Received) {
 	in.mu.Unlock()
 }
 
+// waitFor waits until n messages were handled, or timeout.
+func (in *inbox) waitFor(n int, timeout time.Duration) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
+		in.mu.Lock()
+		k := len(in.got)
+		in.mu.Unlock()
+		if k >= n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // receive runs a subscriber until n messages were handled (or timeout),
 // then stops it; returns what was handled.
 func receive(t *testing.T, c *pgbus.Client, sub string, settings *pgbus.ReceiveSettings,
@@ -91,16 +105,7 @@ func receive(t *testing.T, c *pgbus.Client, sub string, settings *pgbus.ReceiveS
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Subscriber(sub, settings).Receive(ctx, in.handle) }()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		in.mu.Lock()
-		k := len(in.got)
-		in.mu.Unlock()
-		if k >= n {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	in.waitFor(n, timeout)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Receive: %v", err)
@@ -224,6 +229,76 @@ func TestNackRedeliversWithAttemptTwo(t *testing.T) {
 	got := receive(t, c, "s", nil, in, 2, 15*time.Second)
 	if len(got) != 2 || got[0].DeliveryAttempt != 1 || got[1].DeliveryAttempt != 2 {
 		t.Fatalf("got %d deliveries, want attempts 1 then 2", len(got))
+	}
+}
+
+func TestAcksThatDoNotWaitShareCalls(t *testing.T) {
+	c := connect(t, startServer(t, false))
+	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t"})
+	ctx := context.Background()
+	const n = 500
+	pub := c.Publisher("t", nil)
+	for i := 0; i < n; i++ {
+		pub.Publish(ctx, &pgbus.Message{Data: []byte(fmt.Sprint(i))})
+	}
+	pub.Stop()
+	var mu sync.Mutex
+	var results []*pgbus.AckResult
+	var first *pgbus.Received // left unsettled, acked after Receive returned
+	in := &inbox{settle: func(m *pgbus.Received) {
+		mu.Lock()
+		defer mu.Unlock()
+		if string(m.Message.GetPayload()) == "0" {
+			first = m
+			return
+		}
+		results = append(results, m.AckAsync())
+	}}
+	sub := c.Subscriber("s", nil)
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sub.Receive(rctx, in.handle) }()
+	in.waitFor(n, 30*time.Second)
+	mu.Lock()
+	answers := append([]*pgbus.AckResult(nil), results...)
+	mu.Unlock()
+	if len(answers) != n-1 {
+		t.Fatalf("%d acks queued, want %d", len(answers), n-1)
+	}
+	for _, r := range answers {
+		if err := r.Get(ctx); err != nil {
+			t.Errorf("ack: %v", err)
+		}
+	}
+	// One call at a time, each carrying what queued meanwhile: far fewer
+	// calls than acks (one each would be 499).
+	if calls := sub.AckCalls(); calls > n/4 {
+		t.Errorf("%d Ack calls for %d acks", calls, n-1)
+	}
+	in.mu.Lock()
+	again := in.got[1]
+	in.mu.Unlock()
+	if err := again.AckAsync().Get(ctx); !errors.Is(err, pgbus.ErrLeaseExpired) {
+		t.Errorf("second ack of a message: %v, want ErrLeaseExpired", err)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// After Receive returned an ack is a call of its own, and still lands.
+	if first == nil {
+		t.Fatal("message 0 was not delivered")
+	}
+	if err := first.AckAsync().Get(ctx); err != nil {
+		t.Errorf("ack after Receive returned: %v", err)
+	}
+	st, err := c.Stats(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.GetPending()+st.GetInFlight() != 0 {
+		t.Errorf("pending %d, in flight %d after every message was acked",
+			st.GetPending(), st.GetInFlight())
 	}
 }
 

@@ -51,33 +51,88 @@ func (m *Received) Data(ctx context.Context) ([]byte, error) {
 }
 
 // Ack acknowledges the message: nil, ErrLeaseExpired (it may come again),
-// or the call's error. Only the first Ack or Nack counts.
-func (m *Received) Ack() error { return m.settle(true, "") }
+// or the call's error. Only the first Ack or Nack counts. It waits for the
+// answer: AckAsync().Get.
+func (m *Received) Ack() error { return m.AckAsync().Get(context.Background()) }
+
+// AckAsync acknowledges the message without waiting; the result gives what
+// Ack would return. While Receive runs, a Subscriber's acks go in one Ack
+// call at a time, and the next call carries every ack queued meanwhile (up
+// to 1000): a handler that does not wait lets the Subscriber settle
+// thousands of messages a second in few calls, where one that waits (Ack)
+// holds its goroutine for a round trip. When Receive is not running, the
+// ack is a call of its own, made before AckAsync returns.
+func (m *Received) AckAsync() *AckResult {
+	r := &AckResult{ready: make(chan struct{})}
+	settled := true
+	m.once.Do(func() {
+		settled = false
+		m.sub.forget(m.AckID)
+		m.sub.queueAck(m.AckID, r)
+	})
+	if settled {
+		r.set(ErrLeaseExpired)
+	}
+	return r
+}
 
 // Nack gives the message back for redelivery after the subscription's
 // backoff, with an optional reason (kept for dead letters).
-func (m *Received) Nack(reason string) error { return m.settle(false, reason) }
-
-func (m *Received) settle(ack bool, reason string) error {
+func (m *Received) Nack(reason string) error {
 	err := ErrLeaseExpired
 	m.once.Do(func() {
 		m.sub.forget(m.AckID)
-		ctx := context.Background()
-		var st []pb.AckStatus
-		var cerr error
-		if ack {
-			st, cerr = m.sub.client.Ack(ctx, m.sub.name, []string{m.AckID})
-		} else {
-			st, cerr = m.sub.client.ModifyAckDeadline(ctx, m.sub.name, []string{m.AckID}, 0, reason)
-		}
-		switch {
-		case cerr != nil:
-			err = cerr
-		case len(st) == 1 && st[0] == pb.AckStatus_ACK_STATUS_OK:
-			err = nil
-		}
+		st, cerr := m.sub.client.ModifyAckDeadline(context.Background(), m.sub.name,
+			[]string{m.AckID}, 0, reason)
+		err = outcome(st, cerr, 0)
 	})
 	return err
+}
+
+// AckResult is the answer to an AckAsync.
+type AckResult struct {
+	ready chan struct{}
+	err   error
+}
+
+func (r *AckResult) set(err error) {
+	r.err = err
+	close(r.ready)
+}
+
+// Ready is closed once the answer is in.
+func (r *AckResult) Ready() <-chan struct{} { return r.ready }
+
+// Get waits for the answer (or for ctx): nil, ErrLeaseExpired, or the
+// call's error.
+func (r *AckResult) Get(ctx context.Context) error {
+	select {
+	case <-r.ready:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// outcome is what became of the i-th ack id of a call.
+func outcome(st []pb.AckStatus, err error, i int) error {
+	switch {
+	case err != nil:
+		return err
+	case i < len(st) && st[i] == pb.AckStatus_ACK_STATUS_OK:
+		return nil
+	default:
+		return ErrLeaseExpired
+	}
+}
+
+// maxAcksPerCall: the server takes 10000 ids a call; 1000 keeps a call's
+// statement and answer short.
+const maxAcksPerCall = 1000
+
+type pendingAck struct {
+	id  string
+	res *AckResult
 }
 
 // Subscriber receives from one subscription.
@@ -90,6 +145,13 @@ type Subscriber struct {
 	leased map[string]time.Time // ack id -> when received
 	// Reconnects counts the streams opened again after one ended.
 	reconnects int
+	// Acks queued for the acker, which runs while Receive does
+	// (ackerOn); ackWake tells it of new ones and of its end.
+	acks        []pendingAck
+	ackerOn     bool
+	ackerEnding bool
+	ackWake     *sync.Cond
+	ackCalls    int
 }
 
 // Subscriber returns a subscriber of subscription; call Receive.
@@ -113,7 +175,62 @@ func (c *Client) Subscriber(subscription string, settings *ReceiveSettings) *Sub
 	if s.NumGoroutines <= 0 {
 		s.NumGoroutines = 8
 	}
-	return &Subscriber{client: c, name: subscription, settings: s, leased: map[string]time.Time{}}
+	sub := &Subscriber{client: c, name: subscription, settings: s, leased: map[string]time.Time{}}
+	sub.ackWake = sync.NewCond(&sub.mu)
+	return sub
+}
+
+// AckCalls is how many Ack calls the Subscriber has sent (each carries the
+// acks queued while the one before it was out).
+func (s *Subscriber) AckCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ackCalls
+}
+
+// queueAck hands the ack to the acker, or acks at once when Receive is
+// not running.
+func (s *Subscriber) queueAck(id string, r *AckResult) {
+	s.mu.Lock()
+	if s.ackerOn {
+		s.acks = append(s.acks, pendingAck{id, r})
+		s.ackWake.Signal()
+		s.mu.Unlock()
+		return
+	}
+	s.ackCalls++
+	s.mu.Unlock()
+	st, err := s.client.Ack(context.Background(), s.name, []string{id})
+	r.set(outcome(st, err, 0))
+}
+
+// sendAcks sends the queued acks, one call at a time, until the acker is
+// told to end and nothing is queued.
+func (s *Subscriber) sendAcks() {
+	for {
+		s.mu.Lock()
+		for len(s.acks) == 0 && !s.ackerEnding {
+			s.ackWake.Wait()
+		}
+		if len(s.acks) == 0 {
+			s.ackerOn = false
+			s.mu.Unlock()
+			return
+		}
+		n := min(len(s.acks), maxAcksPerCall)
+		batch := s.acks[:n:n]
+		s.acks = s.acks[n:]
+		s.ackCalls++
+		s.mu.Unlock()
+		ids := make([]string, n)
+		for i, a := range batch {
+			ids[i] = a.id
+		}
+		st, err := s.client.Ack(context.Background(), s.name, ids)
+		for i, a := range batch {
+			a.res.set(outcome(st, err, i))
+		}
+	}
 }
 
 // Reconnects is how many times the stream was opened again after it ended.
@@ -139,6 +256,14 @@ func (s *Subscriber) forget(ackID string) {
 func (s *Subscriber) Receive(ctx context.Context, handler func(context.Context, *Received)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.mu.Lock()
+	s.ackerOn, s.ackerEnding = true, false
+	s.mu.Unlock()
+	acker := make(chan struct{})
+	go func() {
+		defer close(acker)
+		s.sendAcks()
+	}()
 	work := make(chan *Received)
 	var handlers sync.WaitGroup
 	for i := 0; i < s.settings.NumGoroutines; i++ {
@@ -163,6 +288,12 @@ func (s *Subscriber) Receive(ctx context.Context, handler func(context.Context, 
 	handlers.Wait()
 	stopLeases()
 	<-leaser
+	// The acks the handlers queued are sent before Receive returns.
+	s.mu.Lock()
+	s.ackerEnding = true
+	s.ackWake.Signal()
+	s.mu.Unlock()
+	<-acker
 	return err
 }
 
