@@ -137,6 +137,35 @@ def test_nack_redelivers_with_attempt_two(server):
     run(scenario())
 
 
+def test_acks_that_are_not_awaited_share_calls(server):
+    async def scenario():
+        async with AsyncClient(server.target) as client:
+            await topic_with_subscription(client)
+            n = 500
+            await client.publish("t", [pgbus.v1.types_pb2.PublishMessage(payload=str(i).encode())
+                                       for i in range(n)])
+            acks = []
+
+            async def ack_without_waiting(message):
+                acks.append(asyncio.ensure_future(message.ack()))
+
+            inbox = Inbox(settle=ack_without_waiting)
+            sub = client.subscriber("s")
+            session = asyncio.get_running_loop().create_task(sub.receive(inbox))
+            got = await inbox.wait(n, timeout=30)
+            assert len(got) == n
+            assert await asyncio.gather(*acks) == [True] * n
+            # One call at a time, each carrying what was acked meanwhile: far
+            # fewer calls than acks (one each would be 500).
+            assert sub.ack_calls <= n // 4
+            assert await got[0].ack() is False  # settled once
+            sub.stop()
+            await session
+            stats = await client.get_stats("s")
+            assert stats.pending + stats.in_flight == 0
+    run(scenario())
+
+
 def test_a_slow_handler_keeps_its_lease(server):
     async def scenario():
         async with AsyncClient(server.target) as client:

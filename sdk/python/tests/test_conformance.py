@@ -120,6 +120,41 @@ def test_nack_redelivers_with_attempt_two(client):
     assert [m.delivery_attempt for m in got[:2]] == [1, 2]
 
 
+def test_acks_that_do_not_wait_share_calls(client):
+    client.create_topic("t")
+    client.create_subscription("s", "t")
+    n = 500
+    with pgbus.Publisher(client, "t") as pub:
+        for i in range(n):
+            pub.publish(str(i).encode())
+    futures, first = [], []
+
+    def ack_without_waiting(message):
+        if message.data == b"0":
+            first.append(message)  # settled after stop(), below
+        else:
+            futures.append(message.ack_async())
+
+    inbox = Inbox(ack=ack_without_waiting)
+    subscriber = pgbus.Subscriber(client, "s", inbox)
+    try:
+        got = inbox.wait(n, timeout=60)
+        assert len(got) == n
+        assert [f.result(30) for f in futures] == [True] * (n - 1)
+        # One call at a time, each carrying what queued meanwhile: far
+        # fewer calls than acks (one each would be 499).
+        assert subscriber.ack_calls <= n // 4
+        # Settled once, whichever way.
+        settled = next(m for m in got if m.data == b"1")
+        assert settled.ack_async().result(30) is False
+    finally:
+        subscriber.stop()
+    # After stop() an ack is a call of its own, and still lands.
+    assert first[0].ack_async().result(30) is True
+    stats = client.get_stats("s")
+    assert stats.pending + stats.in_flight == 0
+
+
 def test_a_slow_handler_keeps_its_lease(client):
     # Ack deadline 1 s; the handler takes 3 s: the lease is extended, so
     # the message is not delivered again meanwhile.

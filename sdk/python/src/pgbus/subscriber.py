@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Optional
 
 import grpc
@@ -22,6 +22,10 @@ from pgbus.v1 import bus_pb2, types_pb2
 PERMANENT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
              grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED,
              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED)
+
+# The most acks one Ack call carries (the server takes 10000; 1000 keeps a
+# call's statement and answer short).
+MAX_ACKS_PER_CALL = 1000
 
 
 class Leases:
@@ -89,7 +93,13 @@ class Message(Delivery):
     """One delivery. `data` is the payload (fetched and SHA-256-checked on
     first use when it was uploaded: DataLossError on a mismatch). Call
     ack() when done or nack(reason) to have it redelivered; ack() returns
-    True, or False when the lease was lost (the message may come again)."""
+    True, or False when the lease was lost (the message may come again).
+    ack() waits for the answer; ack_async() does not: it returns a
+    concurrent.futures.Future of the same bool. A Subscriber's acks go in
+    one Ack call at a time, and the next call carries every ack queued
+    meanwhile (up to 1000), so handlers that do not wait let it settle
+    thousands of messages a second in few calls. After stop(), an ack is a
+    call of its own, made before ack_async() returns."""
 
     def __init__(self, subscriber: "Subscriber", received: types_pb2.ReceivedMessage):
         super().__init__(subscriber, received)
@@ -105,10 +115,13 @@ class Message(Delivery):
         return self._data
 
     def ack(self) -> bool:
-        return self._subscriber._settle(self, ack=True)
+        return self.ack_async().result()
+
+    def ack_async(self) -> "Future[bool]":
+        return self._subscriber._ack_async(self)
 
     def nack(self, reason: str = "") -> bool:
-        return self._subscriber._settle(self, ack=False, reason=reason)
+        return self._subscriber._nack(self, reason)
 
 
 class Subscriber:
@@ -146,12 +159,22 @@ class Subscriber:
         self._stream = None
         self.error: Optional[PgbusError] = None  # why it stopped, if not stop()
         self.reconnects = 0
+        # Acks queued for the acker thread, which sends them one Ack call
+        # at a time until stop(); afterwards each ack is a call of its own.
+        self._acks: list[tuple[str, Future]] = []
+        self._acks_cond = threading.Condition()
+        self._acker_on = True
+        self._acker_ending = False
+        self.ack_calls = 0  # Ack calls sent
         self._receiver = threading.Thread(target=self._receive, daemon=True,
                                           name=f"pgbus-subscriber-{subscription}")
         self._leaser = threading.Thread(target=self._extend_leases, daemon=True,
                                         name=f"pgbus-leases-{subscription}")
+        self._acker = threading.Thread(target=self._send_acks, daemon=True,
+                                       name=f"pgbus-acks-{subscription}")
         self._receiver.start()
         self._leaser.start()
+        self._acker.start()
 
     def stop(self, timeout: Optional[float] = None) -> None:
         self._stopping.set()
@@ -162,6 +185,10 @@ class Subscriber:
         self._pool.shutdown(wait=True)  # running handlers finish and settle
         self._handlers_done.set()
         self._leaser.join(timeout)
+        with self._acks_cond:  # what the handlers acked is sent first
+            self._acker_ending = True
+            self._acks_cond.notify()
+        self._acker.join(timeout)
 
     def __enter__(self) -> "Subscriber":
         return self
@@ -206,15 +233,48 @@ class Subscriber:
             if not message.settled:
                 message.nack("handler raised an exception")
 
-    def _settle(self, message: Message, *, ack: bool, reason: str = "") -> bool:
+    def _ack_async(self, message: Message) -> "Future[bool]":
+        future: Future = Future()
+        if not self._leases.settle(message):
+            future.set_result(False)
+            return future
+        with self._acks_cond:
+            if self._acker_on:
+                self._acks.append((message.ack_id, future))
+                self._acks_cond.notify()
+                return future
+            self.ack_calls += 1
+        future.set_result(self._ack([message.ack_id])[0])
+        return future
+
+    def _ack(self, ack_ids: list[str]) -> list[bool]:
+        try:
+            statuses = self._client.ack(self._subscription, ack_ids)
+        except PgbusError:
+            return [False] * len(ack_ids)
+        return [i < len(statuses) and statuses[i] == bus_pb2.ACK_STATUS_OK
+                for i in range(len(ack_ids))]
+
+    def _send_acks(self) -> None:
+        while True:
+            with self._acks_cond:
+                while not self._acks and not self._acker_ending:
+                    self._acks_cond.wait()
+                if not self._acks:
+                    self._acker_on = False
+                    return
+                batch = self._acks[:MAX_ACKS_PER_CALL]
+                del self._acks[:MAX_ACKS_PER_CALL]
+                self.ack_calls += 1
+            for (_, future), ok in zip(batch, self._ack([a for a, _ in batch])):
+                future.set_result(ok)
+
+    def _nack(self, message: Message, reason: str) -> bool:
         if not self._leases.settle(message):
             return False
         try:
-            if ack:
-                statuses = self._client.ack(self._subscription, [message.ack_id])
-            else:
-                statuses = self._client.modify_ack_deadline(self._subscription,
-                                                            [message.ack_id], 0, reason)
+            statuses = self._client.modify_ack_deadline(self._subscription,
+                                                        [message.ack_id], 0, reason)
         except PgbusError:
             return False
         return statuses == [bus_pb2.ACK_STATUS_OK]
