@@ -13,6 +13,7 @@ import {
   Code,
   DataLossError,
   durationMs,
+  LeaseExpiredError,
   PgbusError,
   type ClientOptions,
   type ReceivedMessage,
@@ -153,6 +154,40 @@ test("nack redelivers with attempt two", async (t) => {
 });
 
 // Not a shared scenario: the iterator form of the subscriber.
+test("acks that are not awaited share calls", async (t) => {
+  const c = connect(t, await serve(t));
+  await topicWithSubscription(c, "s", "t");
+  const n = 500;
+  const pub = c.publisher("t");
+  const published = Array.from({ length: n }, (_, i) => pub.publish({ data: String(i) }));
+  await pub.close();
+  await Promise.all(published);
+  const acks: Promise<void>[] = [];
+  let first: ReceivedMessage | undefined; // left unsettled, acked after receive() ended
+  const inbox = new Inbox(0, async (m) => {
+    if (m.message.payload.toString() === "0") first = m;
+    else acks.push(m.ack()); // not awaited
+  });
+  const subscriber = c.subscriber("s");
+  const stop = new AbortController();
+  const session = subscriber.receive(inbox.handle, { signal: stop.signal });
+  await waitFor(() => inbox.got.length >= n, 30_000);
+  assert.equal(acks.length, n - 1);
+  await Promise.all(acks);
+  // One call at a time, each carrying what was acked meanwhile: far fewer
+  // calls than acks (one each would be 499).
+  assert.ok(subscriber.ackCalls <= n / 4, `${subscriber.ackCalls} Ack calls for ${n - 1} acks`);
+  // Settled once, whichever way.
+  const again = inbox.got.find((m) => m.message.payload.toString() === "1")!;
+  await assert.rejects(again.ack(), LeaseExpiredError);
+  stop.abort();
+  await session;
+  assert.ok(first, "message 0 was not delivered");
+  await first.ack();
+  const stats = await c.getStats({ subscription: "s" });
+  assert.equal(Number(stats.pending) + Number(stats.inFlight), 0, "every message acked");
+});
+
 test("messages() is an async iterator; leaving it gives back what was not yielded", async (t) => {
   const c = connect(t, await serve(t));
   await topicWithSubscription(c, "s", "t", { ackDeadline: durationMs(1000) });
