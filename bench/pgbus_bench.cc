@@ -619,8 +619,9 @@ int SdkFigures(const std::vector<std::pair<std::string, std::string>>& sdks,
                 Spread(rates[i].consume).c_str(), Spread(rates[i].consume_ratio, 2).c_str());
   }
   std::printf("\n(each SDK's own program, sdk/<language>/bench*, through its batching publisher "
-              "and its subscriber, acking one message at a time; the ratio is that of the same "
-              "round. Goals: Go and TypeScript >= 0.5, Python >= 0.25 of C++)\n");
+              "and its subscriber, acking without waiting for each answer, the acks batched into "
+              "few calls; the ratio is that of the same round. Goals: Go and TypeScript >= 0.5, "
+              "Python >= 0.25 of C++)\n");
   return 0;
 }
 
