@@ -116,6 +116,71 @@ class LoseFirstPublishAnswer : public grpc::experimental::ClientInterceptorFacto
   };
 };
 
+// Counts the Publish calls out at once, and the most seen.
+class CountPublishesOut : public grpc::experimental::ClientInterceptorFactoryInterface {
+ public:
+  std::atomic<int> out{0};
+  std::atomic<int> most{0};
+  grpc::experimental::Interceptor* CreateClientInterceptor(
+      grpc::experimental::ClientRpcInfo* info) override {
+    return new Count(this, std::string(info->method()).find("/Publish") != std::string::npos);
+  }
+
+ private:
+  class Count : public grpc::experimental::Interceptor {
+   public:
+    Count(CountPublishesOut* owner, bool publish) : owner_(owner), publish_(publish) {}
+    void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
+      using grpc::experimental::InterceptionHookPoints;
+      if (publish_ &&
+          m->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+        int now = ++owner_->out;
+        int prev = owner_->most.load();
+        while (now > prev && !owner_->most.compare_exchange_weak(prev, now)) {
+        }
+      }
+      if (publish_ && m->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_STATUS)) {
+        --owner_->out;
+      }
+      m->Proceed();
+    }
+
+   private:
+    CountPublishesOut* owner_;
+    bool publish_;
+  };
+};
+
+TEST(CppSdk, BatchesWithoutOrderingKeysArePipelinedAndKeyedOnesGoAlone) {
+  Pgbusd server;
+  auto count = std::make_shared<CountPublishesOut>();
+  ClientOptions options;
+  options.interceptors.push_back(count);
+  auto client = Client::Connect(server.target(), options);
+  ASSERT_TRUE(client->CreateTopic("t").ok());
+  ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
+  PublishSettings settings;
+  settings.max_messages = 10;
+  {
+    Publisher pub(client.get(), "t", settings);
+    std::vector<std::future<absl::StatusOr<std::string>>> results;
+    for (int i = 0; i < 2000; ++i) results.push_back(pub.Publish(Message("x")));
+    for (auto& r : results) ASSERT_TRUE(r.get().ok());
+  }
+  EXPECT_GT(count->most.load(), 1) << "batches without ordering keys went one at a time";
+  EXPECT_LE(count->most.load(), settings.max_outstanding_calls);
+  // Every 5th message keyed, 10 a batch: every batch holds a key, so each
+  // goes alone, and the key's order holds.
+  count->most = 0;
+  {
+    Publisher pub(client.get(), "t", settings);
+    for (int i = 0; i < 200; ++i) {
+      pub.Publish(Message(absl::StrCat("m", i), i % 5 == 0 ? "k" : ""));
+    }
+  }
+  EXPECT_EQ(count->most.load(), 1) << "a batch with an ordering key was not sent alone";
+}
+
 TEST(CppSdk, ARetriedPublishIsStoredOnce) {
   Pgbusd server;
   auto lose = std::make_shared<LoseFirstPublishAnswer>();
@@ -309,11 +374,12 @@ TEST(CppSdkReceiver, AcksThatDoNotWaitShareCalls) {
   std::vector<std::future<absl::Status>> results;
   Seen seen;
   Receiver receiver(client.get(), "s", [&](Received m) {
-    seen.Add(m);
-    if (m.message().payload() == "0") return;  // settled after Stop, below
-    auto f = m.AckAsync();
-    absl::MutexLock lock(&mu);
-    results.push_back(std::move(f));
+    if (m.message().payload() != "0") {  // "0" is settled after Stop, below
+      auto f = m.AckAsync();
+      absl::MutexLock lock(&mu);
+      results.push_back(std::move(f));
+    }
+    seen.Add(m);  // last: once all are seen, every ack is queued
   });
   auto got = seen.AtLeast(kMessages);
   ASSERT_EQ(got.size(), static_cast<size_t>(kMessages));

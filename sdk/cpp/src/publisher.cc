@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -46,7 +47,9 @@ absl::Status WithRetries(absl::Duration budget, const std::function<absl::Status
 
 Publisher::Publisher(Client* client, std::string topic, PublishSettings settings)
     : client_(client), topic_(std::move(topic)), settings_(settings) {
-  sender_ = std::thread([this] { Run(); });
+  for (int i = 0; i < std::max(1, settings_.max_outstanding_calls); ++i) {
+    senders_.emplace_back([this] { Run(); });
+  }
 }
 
 Publisher::~Publisher() { Stop(); }
@@ -108,42 +111,60 @@ void Publisher::Flush() {
 }
 
 void Publisher::Stop() {
+  absl::MutexLock stop_lock(&stop_mu_);
   {
     absl::MutexLock lock(&mu_);
-    if (stopped_ && !sender_.joinable()) return;
     stopped_ = true;
   }
-  if (sender_.joinable()) sender_.join();
+  for (std::thread& t : senders_) {
+    if (t.joinable()) t.join();
+  }
 }
 
-std::deque<Publisher::Pending> Publisher::Take() {
+std::deque<Publisher::Pending> Publisher::Take(bool* alone) {
   absl::MutexLock lock(&mu_);
-  auto any = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopped_; };
-  mu_.Await(absl::Condition(&any));
-  if (queue_.empty()) return {};  // stopped and drained
-  // Wait for a full batch, max_delay, a Flush or Stop.
-  auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return static_cast<int>(queue_.size()) >= settings_.max_messages ||
-           queued_bytes_ >= settings_.max_bytes || stopped_ || flushing_ > 0;
-  };
-  mu_.AwaitWithTimeout(absl::Condition(&full), settings_.max_delay);
+  for (;;) {
+    // Nothing is taken while a batch with an ordering key is out.
+    auto any = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !alone_ && (!queue_.empty() || stopped_);
+    };
+    mu_.Await(absl::Condition(&any));
+    if (queue_.empty()) return {};  // stopped and drained
+    // Wait for a full batch, max_delay, a Flush or Stop.
+    auto full = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return static_cast<int>(queue_.size()) >= settings_.max_messages ||
+             queued_bytes_ >= settings_.max_bytes || stopped_ || flushing_ > 0;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&full), settings_.max_delay);
+    if (!alone_ && !queue_.empty()) break;  // else another sender took it meanwhile
+  }
   std::deque<Pending> batch;
   int64_t bytes = 0;
+  bool keyed = false;
   while (!queue_.empty() && static_cast<int>(batch.size()) < settings_.max_messages) {
     int64_t b = static_cast<int64_t>(queue_.front().message.payload().size());
     if (!batch.empty() && bytes + b > settings_.max_bytes) break;
     bytes += b;
+    keyed = keyed || !queue_.front().message.ordering_key().empty();
     batch.push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
   queued_bytes_ -= bytes;
+  if (keyed) {
+    // Sent once every call before it is answered, and alone.
+    alone_ = true;
+    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return in_flight_ == 0; };
+    mu_.Await(absl::Condition(&idle));
+  }
   ++in_flight_;
+  *alone = keyed;
   return batch;
 }
 
 void Publisher::Run() {
   for (;;) {
-    std::deque<Pending> batch = Take();
+    bool alone = false;
+    std::deque<Pending> batch = Take(&alone);
     if (batch.empty()) return;
     std::vector<v1::PublishMessage> messages;
     messages.reserve(batch.size());
@@ -167,6 +188,7 @@ void Publisher::Run() {
     }
     absl::MutexLock lock(&mu_);
     --in_flight_;
+    if (alone) alone_ = false;
   }
 }
 

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -29,12 +30,16 @@ struct PublishSettings {
   absl::Duration max_delay = absl::Milliseconds(10);  // how long a message waits for its batch
   int64_t inline_limit = 256 * 1024;                // larger payloads are uploaded
   absl::Duration retry_deadline = absl::Seconds(60);  // how long a batch is retried
+  // Publish calls out at once. A batch holding an ordering key is sent
+  // alone (after the calls before it are answered, before any after it).
+  int max_outstanding_calls = 4;
 };
 
-// Batches the messages of one topic. Batches are sent one at a time from
-// one thread, in the order Publish was called, and a batch is retried whole
-// before the next is sent: an ordering key keeps its order through batching
-// and retries. A batch that fails with UNAVAILABLE or DEADLINE_EXCEEDED
+// Batches the messages of one topic. Batches are formed in the order Publish
+// was called and sent up to max_outstanding_calls at once; a batch that
+// holds an ordering key is sent alone, once the calls before it are
+// answered, and is retried whole before the next is sent: an ordering key
+// keeps its order through batching and retries. A batch that fails with UNAVAILABLE or DEADLINE_EXCEEDED
 // (its first attempt may have been stored with the answer lost) is retried
 // with exponential backoff and jitter for retry_deadline; every message
 // carries an idempotency key (generated when unset), so it is stored once
@@ -69,7 +74,9 @@ class Publisher {
     std::promise<absl::StatusOr<std::string>> result;
   };
   void Run();
-  std::deque<Pending> Take();
+  // The next batch, marked in_flight_; `alone` says it holds an ordering
+  // key (then nothing else is out). Empty once stopped and drained.
+  std::deque<Pending> Take(bool* alone);
   // Queues `message`, published by the handle of `upload` when its payload
   // went ahead (whose failure fails the message); refused after Stop.
   std::future<absl::StatusOr<std::string>> Enqueue(
@@ -83,10 +90,14 @@ class Publisher {
   std::deque<Pending> queue_ ABSL_GUARDED_BY(mu_);
   int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  // A batch with an ordering key was taken: nothing more is taken until it
+  // is answered.
+  bool alone_ ABSL_GUARDED_BY(mu_) = false;
   int flushing_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<int64_t> calls_{0};
-  std::thread sender_;
+  absl::Mutex stop_mu_;  // one Stop at a time joins the senders
+  std::vector<std::thread> senders_;
 };
 
 // Calls `fn` until it succeeds, fails with a status other than UNAVAILABLE
