@@ -210,6 +210,56 @@ func TestOrderingKeyKeepsItsOrderThroughBatches(t *testing.T) {
 	}
 }
 
+func TestBatchesWithoutOrderingKeysArePipelinedAndKeyedOnesGoAlone(t *testing.T) {
+	s := startServer(t, false)
+	// Counts the Publish calls out at once, and the most seen.
+	var out, most atomic.Int32
+	count := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn,
+		invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if !strings.HasSuffix(method, "/Publish") {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		now := out.Add(1)
+		for prev := most.Load(); now > prev && !most.CompareAndSwap(prev, now); prev = most.Load() {
+		}
+		defer out.Add(-1)
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	c := connect(t, s, pgbus.WithDialOptions(grpc.WithUnaryInterceptor(count)))
+	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t"})
+	ctx := context.Background()
+	settings := &pgbus.PublishSettings{MaxMessages: 10}
+	pub := c.Publisher("t", settings)
+	results := make([]*pgbus.PublishResult, 2000)
+	for i := range results {
+		results[i] = pub.Publish(ctx, &pgbus.Message{Data: []byte("x")})
+	}
+	for _, r := range results {
+		if _, err := r.Get(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub.Stop()
+	if most.Load() < 2 || most.Load() > 4 {
+		t.Errorf("at most %d Publish calls out at once, want 2..4 (MaxOutstandingCalls)", most.Load())
+	}
+	// Every 5th message keyed, 10 a batch: every batch holds a key, so
+	// each goes alone.
+	most.Store(0)
+	pub = c.Publisher("t", settings)
+	for i := 0; i < 200; i++ {
+		key := ""
+		if i%5 == 0 {
+			key = "k"
+		}
+		pub.Publish(ctx, &pgbus.Message{Data: []byte(fmt.Sprint(i)), OrderingKey: key})
+	}
+	pub.Stop()
+	if most.Load() != 1 {
+		t.Errorf("%d Publish calls out at once with ordering keys, want 1", most.Load())
+	}
+}
+
 func TestNackRedeliversWithAttemptTwo(t *testing.T) {
 	c := connect(t, startServer(t, false))
 	topicWithSubscription(t, c, &pb.Subscription{Name: "s", Topic: "t"})

@@ -41,6 +41,10 @@ type PublishSettings struct {
 	MaxDelay      time.Duration // how long a message waits for its batch to fill; default 10 ms
 	InlineLimit   int           // larger payloads are uploaded; default DefaultInlineLimit
 	RetryDeadline time.Duration // how long a batch is retried; default 60 s
+	// Publish calls out at once; default 4. A batch holding an ordering
+	// key is sent alone (after the calls before it are answered, before
+	// any after it).
+	MaxOutstandingCalls int
 }
 
 // PublishResult is the outcome of one Publish: its message id, once the
@@ -75,9 +79,11 @@ type pending struct {
 }
 
 // Publisher batches the messages of one topic: many Publish() calls, few
-// Publish RPCs, sent one batch at a time from one goroutine in the order
-// Publish was called (an ordering key keeps its order through batching and
-// retries: a batch is retried whole before the next is sent). A batch that
+// Publish RPCs. Batches are formed in the order Publish was called and sent
+// up to MaxOutstandingCalls at once; a batch that holds an ordering key is
+// sent alone, once the calls before it are answered, and is retried whole
+// before the next is sent (an ordering key keeps its order through batching
+// and retries). A batch that
 // fails with UNAVAILABLE or DEADLINE_EXCEEDED, whose first attempt may have
 // been stored with its answer lost, is retried for RetryDeadline; every
 // message carries an idempotency key, so it is stored once and the retry
@@ -92,6 +98,7 @@ type Publisher struct {
 	queue    []pending
 	bytes    int
 	inFlight int
+	alone    bool // a batch with an ordering key is out: nothing else is taken
 	stopped  bool
 	done     chan struct{}
 	calls    atomic.Int64
@@ -118,9 +125,23 @@ func (c *Client) Publisher(topic string, settings *PublishSettings) *Publisher {
 	if s.RetryDeadline <= 0 {
 		s.RetryDeadline = 60 * time.Second
 	}
+	if s.MaxOutstandingCalls <= 0 {
+		s.MaxOutstandingCalls = 4
+	}
 	p := &Publisher{client: c, topic: topic, settings: s, done: make(chan struct{})}
 	p.cond = sync.NewCond(&p.mu)
-	go p.run()
+	var senders sync.WaitGroup
+	for i := 0; i < s.MaxOutstandingCalls; i++ {
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			p.run()
+		}()
+	}
+	go func() {
+		senders.Wait()
+		close(p.done)
+	}()
 	return p
 }
 
@@ -201,51 +222,65 @@ func (p *Publisher) Stop() {
 }
 
 // take waits for a full batch, MaxDelay after the first message, or Stop;
-// returns it (empty: stopped and drained).
-func (p *Publisher) take() []pending {
+// returns it (nil: stopped and drained), and whether it holds an ordering
+// key (then it is the only batch out).
+func (p *Publisher) take() ([]pending, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for len(p.queue) == 0 && !p.stopped {
-		p.cond.Wait()
-	}
-	if len(p.queue) == 0 {
-		return nil
-	}
-	deadline := time.Now().Add(p.settings.MaxDelay)
-	for len(p.queue) < p.settings.MaxMessages && p.bytes < p.settings.MaxBytes && !p.stopped {
-		left := time.Until(deadline)
-		if left <= 0 {
-			break
+	for {
+		// Nothing is taken while a batch with an ordering key is out.
+		for p.alone || (len(p.queue) == 0 && !p.stopped) {
+			p.cond.Wait()
 		}
-		// sync.Cond has no timed wait: a timer wakes us.
-		t := time.AfterFunc(left, func() {
-			p.mu.Lock()
-			p.cond.Broadcast()
-			p.mu.Unlock()
-		})
-		p.cond.Wait()
-		t.Stop()
+		if len(p.queue) == 0 {
+			return nil, false
+		}
+		deadline := time.Now().Add(p.settings.MaxDelay)
+		for len(p.queue) < p.settings.MaxMessages && p.bytes < p.settings.MaxBytes && !p.stopped {
+			left := time.Until(deadline)
+			if left <= 0 {
+				break
+			}
+			// sync.Cond has no timed wait: a timer wakes us.
+			t := time.AfterFunc(left, func() {
+				p.mu.Lock()
+				p.cond.Broadcast()
+				p.mu.Unlock()
+			})
+			p.cond.Wait()
+			t.Stop()
+		}
+		if !p.alone && len(p.queue) > 0 {
+			break
+		} // else another sender took it meanwhile
 	}
-	n, size := 0, 0
+	n, size, keyed := 0, 0, false
 	for n < len(p.queue) && n < p.settings.MaxMessages {
 		b := len(p.queue[n].msg.Payload)
 		if n > 0 && size+b > p.settings.MaxBytes {
 			break
 		}
 		size += b
+		keyed = keyed || p.queue[n].msg.OrderingKey != ""
 		n++
 	}
 	batch := append([]pending(nil), p.queue[:n]...)
 	p.queue = p.queue[n:]
 	p.bytes -= size
+	if keyed {
+		// Sent once every call before it is answered, and alone.
+		p.alone = true
+		for p.inFlight > 0 {
+			p.cond.Wait()
+		}
+	}
 	p.inFlight++
-	return batch
+	return batch, keyed
 }
 
 func (p *Publisher) run() {
-	defer close(p.done)
 	for {
-		batch := p.take()
+		batch, alone := p.take()
 		if batch == nil {
 			return
 		}
@@ -273,6 +308,9 @@ func (p *Publisher) run() {
 		}
 		p.mu.Lock()
 		p.inFlight--
+		if alone {
+			p.alone = false
+		}
 		p.cond.Broadcast()
 		p.mu.Unlock()
 	}
