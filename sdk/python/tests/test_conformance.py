@@ -255,6 +255,48 @@ def test_a_retried_publish_is_stored_once(client, server):
     assert sql(server.tenant, "SELECT id FROM pgbus.messages") == message_id
 
 
+class CountPublishesOut(grpc.UnaryUnaryClientInterceptor):
+    """Counts the Publish calls out at once, and the most seen."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.out = 0
+        self.most = 0
+
+    def intercept_unary_unary(self, continuation, details, request):
+        if not details.method.endswith("/Publish"):
+            return continuation(details, request)
+        with self.lock:
+            self.out += 1
+            self.most = max(self.most, self.out)
+        try:
+            outcome = continuation(details, request)
+            outcome.result()  # answered
+            return outcome
+        finally:
+            with self.lock:
+                self.out -= 1
+
+
+def test_batches_without_ordering_keys_are_pipelined_and_keyed_ones_go_alone(client):
+    client.create_topic("t")
+    count = CountPublishesOut()
+    client.bus = pgbus.v1.bus_pb2_grpc.BusServiceStub(grpc.intercept_channel(client.channel, count))
+    settings = pgbus.BatchSettings(max_messages=10)
+    with pgbus.Publisher(client, "t", settings) as pub:
+        futures = [pub.publish(b"x") for _ in range(2000)]
+        for f in futures:
+            f.result(30)
+    assert 2 <= count.most <= settings.max_outstanding_calls
+    # Every 5th message keyed, 10 a batch: every batch holds a key, so each
+    # goes alone.
+    count.most = 0
+    with pgbus.Publisher(client, "t", settings) as pub:
+        for i in range(200):
+            pub.publish(str(i).encode(), ordering_key="k" if i % 5 == 0 else "")
+    assert count.most == 1
+
+
 def test_the_subscriber_reconnects_after_a_restart_and_misses_nothing(server, client):
     client.create_topic("t")
     client.create_subscription("s", "t")

@@ -19,6 +19,9 @@ class BatchSettings:
     max_messages: int = 100  # per Publish call (the server takes up to 1000)
     max_bytes: int = 1 << 20  # payload bytes per call
     max_delay: float = 0.01  # seconds a message may wait for its batch to fill
+    # Publish calls out at once; a batch holding an ordering key is sent
+    # alone (after the calls before it are answered, before any after it).
+    max_outstanding_calls: int = 4
 
 
 @dataclass
@@ -28,10 +31,12 @@ class _Pending:
 
 
 class Publisher:
-    """Collects messages for one topic into batches and publishes each batch
-    in one call, from a background thread, in the order publish() was
-    called (so an ordering key keeps its order through batching and
-    retries: a batch is retried whole before the next is sent).
+    """Collects messages for one topic into batches, formed in the order
+    publish() was called, and publishes each batch in one call from
+    background threads, up to `max_outstanding_calls` at once. A batch that
+    holds an ordering key is sent alone, once the calls before it are
+    answered, and retried whole before the next is sent (so an ordering key
+    keeps its order through batching and retries).
 
     Every message gets an `idempotency_key` (a UUID, unless one is given),
     so a batch retried (for up to `retry_deadline` seconds) after
@@ -55,11 +60,14 @@ class Publisher:
         self._queue: list[_Pending] = []
         self._queued_bytes = 0
         self._in_flight = 0
+        self._alone = False  # a batch with an ordering key is out: nothing else is taken
         self._closed = False
         self.rpcs = 0  # Publish calls made (tests and metrics)
-        self._thread = threading.Thread(target=self._run, name=f"pgbus-publisher-{topic}",
-                                        daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, name=f"pgbus-publisher-{topic}",
+                                          daemon=True)
+                         for _ in range(max(1, self._batch.max_outstanding_calls))]
+        for thread in self._threads:
+            thread.start()
 
     def publish(
         self,
@@ -112,7 +120,8 @@ class Publisher:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
 
     def __enter__(self) -> "Publisher":
         return self
@@ -120,40 +129,51 @@ class Publisher:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _take_batch(self) -> list[_Pending]:
+    def _take_batch(self) -> tuple[list[_Pending], bool]:
         """Waits for a full batch, max_delay after the first message, or
-        close; returns it (empty: closed and drained)."""
+        close; returns it (empty: closed and drained), and whether it holds
+        an ordering key (then it is the only batch out)."""
         with self._cv:
-            self._cv.wait_for(lambda: self._queue or self._closed)
-            if not self._queue:
-                return []
-            deadline = time.monotonic() + self._batch.max_delay
-            while (len(self._queue) < self._batch.max_messages
-                   and self._queued_bytes < self._batch.max_bytes and not self._closed):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cv.wait(left)
-            batch, size = [], 0
+            while True:
+                # Nothing is taken while a batch with an ordering key is out.
+                self._cv.wait_for(lambda: not self._alone and (self._queue or self._closed))
+                if not self._queue:
+                    return [], False
+                deadline = time.monotonic() + self._batch.max_delay
+                while (len(self._queue) < self._batch.max_messages
+                       and self._queued_bytes < self._batch.max_bytes and not self._closed):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cv.wait(left)
+                if not self._alone and self._queue:
+                    break  # else another sender took it meanwhile
+            batch, size, keyed = [], 0, False
             while self._queue and len(batch) < self._batch.max_messages:
                 n = len(self._queue[0].message.payload)
                 if batch and size + n > self._batch.max_bytes:
                     break
+                keyed = keyed or bool(self._queue[0].message.ordering_key)
                 batch.append(self._queue.pop(0))
                 size += n
             self._queued_bytes -= size
+            if keyed:
+                # Sent once every call before it is answered, and alone.
+                self._alone = True
+                self._cv.wait_for(lambda: self._in_flight == 0)
             self._in_flight += 1
-            return batch
+            return batch, keyed
 
     def _run(self) -> None:
         while True:
-            batch = self._take_batch()
+            batch, alone = self._take_batch()
             if not batch:
                 return
             messages = [p.message for p in batch]
 
             def call():
-                self.rpcs += 1
+                with self._cv:
+                    self.rpcs += 1
                 return self._client.publish(self._topic, messages)
 
             try:
@@ -166,4 +186,6 @@ class Publisher:
             finally:
                 with self._cv:
                     self._in_flight -= 1
+                    if alone:
+                        self._alone = False
                     self._cv.notify_all()
