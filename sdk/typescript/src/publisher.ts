@@ -1,5 +1,6 @@
-// The batching publisher: many publish() calls, few Publish RPCs, one batch
-// in flight at a time in publish order, retried whole without duplicates.
+// The batching publisher: many publish() calls, few Publish RPCs, a few
+// batches in flight at once (a batch with an ordering key alone), retried
+// whole without duplicates.
 import { randomBytes } from "node:crypto";
 
 import { PublishMessage } from "./gen/pgbus/v1/types";
@@ -37,6 +38,12 @@ export interface PublishSettings {
   inlineLimit?: number;
   /** How long a batch is retried; default 60 s. */
   retryDeadlineMs?: number;
+  /**
+   * Publish calls out at once; default 4. A batch holding an ordering key
+   * is sent alone (after the calls before it are answered, before any
+   * after it).
+   */
+  maxOutstandingCalls?: number;
 }
 
 interface Pending {
@@ -51,10 +58,11 @@ interface Pending {
 }
 
 /**
- * Batches the messages of one topic. Batches are sent one at a time in the
- * order publish() was called, and a batch is retried whole before the next
- * is sent, so an ordering key keeps its order through batching and
- * retries. A batch that fails with UNAVAILABLE or DEADLINE_EXCEEDED (its
+ * Batches the messages of one topic. Batches are formed in the order
+ * publish() was called and sent up to maxOutstandingCalls at once; a batch
+ * that holds an ordering key is sent alone, once the calls before it are
+ * answered, and is retried whole before the next is sent, so an ordering
+ * key keeps its order through batching and retries. A batch that fails with UNAVAILABLE or DEADLINE_EXCEEDED (its
  * first attempt may have been stored with the answer lost) is retried for
  * retryDeadlineMs; every message carries an idempotency key, so it is
  * stored once and the retry answers the original ids.
@@ -63,7 +71,9 @@ export class Publisher {
   private readonly settings: Required<PublishSettings>;
   private queue: Pending[] = [];
   private queuedBytes = 0;
-  private sending = false;
+  private inFlight = 0;
+  /** A batch with an ordering key is out: nothing else is sent. */
+  private alone = false;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private idle: Array<() => void> = [];
@@ -80,6 +90,7 @@ export class Publisher {
       maxDelayMs: settings.maxDelayMs || 10,
       inlineLimit: settings.inlineLimit || DEFAULT_INLINE_LIMIT,
       retryDeadlineMs: settings.retryDeadlineMs || 60_000,
+      maxOutstandingCalls: settings.maxOutstandingCalls || 4,
     };
   }
 
@@ -149,7 +160,7 @@ export class Publisher {
 
   /** Resolves once everything published so far has been answered. */
   flush(): Promise<void> {
-    if (this.queue.length === 0 && !this.sending) return Promise.resolve();
+    if (this.queue.length === 0 && this.inFlight === 0) return Promise.resolve();
     return new Promise((resolve) => {
       this.idle.push(resolve);
       this.kick(true);
@@ -164,55 +175,63 @@ export class Publisher {
 
   /** Sends what is due; `now` sends a partial batch without waiting. */
   private kick(now = false): void {
-    if (this.sending) return;
-    // Uploads that failed are dropped where they stand (already rejected).
-    while (this.queue.length > 0 && this.queue[0].failed) this.queue.shift();
-    if (this.queue.length === 0) {
-      this.wakeIdle();
-      return;
-    }
-    if (!this.queue[0].ready) return; // its upload kicks again
-    const waited = Date.now() - this.queue[0].queuedAt;
-    const due =
-      now ||
-      this.closed ||
-      this.idle.length > 0 ||
-      this.queue.length >= this.settings.maxMessages ||
-      this.queuedBytes >= this.settings.maxBytes ||
-      waited >= this.settings.maxDelayMs;
-    if (!due) {
-      if (!this.timer) {
-        this.timer = setTimeout(() => {
-          this.timer = undefined;
-          this.kick();
-        }, this.settings.maxDelayMs - waited);
+    while (!this.alone && this.inFlight < this.settings.maxOutstandingCalls) {
+      // Uploads that failed are dropped where they stand (already rejected).
+      while (this.queue.length > 0 && this.queue[0].failed) this.queue.shift();
+      if (this.queue.length === 0) {
+        if (this.inFlight === 0) this.wakeIdle();
+        return;
       }
-      return;
+      if (!this.queue[0].ready) return; // its upload kicks again
+      const waited = Date.now() - this.queue[0].queuedAt;
+      const due =
+        now ||
+        this.closed ||
+        this.idle.length > 0 ||
+        this.queue.length >= this.settings.maxMessages ||
+        this.queuedBytes >= this.settings.maxBytes ||
+        waited >= this.settings.maxDelayMs;
+      if (!due) {
+        if (!this.timer) {
+          this.timer = setTimeout(() => {
+            this.timer = undefined;
+            this.kick();
+          }, this.settings.maxDelayMs - waited);
+        }
+        return;
+      }
+      const n = this.batchLength();
+      const keyed = this.queue.slice(0, n).some((p) => p.msg.orderingKey !== "");
+      // Sent once every call before it is answered, and alone; an answer kicks again.
+      if (keyed && this.inFlight > 0) return;
+      if (this.timer) {
+        clearTimeout(this.timer);
+        this.timer = undefined;
+      }
+      const batch = this.queue.splice(0, n);
+      this.queuedBytes -= batch.reduce((sum, p) => sum + p.bytes, 0);
+      this.inFlight++;
+      this.alone = keyed;
+      void this.sendBatch(batch).finally(() => {
+        this.inFlight--;
+        if (keyed) this.alone = false;
+        this.kick();
+      });
     }
-    if (this.timer) {
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
-    this.sending = true;
-    void this.sendBatch(this.take()).finally(() => {
-      this.sending = false;
-      this.kick();
-    });
   }
 
-  /** The ready prefix of the queue, within the batch limits. */
-  private take(): Pending[] {
-    const batch: Pending[] = [];
+  /** How many messages the next batch takes: the ready prefix of the queue, within the limits. */
+  private batchLength(): number {
+    let n = 0;
     let bytes = 0;
-    while (batch.length < this.settings.maxMessages && this.queue.length > 0) {
-      const p = this.queue[0];
+    while (n < this.settings.maxMessages && n < this.queue.length) {
+      const p = this.queue[n];
       if (!p.ready || p.failed) break;
-      if (batch.length > 0 && bytes + p.bytes > this.settings.maxBytes) break;
+      if (n > 0 && bytes + p.bytes > this.settings.maxBytes) break;
       bytes += p.bytes;
-      batch.push(this.queue.shift()!);
+      n++;
     }
-    this.queuedBytes -= bytes;
-    return batch;
+    return n;
   }
 
   private async sendBatch(batch: Pending[]): Promise<void> {

@@ -256,6 +256,44 @@ test("data loss is a typed error", async (t) => {
   });
 });
 
+test("batches without ordering keys are pipelined and keyed ones go alone", async (t) => {
+  const s = await serve(t);
+  // Counts the Publish calls out at once, and the most seen.
+  let out = 0;
+  let most = 0;
+  const count: grpc.Interceptor = (options, next) => {
+    if (!options.method_definition.path.endsWith("/Publish")) return new grpc.InterceptingCall(next(options));
+    const requester = new grpc.RequesterBuilder()
+      .withStart((metadata, listener, nextStart) => {
+        most = Math.max(most, ++out);
+        const answer = new grpc.ListenerBuilder()
+          .withOnReceiveStatus((status, nextStatus) => {
+            out--;
+            nextStatus(status);
+          })
+          .build();
+        nextStart(metadata, answer);
+      })
+      .build();
+    return new grpc.InterceptingCall(next(options), requester);
+  };
+  const c = connect(t, s, { channelOptions: { interceptors: [count] } });
+  await c.createTopic({ name: "t" });
+  let pub = c.publisher("t", { maxMessages: 10 });
+  await Promise.all(Array.from({ length: 2000 }, () => pub.publish({ data: "x" })));
+  await pub.close();
+  assert.ok(most >= 2 && most <= 4, `at most ${most} Publish calls out at once, want 2..4`);
+  // Every 5th message keyed, 10 a batch: every batch holds a key, so each goes alone.
+  most = 0;
+  pub = c.publisher("t", { maxMessages: 10 });
+  const keyed = Array.from({ length: 200 }, (_, i) =>
+    pub.publish({ data: String(i), orderingKey: i % 5 === 0 ? "k" : "" }),
+  );
+  await pub.close();
+  await Promise.all(keyed);
+  assert.equal(most, 1, "a batch with an ordering key was not sent alone");
+});
+
 test("a retried publish is stored once", async (t) => {
   const s = await serve(t);
   let publishes = 0;
