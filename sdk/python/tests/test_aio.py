@@ -231,6 +231,49 @@ def test_data_loss_is_a_typed_error(server):
     run(scenario())
 
 
+class CountPublishesOut(grpc.aio.UnaryUnaryClientInterceptor):
+    """Counts the Publish calls out at once, and the most seen."""
+
+    def __init__(self):
+        self.out = 0
+        self.most = 0
+
+    async def intercept_unary_unary(self, continuation, details, request):
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        if not method.endswith("/Publish"):
+            return await continuation(details, request)
+        self.out += 1
+        self.most = max(self.most, self.out)
+        try:
+            call = await continuation(details, request)
+            await call  # answered
+            return call
+        finally:
+            self.out -= 1
+
+
+def test_batches_without_ordering_keys_are_pipelined_and_keyed_ones_go_alone(server):
+    async def scenario():
+        count = CountPublishesOut()
+        async with AsyncClient(server.target, interceptors=[count]) as client:
+            await client.create_topic("t")
+            settings = pgbus.BatchSettings(max_messages=10)
+            pub = client.publisher("t", settings)
+            futures = [await pub.publish_nowait(b"x") for _ in range(2000)]
+            await pub.close()
+            assert all(f.done() and not f.exception() for f in futures)
+            assert 2 <= count.most <= settings.max_outstanding_calls
+            # Every 5th message keyed, 10 a batch: every batch holds a key,
+            # so each goes alone.
+            count.most = 0
+            pub = client.publisher("t", settings)
+            for i in range(200):
+                await pub.publish_nowait(str(i).encode(), ordering_key="k" if i % 5 == 0 else "")
+            await pub.close()
+            assert count.most == 1
+    run(scenario())
+
+
 class LoseFirstAnswer(grpc.aio.UnaryUnaryClientInterceptor):
     """Lets the first Publish reach the server and commit, then reports
     UNAVAILABLE to the caller, as if the answer was lost."""

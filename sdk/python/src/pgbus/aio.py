@@ -129,9 +129,10 @@ async def with_retries(fn: Callable[[], Awaitable[T]], *, deadline: float = 60.0
 
 
 class AsyncPublisher:
-    """pgbus.Publisher for asyncio: batches are sent one at a time by a
-    task, in publish order, each retried whole (with generated idempotency
-    keys, so a retried message is stored once). `await publish(...)` gives
+    """pgbus.Publisher for asyncio: batches are formed in publish order and
+    sent up to `max_outstanding_calls` at once (a batch holding an ordering
+    key alone, once the calls before it are answered), each retried whole
+    (with generated idempotency keys, so a retried message is stored once). `await publish(...)` gives
     the message id; publish_nowait(...) a Future of it. flush() waits for
     what is queued; close() (or leaving `async with`) flushes and stops."""
 
@@ -148,6 +149,8 @@ class AsyncPublisher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
+        self._in_flight = 0
+        self._answered = asyncio.Event()  # a call was answered
         self.rpcs = 0  # Publish calls made
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -223,9 +226,12 @@ class AsyncPublisher:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
-                self._idle.set()
                 if self._closed:
+                    await self._calls_below(1)
+                    self._idle.set()
                     return
+                if self._in_flight == 0:
+                    self._idle.set()  # else the last answer sets it
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -239,21 +245,41 @@ class AsyncPublisher:
                 except asyncio.TimeoutError:
                     break
             batch = self._take_batch()
-            messages = [m for m, _ in batch]
+            keyed = any(m.ordering_key for m, _ in batch)
+            # A batch with an ordering key goes alone: once every call before
+            # it is answered, and answered itself before the next is sent.
+            await self._calls_below(1 if keyed else max(1, self._batch.max_outstanding_calls))
+            self._in_flight += 1
+            send = loop.create_task(self._send(batch))
+            if keyed:
+                await send
 
-            async def call():
-                self.rpcs += 1
-                return await self._client.publish(self._topic, messages)
+    async def _calls_below(self, n: int) -> None:
+        while self._in_flight >= n:
+            self._answered.clear()
+            await self._answered.wait()
 
-            try:
-                ids = await with_retries(call, deadline=self._retry_deadline)
-                for (_, future), message_id in zip(batch, ids):
-                    if not future.done():
-                        future.set_result(message_id)
-            except PgbusError as err:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
+    async def _send(self, batch: list[tuple[types_pb2.PublishMessage, asyncio.Future]]) -> None:
+        messages = [m for m, _ in batch]
+
+        async def call():
+            self.rpcs += 1
+            return await self._client.publish(self._topic, messages)
+
+        try:
+            ids = await with_retries(call, deadline=self._retry_deadline)
+            for (_, future), message_id in zip(batch, ids):
+                if not future.done():
+                    future.set_result(message_id)
+        except PgbusError as err:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(err)
+        finally:
+            self._in_flight -= 1
+            self._answered.set()
+            if not self._queue and self._in_flight == 0:
+                self._idle.set()
 
 
 class AsyncMessage(Delivery):
