@@ -103,8 +103,10 @@ std::future<absl::StatusOr<std::string>> Publisher::Enqueue(
 void Publisher::Flush() {
   absl::MutexLock lock(&mu_);
   ++flushing_;
+  // alone_: a batch with an ordering key, taken from the queue, may still
+  // be waiting for the calls before it.
   auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return queue_.empty() && in_flight_ == 0;
+    return queue_.empty() && in_flight_ == 0 && !alone_;
   };
   mu_.Await(absl::Condition(&idle));
   --flushing_;

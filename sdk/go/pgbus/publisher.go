@@ -207,7 +207,9 @@ func (p *Publisher) Flush() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.cond.Broadcast()
-	for len(p.queue) > 0 || p.inFlight > 0 {
+	// alone: a batch with an ordering key, taken from the queue, may still
+	// be waiting for the calls before it.
+	for len(p.queue) > 0 || p.inFlight > 0 || p.alone {
 		p.cond.Wait()
 	}
 }

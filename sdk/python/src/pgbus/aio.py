@@ -150,6 +150,7 @@ class AsyncPublisher:
         self._idle.set()
         self._closed = False
         self._in_flight = 0
+        self._waiting = False  # a batch was taken and waits for its turn to be sent
         self._answered = asyncio.Event()  # a call was answered
         self.rpcs = 0  # Publish calls made
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -248,7 +249,9 @@ class AsyncPublisher:
             keyed = any(m.ordering_key for m, _ in batch)
             # A batch with an ordering key goes alone: once every call before
             # it is answered, and answered itself before the next is sent.
+            self._waiting = True
             await self._calls_below(1 if keyed else max(1, self._batch.max_outstanding_calls))
+            self._waiting = False
             self._in_flight += 1
             send = loop.create_task(self._send(batch))
             if keyed:
@@ -278,7 +281,7 @@ class AsyncPublisher:
         finally:
             self._in_flight -= 1
             self._answered.set()
-            if not self._queue and self._in_flight == 0:
+            if not self._queue and self._in_flight == 0 and not self._waiting:
                 self._idle.set()
 
 

@@ -114,7 +114,10 @@ class Publisher:
         """Waits until everything published so far has been answered."""
         with self._cv:
             self._cv.notify_all()
-            self._cv.wait_for(lambda: not self._queue and self._in_flight == 0)
+            # _alone: a batch with an ordering key, taken from the queue, may
+            # still be waiting for the calls before it.
+            self._cv.wait_for(lambda: not self._queue and self._in_flight == 0
+                              and not self._alone)
 
     def close(self) -> None:
         with self._cv:
