@@ -65,6 +65,8 @@ TEST(Migrator, FunctionsAreCallableOnlyByTheRolesThatNeedThem) {
   // nothing cannot run the reaper.
   pqxx::connection su(testing::SuperuserDsn());
   pqxx::work w(su);
+  // Migrate calls of tests running beside this one grant on the same schema.
+  w.exec_params("SELECT pg_advisory_xact_lock($1)", kMigrationLockKey);
   w.exec("CREATE ROLE pgbus_test_nobody NOLOGIN");
   w.exec("GRANT USAGE ON SCHEMA pgbus TO pgbus_test_nobody");
   w.exec("SET LOCAL ROLE pgbus_test_nobody");

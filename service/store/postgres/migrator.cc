@@ -13,9 +13,6 @@
 namespace pgbus::store::postgres {
 namespace {
 
-// Any constant works; it only has to be the same for every replica.
-constexpr int64_t kMigrationLockKey = 0x70676275732d6d67;  // "pgbus-mg"
-
 constexpr char kCreateLedger[] =
     "CREATE SCHEMA IF NOT EXISTS pgbus;"
     "CREATE TABLE IF NOT EXISTS pgbus.schema_migrations ("

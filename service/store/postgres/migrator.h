@@ -6,6 +6,7 @@
 #ifndef PGBUS_SERVICE_STORE_POSTGRES_MIGRATOR_H_
 #define PGBUS_SERVICE_STORE_POSTGRES_MIGRATOR_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,13 @@ struct MigrationFile {
   const char* name;  // "0001_init.sql"
   const char* sql;
 };
+
+// The advisory lock (per database) a Migrate call holds while it migrates
+// and grants: replicas starting together take turns. Anything else that
+// changes the schema's grants takes it too (concurrent GRANTs on one object
+// fail with "tuple concurrently updated"). Any constant works; it only has
+// to be the same for every replica.
+inline constexpr int64_t kMigrationLockKey = 0x70676275732d6d67;  // "pgbus-mg"
 
 // The files of migrations/, sorted by name (generated at build time).
 const std::vector<MigrationFile>& EmbeddedMigrations();
