@@ -62,10 +62,11 @@ interface Pending {
  * publish() was called and sent up to maxOutstandingCalls at once; a batch
  * that holds an ordering key is sent alone, once the calls before it are
  * answered, and is retried whole before the next is sent, so an ordering
- * key keeps its order through batching and retries. A batch that fails with UNAVAILABLE or DEADLINE_EXCEEDED (its
- * first attempt may have been stored with the answer lost) is retried for
- * retryDeadlineMs; every message carries an idempotency key, so it is
- * stored once and the retry answers the original ids.
+ * key keeps its order through batching and retries. A batch that fails
+ * with UNAVAILABLE or DEADLINE_EXCEEDED (its first attempt may have been
+ * stored with the answer lost) is retried for retryDeadlineMs; every
+ * message carries an idempotency key, so it is stored once and the retry
+ * answers the original ids.
  */
 export class Publisher {
   private readonly settings: Required<PublishSettings>;

@@ -132,9 +132,10 @@ class AsyncPublisher:
     """pgbus.Publisher for asyncio: batches are formed in publish order and
     sent up to `max_outstanding_calls` at once (a batch holding an ordering
     key alone, once the calls before it are answered), each retried whole
-    (with generated idempotency keys, so a retried message is stored once). `await publish(...)` gives
-    the message id; publish_nowait(...) a Future of it. flush() waits for
-    what is queued; close() (or leaving `async with`) flushes and stops."""
+    (with generated idempotency keys, so a retried message is stored
+    once). `await publish(...)` gives the message id; publish_nowait(...) a
+    Future of it. flush() waits for what is queued; close() (or leaving
+    `async with`) flushes and stops."""
 
     def __init__(self, client: AsyncClient, topic: str, batch: Optional[BatchSettings] = None,
                  *, inline_limit: int = DEFAULT_INLINE_LIMIT, retry_deadline: float = 60.0):
@@ -151,6 +152,7 @@ class AsyncPublisher:
         self._closed = False
         self._in_flight = 0
         self._waiting = False  # a batch was taken and waits for its turn to be sent
+        self._sending: set[asyncio.Task] = set()  # held: the loop keeps only weak references
         self._answered = asyncio.Event()  # a call was answered
         self.rpcs = 0  # Publish calls made
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -254,6 +256,8 @@ class AsyncPublisher:
             self._waiting = False
             self._in_flight += 1
             send = loop.create_task(self._send(batch))
+            self._sending.add(send)
+            send.add_done_callback(self._sending.discard)
             if keyed:
                 await send
 
