@@ -266,7 +266,13 @@ class Subscriber:
                 batch = self._acks[:MAX_ACKS_PER_CALL]
                 del self._acks[:MAX_ACKS_PER_CALL]
                 self.ack_calls += 1
-            for (_, future), ok in zip(batch, self._ack([a for a, _ in batch])):
+            try:
+                results = self._ack([a for a, _ in batch])
+            except Exception as err:  # noqa: BLE001 -- the acker must outlive it
+                for _, future in batch:
+                    future.set_exception(err)
+                continue
+            for (_, future), ok in zip(batch, results):
                 future.set_result(ok)
 
     def _nack(self, message: Message, reason: str) -> bool:
