@@ -35,10 +35,12 @@ absl::Status AlreadySettled() {
   return LeaseExpiredError("this message was acked or nacked already");
 }
 
-// What became of the i-th ack id of a call that answered `statuses`.
-absl::Status Outcome(const absl::StatusOr<std::vector<v1::AckStatus>>& statuses, size_t i) {
+// What became of the i-th of the `n` ack ids of a call that answered
+// `statuses` (an answer without one status per id settles none of them).
+absl::Status Outcome(const absl::StatusOr<std::vector<v1::AckStatus>>& statuses, size_t i,
+                     size_t n) {
   if (!statuses.ok()) return statuses.status();
-  if (i < statuses->size() && (*statuses)[i] == v1::ACK_STATUS_OK) return absl::OkStatus();
+  if (statuses->size() == n && (*statuses)[i] == v1::ACK_STATUS_OK) return absl::OkStatus();
   return LeaseExpiredError(
       "the lease had run out: the message was delivered again or settled already, and may be "
       "processed again");
@@ -253,7 +255,7 @@ void ReceiverState::SendAcks() {
     ids.reserve(batch.size());
     for (const PendingAck& a : batch) ids.push_back(a.ack_id);
     auto statuses = client->Ack(subscription, ids);
-    for (size_t i = 0; i < batch.size(); ++i) batch[i].done.set_value(Outcome(statuses, i));
+    for (size_t i = 0; i < batch.size(); ++i) batch[i].done.set_value(Outcome(statuses, i, batch.size()));
     mu.Lock();
   }
 }
@@ -267,7 +269,7 @@ std::future<absl::Status> ReceiverState::QueueAck(const std::string& ack_id) {
     }
     ++ack_calls;
   }
-  return Ready(Outcome(client->Ack(subscription, {ack_id}), 0));
+  return Ready(Outcome(client->Ack(subscription, {ack_id}), 0, 1));
 }
 
 }  // namespace internal
@@ -300,7 +302,7 @@ absl::Status Received::Nack(const std::string& reason) const {
   if (!FirstSettle()) return AlreadySettled();
   return Outcome(state_->client->ModifyAckDeadline(state_->subscription, {ack_id()},
                                                    absl::ZeroDuration(), reason),
-                 0);
+                 0, 1);
 }
 
 Receiver::Receiver(Client* client, std::string subscription, Handler handler,

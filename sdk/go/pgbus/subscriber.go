@@ -84,7 +84,7 @@ func (m *Received) Nack(reason string) error {
 		m.sub.forget(m.AckID)
 		st, cerr := m.sub.client.ModifyAckDeadline(context.Background(), m.sub.name,
 			[]string{m.AckID}, 0, reason)
-		err = outcome(st, cerr, 0)
+		err = outcome(st, cerr, 0, 1)
 	})
 	return err
 }
@@ -114,12 +114,13 @@ func (r *AckResult) Get(ctx context.Context) error {
 	}
 }
 
-// outcome is what became of the i-th ack id of a call.
-func outcome(st []pb.AckStatus, err error, i int) error {
+// outcome is what became of the i-th of the n ack ids of a call (an answer
+// without one status per id settles none of them).
+func outcome(st []pb.AckStatus, err error, i, n int) error {
 	switch {
 	case err != nil:
 		return err
-	case i < len(st) && st[i] == pb.AckStatus_ACK_STATUS_OK:
+	case len(st) == n && st[i] == pb.AckStatus_ACK_STATUS_OK:
 		return nil
 	default:
 		return ErrLeaseExpired
@@ -201,7 +202,7 @@ func (s *Subscriber) queueAck(id string, r *AckResult) {
 	s.ackCalls++
 	s.mu.Unlock()
 	st, err := s.client.Ack(context.Background(), s.name, []string{id})
-	r.set(outcome(st, err, 0))
+	r.set(outcome(st, err, 0, 1))
 }
 
 // sendAcks sends the queued acks, one call at a time, until the acker is
@@ -228,7 +229,7 @@ func (s *Subscriber) sendAcks() {
 		}
 		st, err := s.client.Ack(context.Background(), s.name, ids)
 		for i, a := range batch {
-			a.res.set(outcome(st, err, i))
+			a.res.set(outcome(st, err, i, n))
 		}
 	}
 }

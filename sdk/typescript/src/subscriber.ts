@@ -165,8 +165,10 @@ export class Subscriber {
           for (const a of batch) a.reject(e);
           continue;
         }
+        // An answer without one status per id settles none of them.
+        const whole = statuses.length === batch.length;
         batch.forEach((a, i) => {
-          if (statuses[i] === AckStatus.ACK_STATUS_OK) a.resolve();
+          if (whole && statuses[i] === AckStatus.ACK_STATUS_OK) a.resolve();
           else a.reject(new LeaseExpiredError(a.ackId));
         });
       }

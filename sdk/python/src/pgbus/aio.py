@@ -26,7 +26,7 @@ from pgbus._api import (DEFAULT_INLINE_LIMIT, Api, PayloadCheck, backoff_delays,
                         upload_requests)
 from pgbus.errors import PgbusError, from_rpc_error
 from pgbus.publisher import BatchSettings
-from pgbus.subscriber import MAX_ACKS_PER_CALL, PERMANENT, Delivery, Leases
+from pgbus.subscriber import MAX_ACKS_PER_CALL, PERMANENT, Delivery, Leases, settled
 from pgbus.v1 import admin_pb2_grpc, bus_pb2, bus_pb2_grpc, types_pb2
 
 __all__ = ["AsyncClient", "AsyncMessage", "AsyncPublisher", "AsyncSubscriber", "with_retries"]
@@ -445,7 +445,7 @@ class AsyncSubscriber:
                 self._subscription, [message.ack_id], 0, reason)
         except PgbusError:
             return False
-        return statuses == [bus_pb2.ACK_STATUS_OK]
+        return settled(statuses, 1)[0]
 
     async def _send_acks(self) -> None:
         try:
@@ -461,10 +461,9 @@ class AsyncSubscriber:
                     for _, future in batch:
                         future.cancel()
                     raise
-                for i, (_, future) in enumerate(batch):
+                for (_, future), ok in zip(batch, settled(statuses, len(batch))):
                     if not future.done():
-                        future.set_result(i < len(statuses)
-                                          and statuses[i] == bus_pb2.ACK_STATUS_OK)
+                        future.set_result(ok)
         finally:
             self._acker = None
 

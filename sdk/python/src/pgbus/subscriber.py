@@ -28,6 +28,14 @@ PERMANENT = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
 MAX_ACKS_PER_CALL = 1000
 
 
+def settled(statuses: list[int], n: int) -> list[bool]:
+    """Per ack id of a call of `n`: whether the answer `statuses` settled it
+    (an answer without one status per id settles none of them)."""
+    if len(statuses) != n:
+        return [False] * n
+    return [status == bus_pb2.ACK_STATUS_OK for status in statuses]
+
+
 class Leases:
     """The unsettled deliveries a subscriber (sync or asyncio) keeps leased:
     each is extended by `ack_deadline` every `interval` seconds until it is
@@ -251,9 +259,8 @@ class Subscriber:
         try:
             statuses = self._client.ack(self._subscription, ack_ids)
         except PgbusError:
-            return [False] * len(ack_ids)
-        return [i < len(statuses) and statuses[i] == bus_pb2.ACK_STATUS_OK
-                for i in range(len(ack_ids))]
+            statuses = []
+        return settled(statuses, len(ack_ids))
 
     def _send_acks(self) -> None:
         while True:
@@ -283,7 +290,7 @@ class Subscriber:
                                                         [message.ack_id], 0, reason)
         except PgbusError:
             return False
-        return statuses == [bus_pb2.ACK_STATUS_OK]
+        return settled(statuses, 1)[0]
 
     def _extend_leases(self) -> None:
         # Until stop() has seen the running handlers finish (it used to spin
