@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <set>
 #include <sstream>
@@ -85,77 +86,51 @@ TEST(CppSdk, OrderingKeyKeepsItsOrderThroughBatches) {
   for (int i = 0; i < 50; ++i) EXPECT_EQ(got[i], std::to_string(i)) << "out of order at " << i;
 }
 
-// Lets the first Publish reach the server and commit, then reports
-// UNAVAILABLE, as if its answer was lost.
-class LoseFirstPublishAnswer : public grpc::experimental::ClientInterceptorFactoryInterface {
+using grpc::experimental::InterceptionHookPoints;
+using grpc::experimental::InterceptorBatchMethods;
+
+// Runs `hook` at every interception point of every Publish call; the other
+// calls pass untouched.
+class OnPublish : public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
-  std::atomic<int> publishes{0};
+  using Hook = std::function<void(InterceptorBatchMethods*)>;
+  explicit OnPublish(Hook hook) : hook_(std::move(hook)) {}
   grpc::experimental::Interceptor* CreateClientInterceptor(
       grpc::experimental::ClientRpcInfo* info) override {
-    return new Lose(this, std::string(info->method()).find("/Publish") != std::string::npos);
+    const bool publish = std::string(info->method()).find("/Publish") != std::string::npos;
+    return new Call(publish ? &hook_ : nullptr);
   }
 
  private:
-  class Lose : public grpc::experimental::Interceptor {
+  class Call : public grpc::experimental::Interceptor {
    public:
-    Lose(LoseFirstPublishAnswer* owner, bool publish) : owner_(owner), publish_(publish) {}
-    void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
-      if (publish_ && m->QueryInterceptionHookPoint(
-                          grpc::experimental::InterceptionHookPoints::POST_RECV_STATUS)) {
-        grpc::Status* st = m->GetRecvStatus();
-        if (++owner_->publishes == 1 && st->ok()) {
-          *st = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the answer was lost");
-        }
-      }
+    explicit Call(const Hook* hook) : hook_(hook) {}
+    void Intercept(InterceptorBatchMethods* m) override {
+      if (hook_ != nullptr) (*hook_)(m);
       m->Proceed();
     }
 
    private:
-    LoseFirstPublishAnswer* owner_;
-    bool publish_;
+    const Hook* hook_;
   };
-};
-
-// Counts the Publish calls out at once, and the most seen.
-class CountPublishesOut : public grpc::experimental::ClientInterceptorFactoryInterface {
- public:
-  std::atomic<int> out{0};
-  std::atomic<int> most{0};
-  grpc::experimental::Interceptor* CreateClientInterceptor(
-      grpc::experimental::ClientRpcInfo* info) override {
-    return new Count(this, std::string(info->method()).find("/Publish") != std::string::npos);
-  }
-
- private:
-  class Count : public grpc::experimental::Interceptor {
-   public:
-    Count(CountPublishesOut* owner, bool publish) : owner_(owner), publish_(publish) {}
-    void Intercept(grpc::experimental::InterceptorBatchMethods* m) override {
-      using grpc::experimental::InterceptionHookPoints;
-      if (publish_ &&
-          m->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
-        int now = ++owner_->out;
-        int prev = owner_->most.load();
-        while (now > prev && !owner_->most.compare_exchange_weak(prev, now)) {
-        }
-      }
-      if (publish_ && m->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_STATUS)) {
-        --owner_->out;
-      }
-      m->Proceed();
-    }
-
-   private:
-    CountPublishesOut* owner_;
-    bool publish_;
-  };
+  const Hook hook_;
 };
 
 TEST(CppSdk, BatchesWithoutOrderingKeysArePipelinedAndKeyedOnesGoAlone) {
   Pgbusd server;
-  auto count = std::make_shared<CountPublishesOut>();
+  // The Publish calls out at once, and the most seen.
+  std::atomic<int> out{0};
+  std::atomic<int> most{0};
   ClientOptions options;
-  options.interceptors.push_back(count);
+  options.interceptors.push_back(std::make_shared<OnPublish>([&](InterceptorBatchMethods* m) {
+    if (m->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
+      int now = ++out;
+      int prev = most.load();
+      while (now > prev && !most.compare_exchange_weak(prev, now)) {
+      }
+    }
+    if (m->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_STATUS)) --out;
+  }));
   auto client = Client::Connect(server.target(), options);
   ASSERT_TRUE(client->CreateTopic("t").ok());
   ASSERT_TRUE(client->CreateSubscription("s", "t").ok());
@@ -167,32 +142,40 @@ TEST(CppSdk, BatchesWithoutOrderingKeysArePipelinedAndKeyedOnesGoAlone) {
     for (int i = 0; i < 2000; ++i) results.push_back(pub.Publish(Message("x")));
     for (auto& r : results) ASSERT_TRUE(r.get().ok());
   }
-  EXPECT_GT(count->most.load(), 1) << "batches without ordering keys went one at a time";
-  EXPECT_LE(count->most.load(), settings.max_outstanding_calls);
+  EXPECT_GT(most.load(), 1) << "batches without ordering keys went one at a time";
+  EXPECT_LE(most.load(), settings.max_outstanding_calls);
   // Every 5th message keyed, 10 a batch: every batch holds a key, so each
   // goes alone, and the key's order holds.
-  count->most = 0;
+  most = 0;
   {
     Publisher pub(client.get(), "t", settings);
     for (int i = 0; i < 200; ++i) {
       pub.Publish(Message(absl::StrCat("m", i), i % 5 == 0 ? "k" : ""));
     }
   }
-  EXPECT_EQ(count->most.load(), 1) << "a batch with an ordering key was not sent alone";
+  EXPECT_EQ(most.load(), 1) << "a batch with an ordering key was not sent alone";
 }
 
 TEST(CppSdk, ARetriedPublishIsStoredOnce) {
   Pgbusd server;
-  auto lose = std::make_shared<LoseFirstPublishAnswer>();
+  // Lets the first Publish reach the server and commit, then reports
+  // UNAVAILABLE, as if its answer was lost.
+  std::atomic<int> publishes{0};
   ClientOptions options;
-  options.interceptors.push_back(lose);
+  options.interceptors.push_back(std::make_shared<OnPublish>([&](InterceptorBatchMethods* m) {
+    if (!m->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_STATUS)) return;
+    grpc::Status* st = m->GetRecvStatus();
+    if (++publishes == 1 && st->ok()) {
+      *st = grpc::Status(grpc::StatusCode::UNAVAILABLE, "the answer was lost");
+    }
+  }));
   auto client = Client::Connect(server.target(), options);
   ASSERT_TRUE(client->CreateTopic("t").ok());
   Publisher pub(client.get(), "t");
   auto id = pub.Publish(Message("charge 42")).get();
   pub.Stop();
   ASSERT_TRUE(id.ok()) << id.status();
-  EXPECT_EQ(lose->publishes.load(), 2) << "the first answer lost, then one retry";
+  EXPECT_EQ(publishes.load(), 2) << "the first answer lost, then one retry";
   EXPECT_EQ(StoredMessages(server), 1);
 }
 

@@ -256,27 +256,44 @@ test("data loss is a typed error", async (t) => {
   });
 });
 
-test("batches without ordering keys are pipelined and keyed ones go alone", async (t) => {
-  const s = await serve(t);
-  // Counts the Publish calls out at once, and the most seen.
-  let out = 0;
-  let most = 0;
-  const count: grpc.Interceptor = (options, next) => {
+/**
+ * An interceptor of the Publish calls (the others pass untouched): `onStart`
+ * runs as one starts; `onStatus` sees its status and returns the one the
+ * caller gets.
+ */
+function onPublish(hooks: {
+  onStart?: () => void;
+  onStatus?: (status: grpc.StatusObject) => grpc.StatusObject;
+}): grpc.Interceptor {
+  return (options, next) => {
     if (!options.method_definition.path.endsWith("/Publish")) return new grpc.InterceptingCall(next(options));
     const requester = new grpc.RequesterBuilder()
       .withStart((metadata, listener, nextStart) => {
-        most = Math.max(most, ++out);
+        hooks.onStart?.();
         const answer = new grpc.ListenerBuilder()
-          .withOnReceiveStatus((status, nextStatus) => {
-            out--;
-            nextStatus(status);
-          })
+          .withOnReceiveStatus((status, nextStatus) => nextStatus(hooks.onStatus ? hooks.onStatus(status) : status))
           .build();
         nextStart(metadata, answer);
       })
       .build();
     return new grpc.InterceptingCall(next(options), requester);
   };
+}
+
+test("batches without ordering keys are pipelined and keyed ones go alone", async (t) => {
+  const s = await serve(t);
+  // The Publish calls out at once, and the most seen.
+  let out = 0;
+  let most = 0;
+  const count = onPublish({
+    onStart: () => {
+      most = Math.max(most, ++out);
+    },
+    onStatus: (status) => {
+      out--;
+      return status;
+    },
+  });
   const c = connect(t, s, { channelOptions: { interceptors: [count] } });
   await c.createTopic({ name: "t" });
   let pub = c.publisher("t", { maxMessages: 10 });
@@ -299,24 +316,12 @@ test("a retried publish is stored once", async (t) => {
   let publishes = 0;
   // Lets the first Publish reach the server and commit, then reports
   // UNAVAILABLE, as if its answer was lost.
-  const lose: grpc.Interceptor = (options, next) => {
-    const isPublish = options.method_definition.path.endsWith("/Publish");
-    const requester = new grpc.RequesterBuilder()
-      .withStart((metadata, listener, nextStart) => {
-        const answer = new grpc.ListenerBuilder()
-          .withOnReceiveStatus((status, nextStatus) => {
-            if (isPublish && ++publishes === 1 && status.code === grpc.status.OK) {
-              nextStatus({ ...status, code: grpc.status.UNAVAILABLE, details: "the answer was lost" });
-            } else {
-              nextStatus(status);
-            }
-          })
-          .build();
-        nextStart(metadata, answer);
-      })
-      .build();
-    return new grpc.InterceptingCall(next(options), requester);
-  };
+  const lose = onPublish({
+    onStatus: (status) =>
+      ++publishes === 1 && status.code === grpc.status.OK
+        ? { ...status, code: grpc.status.UNAVAILABLE, details: "the answer was lost" }
+        : status,
+  });
   const c = connect(t, s, { channelOptions: { interceptors: [lose] } });
   await c.createTopic({ name: "t" });
   const pub = c.publisher("t");
