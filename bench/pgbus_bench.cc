@@ -374,6 +374,23 @@ Figure Measure(const std::string& data_dir, Work work) {
   return f;
 }
 
+// Runs pgbench `script` from `clients` clients for `seconds` (`protocol`:
+// pgbench's -M), then counts the rows of `table` and drops `tables`. The
+// rows stored (0 if pgbench failed).
+double PgbenchStored(const std::string& dsn, const std::string& pgbench, const std::string& script,
+                     const std::string& protocol, int clients, double seconds,
+                     const std::string& log, const std::string& table, const std::string& tables) {
+  const bool ok = RunPgbench(pgbench,
+                             "-M " + protocol + " -f " + script + " -c " +
+                                 std::to_string(clients) + " -j 2 -T " +
+                                 std::to_string(static_cast<int>(seconds + 0.5)),
+                             dsn, log);
+  std::string stored = Sql(dsn, "SELECT count(*) FROM " + table);
+  Sql(dsn, "DROP TABLE " + tables);
+  if (!ok) return 0;
+  return stored.empty() ? 0 : std::stod(stored);
+}
+
 // The plain-SQL floor of a publish: pgbench clients inserting `rows` 1 KiB
 // rows per transaction into a table with a bigserial key, synchronous
 // commit, nothing in front. Returns messages (rows) handled.
@@ -386,14 +403,44 @@ double PgbenchInsert(const std::string& dsn, const std::string& pgbench, int row
   std::ofstream(script) << "INSERT INTO pgbus_bench_pub (payload) SELECT "
                            "decode(repeat('ab', 1024), 'hex') FROM generate_series(1, "
                         << rows << ");\n";
-  const bool ok = RunPgbench(pgbench,
-                             "-f " + script + " -c " + std::to_string(clients) + " -j 2 -T " +
-                                 std::to_string(static_cast<int>(seconds + 0.5)),
-                             dsn, dir + "/pgbench-insert.log");
-  std::string stored = Sql(dsn, "SELECT count(*) FROM pgbus_bench_pub");
-  Sql(dsn, "DROP TABLE pgbus_bench_pub");
-  if (!ok) return 0;
-  return stored.empty() ? 0 : std::stod(stored);
+  return PgbenchStored(dsn, pgbench, script, "simple", clients, seconds,
+                       dir + "/pgbench-insert.log", "pgbus_bench_pub", "pgbus_bench_pub");
+}
+
+// The storage floor of a publish of `rows` messages a transaction to a
+// topic with `subscriptions` subscriptions: the rows pgbus stores, in tables
+// shaped like its own (`LIKE pgbus.messages` / `pgbus.deliveries`
+// `INCLUDING ALL`: the same columns, identity and indexes; no row security,
+// no triggers), written by one plain statement per transaction from
+// pgbench (prepared, as pgbusd's are), synchronous commit, nothing in
+// front. What stands between pgbus and the plain INSERT splits into this
+// floor's distance from it (the storage: a message row with its three index
+// entries, a delivery row per subscription with two) and pgbus's distance
+// from the floor (its statement, the server, the client, and its group
+// commit, which the floor has not). Returns messages stored.
+double PgbenchStorageFloor(const std::string& dsn, const std::string& pgbench, int rows,
+                           int subscriptions, int clients, double seconds,
+                           const std::string& dir) {
+  Sql(dsn, "DROP TABLE IF EXISTS pgbus_bench_messages, pgbus_bench_deliveries");
+  Sql(dsn, "CREATE TABLE pgbus_bench_messages (LIKE pgbus.messages INCLUDING ALL)");
+  Sql(dsn, "CREATE TABLE pgbus_bench_deliveries (LIKE pgbus.deliveries INCLUDING ALL)");
+  // Names as long as the bench's own (bench-<ns>-pub1, its -s0, -s1, ...).
+  const std::string topic = absl::StrCat("bench-", NowNanos(), "-pub1");
+  std::string script = dir + "/floor.sql";
+  std::ofstream(script)
+      << "WITH m AS (INSERT INTO pgbus_bench_messages (tenant_id, topic, expires_at, priority, "
+         "size, sha256, payload) SELECT 'bench', '"
+      << topic
+      << "', now() + interval '7 days', 0, 1024, decode(repeat('cd', 32), 'hex'), "
+         "decode(repeat('ab', 1024), 'hex') FROM generate_series(1, "
+      << rows << ") RETURNING tenant_id, id, priority, size, expires_at, ordering_key) "
+         "INSERT INTO pgbus_bench_deliveries (tenant_id, subscription, message_id, priority, "
+         "size, expires_at, ordering_key) SELECT m.tenant_id, '"
+      << topic << "-s' || s, m.id, m.priority, m.size, m.expires_at, m.ordering_key FROM m, "
+      << "generate_series(0, " << subscriptions - 1 << ") s;\n";
+  return PgbenchStored(dsn, pgbench, script, "prepared", clients, seconds,
+                       dir + "/pgbench-floor.log",
+                       "pgbus_bench_messages", "pgbus_bench_messages, pgbus_bench_deliveries");
 }
 
 // "median (min–max, ±spread% of the median)" of a figure's rounds.
@@ -760,6 +807,13 @@ int main(int argc, char** argv) {
                        absl::StrCat("pgbench INSERT of ", c.per_call,
                                     c.per_call == 1 ? " row" : " rows", " a transaction")});
   }
+  // The storage floor of each publish case (PgbenchStorageFloor), and the
+  // rounds' ratios.
+  struct Floor {
+    std::vector<double> floor, floor_vs_insert, mine_vs_floor, cpu, cpu_vs_insert,
+        mine_cpu_vs_floor;
+  };
+  std::vector<Floor> floors(std::size(kPublishCases));
   for (int r = 0; r < rounds && wanted("publish"); ++r) {
     double noop = Throughput(seconds, noop_call);
     noop_rps.push_back(noop);
@@ -767,7 +821,22 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < std::size(kPublishCases); ++i) {
       const auto& c = kPublishCases[i];
       const Figure mine = publish_figure(*c.topic, c.per_call);
-      rows[i].Add(mine, c.per_call == 1 ? ref1 : ref100);
+      const Figure& insert = c.per_call == 1 ? ref1 : ref100;
+      rows[i].Add(mine, insert);
+      if (!owner_dsn.empty()) {
+        const Figure floor = Measure(data_dir, [&] {
+          return PgbenchStorageFloor(owner_dsn, pgbench, c.per_call, c.subscriptions, kCallers,
+                                     seconds, work_dir);
+        });
+        Floor& f = floors[i];
+        f.floor.push_back(floor.per_second);
+        f.floor_vs_insert.push_back(insert.per_second > 0 ? floor.per_second / insert.per_second
+                                                          : 0);
+        f.mine_vs_floor.push_back(floor.per_second > 0 ? mine.per_second / floor.per_second : 0);
+        f.cpu.push_back(floor.pg_cpu_us);
+        f.cpu_vs_insert.push_back(insert.pg_cpu_us > 0 ? floor.pg_cpu_us / insert.pg_cpu_us : 0);
+        f.mine_cpu_vs_floor.push_back(floor.pg_cpu_us > 0 ? mine.pg_cpu_us / floor.pg_cpu_us : 0);
+      }
       if (i == 0) pub1_vs_noop.push_back(mine.per_second / noop);
       std::fprintf(stderr, "round %d: %s: %.0f msg/s (%.0f µs Postgres CPU/msg)\n", r + 1,
                    rows[i].name.c_str(), mine.per_second, mine.pg_cpu_us);
@@ -1021,6 +1090,21 @@ int main(int argc, char** argv) {
     if (!row.mine.empty()) print_row(row);
   }
   if (consuming) print_row(consume);
+  bool floor_header = false;
+  for (size_t i = 0; i < floors.size(); ++i) {
+    const Floor& f = floors[i];
+    if (f.floor.empty()) continue;
+    if (!floor_header) {
+      std::printf("\n| figure | the same rows by plain SQL msg/s (storage floor) | floor ÷ plain "
+                  "INSERT | pgbus ÷ floor | Postgres CPU µs/msg: floor | floor ÷ plain INSERT | "
+                  "pgbus ÷ floor |\n|---|---|---|---|---|---|---|\n");
+      floor_header = true;
+    }
+    std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", rows[i].name.c_str(),
+                Spread(f.floor).c_str(), Spread(f.floor_vs_insert, 2).c_str(),
+                Spread(f.mine_vs_floor, 2).c_str(), Spread(f.cpu).c_str(),
+                Spread(f.cpu_vs_insert, 2).c_str(), Spread(f.mine_cpu_vs_floor, 2).c_str());
+  }
   std::printf("\n| figure | pgbus | reference (same run) | ratio |\n|---|---|---|---|\n");
   if (!noop_rps.empty()) {
     std::printf("| Publish RPCs/s, 1 msg/call, 1 subscription | %s | %s (no-op unary gRPC call) | %s |\n",
