@@ -673,6 +673,9 @@ int SdkFigures(const std::vector<std::pair<std::string, std::string>>& sdks,
 }
 
 int main(int argc, char** argv) {
+  // Line by line, so that the tables and the progress lines on stderr do
+  // not cut into each other when both go to one file (make bench > log).
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::string target, owner_dsn;
   int pgbusd_pid = 0;
   int64_t large_mib = 256, rss_mib = 1024;
