@@ -119,7 +119,8 @@ void Stream::ClaimOnce() {
       again = kicked_;  // a publish may have landed after our snapshot
     } else {
       for (const auto& d : *claimed) {
-        outstanding_[{d.message.id, d.attempt}] = Outstanding{d.message.size, d.lease_expiry};
+        outstanding_[{d.message.id, d.attempt}] =
+            Outstanding{d.message.size, d.lease_expiry, claim_started};
         outstanding_bytes_ += d.message.size;
       }
       // Fewer than asked for: nothing else was ready at the claim's
@@ -231,6 +232,7 @@ void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::
       if (it == outstanding_.end()) continue;
       if (ok[i] && new_expiry) {
         it->second.expiry = *new_expiry;
+        it->second.confirmed = absl::Now();
         continue;
       }
       // Acked, nacked, or no longer ours: either way it frees credit.
@@ -238,6 +240,55 @@ void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::
       outstanding_.erase(it);
       freed = true;
     }
+  }
+  if (freed) Kick();
+}
+
+void Stream::CheckQuietLeases(absl::Time before) {
+  std::vector<model::LeaseKey> keys;
+  {
+    absl::MutexLock lock(&mu_);
+    if (state_ == State::kClosed || checking_) return;
+    for (const auto& [key, o] : outstanding_) {
+      if (o.confirmed < before) keys.push_back({key.first, key.second, lease_});
+    }
+    if (keys.empty()) return;
+    checking_ = true;
+  }
+  std::shared_ptr<Stream> self = shared_from_this();
+  if (!dispatcher_->pool_->Submit([self, keys] { self->ApplyHeldLeases(keys); })) {
+    absl::MutexLock lock(&mu_);  // overloaded: at the next poll
+    checking_ = false;
+  }
+}
+
+void Stream::ApplyHeldLeases(const std::vector<model::LeaseKey>& keys) {
+  const absl::Time asked = absl::Now();
+  auto held = dispatcher_->store_->HeldLeases(options_.tenant, options_.subscription, keys);
+  bool freed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    checking_ = false;
+    if (held.ok() && state_ != State::kClosed) {
+      for (size_t i = 0; i < keys.size(); ++i) {
+        // Settled on this replica meanwhile: already gone. (A key is never
+        // claimed again under the same attempt.)
+        auto it = outstanding_.find({keys[i].message_id, keys[i].attempt});
+        if (it == outstanding_.end()) continue;
+        if ((*held)[i]) {
+          it->second.expiry = *(*held)[i];
+          it->second.confirmed = asked;
+        } else {
+          outstanding_bytes_ -= it->second.bytes;
+          outstanding_.erase(it);
+          freed = true;
+        }
+      }
+    }
+  }
+  if (!held.ok()) {
+    obs::Warn("lease_check_failed", {{"subscription", options_.subscription},
+                                     {"error", held.status().ToString()}});
   }
   if (freed) Kick();
 }
@@ -376,8 +427,13 @@ void Dispatcher::PollLoop() {
       if (mu_.AwaitWithTimeout(absl::Condition(&stop), options_.poll_interval)) return;
     }
     // Fallback for publishes whose NOTIFY we missed, delayed messages that
-    // came due, and leases that ran out.
-    for (const auto& s : Snapshot(nullptr)) s->Kick();
+    // came due, and leases that ran out; and leases settled on another
+    // replica (see the top of dispatcher.h).
+    const absl::Time quiet = absl::Now() - 2 * options_.poll_interval;
+    for (const auto& s : Snapshot(nullptr)) {
+      s->Kick();
+      s->CheckQuietLeases(quiet);
+    }
   }
 }
 

@@ -6,6 +6,15 @@
 // on a slow poll as the fallback. It never has more than its flow-control
 // limits leased and unacked.
 //
+// An Ack or deadline change that reaches this replica settles the stream's
+// credit at once (LeasesChanged). One that reaches another replica (a
+// proxy or client balancing each call on its own) is found by the poll:
+// leases a stream has held for two poll intervals without hearing of them
+// are looked up (store::DeliveryStore::HeldLeases, read-only), and those no
+// longer held return their credit; the others take their current deadline.
+// Without that, such a stream stalled until the deadlines of leases already
+// acked ran out.
+//
 // Thread safety: every method may be called from any thread.
 #ifndef PGBUS_SERVICE_BUS_DISPATCHER_H_
 #define PGBUS_SERVICE_BUS_DISPATCHER_H_
@@ -88,10 +97,15 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // Acked, nacked or extended leases (same replica).
   void LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::vector<bool>& ok,
                      std::optional<absl::Time> new_expiry);
+  // The poll: looks up the leases not heard of since `before` (at most one
+  // lookup in flight), on the worker pool.
+  void CheckQuietLeases(absl::Time before);
+  void ApplyHeldLeases(const std::vector<model::LeaseKey>& keys);
 
   struct Outstanding {
     int64_t bytes;
     absl::Time expiry;
+    absl::Time confirmed;  // claimed, or last found held
   };
 
   Dispatcher* const dispatcher_;
@@ -102,6 +116,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   State state_ ABSL_GUARDED_BY(mu_) = State::kIdle;
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;  // woken while busy: look again
   bool drained_ ABSL_GUARDED_BY(mu_) = false;  // the last claim took all that was ready
+  bool checking_ ABSL_GUARDED_BY(mu_) = false;  // a HeldLeases lookup is in flight
   // (message id, attempt) -> lease details
   std::map<std::pair<int64_t, int32_t>, Outstanding> outstanding_ ABSL_GUARDED_BY(mu_);
   int64_t outstanding_bytes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -177,6 +177,14 @@ class DeliveryStore {
                                                           const std::string& topic,
                                                           const std::vector<LeaseKey>& keys) = 0;
 
+  // Which of `keys` are still leased, per key: the lease's deadline, or
+  // nothing once it was acked, nacked, given back, ran out or was taken by
+  // another claim (on any replica). Reads only; a subscription that does
+  // not exist holds none.
+  virtual absl::StatusOr<std::vector<std::optional<absl::Time>>> HeldLeases(
+      const std::string& tenant, const std::string& subscription,
+      const std::vector<LeaseKey>& keys) = 0;
+
   // Moves up to `limit` deliveries of the subscription that used up its
   // max_delivery_attempts and are due again to its dead-letter topic.
   // Returns that topic's name and how many moved (none: an empty topic).

@@ -228,17 +228,21 @@ TEST_F(PlanTest, ReleaseReadsOnlyDueRows) {
   EXPECT_NE(text.find("deliveries_held"), std::string::npos) << text;
 }
 
-TEST_F(PlanTest, LeasesAreLockedByOneProbeOfEachKey) {
-  auto plan = Plan("text, int8[], int4[], int8[]", sql::kLockLeases,
-                   absl::StrCat("'q', ", lease_keys_));
-  ExpectBounded(plan);
-  const std::string text = absl::StrJoin(plan, "\n");
-  // All 100 keys matched, each by one index probe that finds its row.
-  EXPECT_NE(text.find("rows=100 loops=1"), std::string::npos) << text;
-  static const std::regex kProbe(
-      R"(Index Scan using deliveries_pkey on deliveries e \(actual time=\S+ )"
-      R"(rows=1 loops=100\))");
-  EXPECT_TRUE(std::regex_search(text, kProbe)) << text;
+// Locking leases (nack, extend, give-back) and looking them up (the
+// Dispatcher's check of leases settled on another replica).
+TEST_F(PlanTest, LeasesAreLockedOrLookedUpByOneProbeOfEachKey) {
+  for (const char* statement : {sql::kLockLeases, sql::kHeldLeases}) {
+    auto plan = Plan("text, int8[], int4[], int8[]", statement,
+                     absl::StrCat("'q', ", lease_keys_));
+    ExpectBounded(plan);
+    const std::string text = absl::StrJoin(plan, "\n");
+    // All 100 keys matched, each by one index probe that finds its row.
+    EXPECT_NE(text.find("rows=100 loops=1"), std::string::npos) << text;
+    static const std::regex kProbe(
+        R"(Index Scan using deliveries_pkey on deliveries e \(actual time=\S+ )"
+        R"(rows=1 loops=100\))");
+    EXPECT_TRUE(std::regex_search(text, kProbe)) << text;
+  }
 }
 
 TEST_F(PlanTest, AckProbesEachKeyOnceAndDeletesByCtid) {

@@ -102,6 +102,11 @@ class FakeDeliveryStore : public store::DeliveryStore {
     ++dead_letter_calls_;
     return DeadLettered{"dead", 0};
   }
+  // No poll runs here (DispatcherTest's is an hour), so no lookup either.
+  absl::StatusOr<std::vector<std::optional<absl::Time>>> HeldLeases(
+      const std::string&, const std::string&, const std::vector<model::LeaseKey>&) override {
+    return absl::UnimplementedError("the test's Dispatcher does not poll");
+  }
   absl::StatusOr<std::vector<bool>> Ack(const std::string&, const std::string&,
                                         const std::vector<model::LeaseKey>&) override {
     return absl::UnimplementedError("the Dispatcher does not ack");

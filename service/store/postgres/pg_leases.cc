@@ -3,6 +3,7 @@
 // dead-lettering.
 #include "service/store/postgres/pg_store.h"
 
+#include <map>
 #include <set>
 #include <tuple>
 #include <utility>
@@ -171,6 +172,32 @@ absl::StatusOr<std::vector<bool>> PgStore::ModifyAckDeadline(const std::string& 
                          {Bind(subscription), Bind(reason)});
   }
   return ApplyToLeases(sql::kExtendLease, tenant, subscription, keys, {Bind(ToMs(deadline))});
+}
+
+absl::StatusOr<std::vector<std::optional<absl::Time>>> PgStore::HeldLeases(
+    const std::string& tenant, const std::string& subscription,
+    const std::vector<LeaseKey>& keys) {
+  std::vector<std::optional<absl::Time>> held(keys.size());
+  if (keys.empty()) return held;
+  LeaseArrays arrays(keys);
+  ASSIGN_OR_RETURN(ConnectionPool::Lease conn, pool_.Acquire());
+  Transaction tx(*conn, tenant, /*async_commit=*/true);
+  tx.Add(sql::kHeldLeases, subscription, std::move(arrays.ids), std::move(arrays.attempts),
+         std::move(arrays.leases));
+  ASSIGN_OR_RETURN(std::vector<Rows> res, tx.SendAndCommit());
+  std::map<std::tuple<int64_t, int32_t, int64_t>, absl::Time> deadlines;
+  for (int r = 0; r < res[0].size(); ++r) {
+    RowReader row = res[0][r];
+    const int64_t id = row.Int8();
+    const int32_t attempt = row.Int4();
+    const int64_t lease = row.Int8();
+    deadlines[{id, attempt, lease}] = row.Timestamp();
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto it = deadlines.find({keys[i].message_id, keys[i].attempt, keys[i].lease});
+    if (it != deadlines.end()) held[i] = it->second;
+  }
+  return held;
 }
 
 absl::StatusOr<std::vector<bool>> PgStore::ReleaseLeases(const std::string& tenant,

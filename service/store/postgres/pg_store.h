@@ -70,6 +70,9 @@ class PgStore : public Store, public Directory {
                                                   const std::string& subscription,
                                                   const std::string& topic,
                                                   const std::vector<LeaseKey>& keys) override;
+  absl::StatusOr<std::vector<std::optional<absl::Time>>> HeldLeases(
+      const std::string& tenant, const std::string& subscription,
+      const std::vector<LeaseKey>& keys) override;
   absl::StatusOr<RetrieveResult> Retrieve(const std::string& tenant, int64_t id,
                                           int64_t offset, int64_t length) override;
   absl::StatusOr<NewPayload> CreatePayload(const std::string& tenant, const std::string& topic,
