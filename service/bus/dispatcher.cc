@@ -2,6 +2,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -120,7 +121,8 @@ void Stream::ClaimOnce() {
     } else {
       for (const auto& d : *claimed) {
         outstanding_[{d.message.id, d.attempt}] =
-            Outstanding{d.message.size, d.lease_expiry, claim_started};
+            Outstanding{d.message.size, d.lease_expiry, claim_started,
+                        claim_started + 2 * dispatcher_->options_.poll_interval};
         outstanding_bytes_ += d.message.size;
       }
       // Fewer than asked for: nothing else was ready at the claim's
@@ -232,7 +234,7 @@ void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::
       if (it == outstanding_.end()) continue;
       if (ok[i] && new_expiry) {
         it->second.expiry = *new_expiry;
-        it->second.confirmed = absl::Now();
+        it->second.next_check = absl::Now() + 2 * dispatcher_->options_.poll_interval;
         continue;
       }
       // Acked, nacked, or no longer ours: either way it frees credit.
@@ -244,13 +246,13 @@ void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::
   if (freed) Kick();
 }
 
-void Stream::CheckQuietLeases(absl::Time before) {
+void Stream::CheckQuietLeases(absl::Time now) {
   std::vector<model::LeaseKey> keys;
   {
     absl::MutexLock lock(&mu_);
     if (state_ == State::kClosed || checking_) return;
     for (const auto& [key, o] : outstanding_) {
-      if (o.confirmed < before) keys.push_back({key.first, key.second, lease_});
+      if (o.next_check <= now) keys.push_back({key.first, key.second, lease_});
     }
     if (keys.empty()) return;
     checking_ = true;
@@ -276,8 +278,10 @@ void Stream::ApplyHeldLeases(const std::vector<model::LeaseKey>& keys) {
         auto it = outstanding_.find({keys[i].message_id, keys[i].attempt});
         if (it == outstanding_.end()) continue;
         if ((*held)[i]) {
-          it->second.expiry = *(*held)[i];
-          it->second.confirmed = asked;
+          Outstanding& o = it->second;
+          o.expiry = *(*held)[i];
+          o.next_check = asked + std::max(2 * dispatcher_->options_.poll_interval,
+                                          (asked - o.claimed) / 2);
         } else {
           outstanding_bytes_ -= it->second.bytes;
           outstanding_.erase(it);
@@ -429,10 +433,10 @@ void Dispatcher::PollLoop() {
     // Fallback for publishes whose NOTIFY we missed, delayed messages that
     // came due, and leases that ran out; and leases settled on another
     // replica (see the top of dispatcher.h).
-    const absl::Time quiet = absl::Now() - 2 * options_.poll_interval;
+    const absl::Time now = absl::Now();
     for (const auto& s : Snapshot(nullptr)) {
       s->Kick();
-      s->CheckQuietLeases(quiet);
+      s->CheckQuietLeases(now);
     }
   }
 }

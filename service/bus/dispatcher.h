@@ -11,9 +11,11 @@
 // proxy or client balancing each call on its own) is found by the poll:
 // leases a stream has held for two poll intervals without hearing of them
 // are looked up (store::DeliveryStore::HeldLeases, read-only), and those no
-// longer held return their credit; the others take their current deadline.
-// Without that, such a stream stalled until the deadlines of leases already
-// acked ran out.
+// longer held return their credit; the others take their current deadline
+// and are looked up again after half their age so far (two poll intervals
+// at least), so a consumer that keeps its leases for long costs few
+// lookups. Without that, such a stream stalled until the deadlines of
+// leases already acked ran out.
 //
 // Thread safety: every method may be called from any thread.
 #ifndef PGBUS_SERVICE_BUS_DISPATCHER_H_
@@ -97,15 +99,16 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // Acked, nacked or extended leases (same replica).
   void LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::vector<bool>& ok,
                      std::optional<absl::Time> new_expiry);
-  // The poll: looks up the leases not heard of since `before` (at most one
+  // The poll: looks up the leases due for a check at `now` (at most one
   // lookup in flight), on the worker pool.
-  void CheckQuietLeases(absl::Time before);
+  void CheckQuietLeases(absl::Time now);
   void ApplyHeldLeases(const std::vector<model::LeaseKey>& keys);
 
   struct Outstanding {
     int64_t bytes;
     absl::Time expiry;
-    absl::Time confirmed;  // claimed, or last found held
+    absl::Time claimed;
+    absl::Time next_check;  // when to look it up (CheckQuietLeases)
   };
 
   Dispatcher* const dispatcher_;
