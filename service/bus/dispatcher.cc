@@ -267,7 +267,7 @@ void Stream::CheckQuietLeases(absl::Time now) {
 void Stream::ApplyHeldLeases(const std::vector<model::LeaseKey>& keys) {
   const absl::Time asked = absl::Now();
   auto held = dispatcher_->store_->HeldLeases(options_.tenant, options_.subscription, keys);
-  bool freed = false;
+  int64_t still = 0, gone = 0;
   {
     absl::MutexLock lock(&mu_);
     checking_ = false;
@@ -282,10 +282,11 @@ void Stream::ApplyHeldLeases(const std::vector<model::LeaseKey>& keys) {
           o.expiry = *(*held)[i];
           o.next_check = asked + std::max(2 * dispatcher_->options_.poll_interval,
                                           (asked - o.claimed) / 2);
+          ++still;
         } else {
           outstanding_bytes_ -= it->second.bytes;
           outstanding_.erase(it);
-          freed = true;
+          ++gone;
         }
       }
     }
@@ -294,7 +295,8 @@ void Stream::ApplyHeldLeases(const std::vector<model::LeaseKey>& keys) {
     obs::Warn("lease_check_failed", {{"subscription", options_.subscription},
                                      {"error", held.status().ToString()}});
   }
-  if (freed) Kick();
+  obs::CountLeaseLookups(still, gone);
+  if (gone > 0) Kick();
 }
 
 Dispatcher::Dispatcher(store::DeliveryStore* store, WorkerPool* pool, Options options)

@@ -65,6 +65,14 @@ struct Metrics {
   prometheus::Counter& nacked = settled.Add({{"outcome", "nacked"}});
   prometheus::Counter& expired = settled.Add({{"outcome", "expired"}});
   prometheus::Counter& dead_lettered = settled.Add({{"outcome", "dead_lettered"}});
+  prometheus::Family<prometheus::Counter>& lease_lookups =
+      BuildCounter().Name("pgbus_lease_lookups_total")
+          .Help("leases a stream's replica looked up at its poll, not having heard of them "
+                "(acks and deadline changes through other replicas): still held, or gone "
+                "(their credit returned)")
+          .Register(*registry);
+  prometheus::Counter& lookups_held = lease_lookups.Add({{"result", "held"}});
+  prometheus::Counter& lookups_gone = lease_lookups.Add({{"result", "gone"}});
   prometheus::Counter& reaped =
       BuildCounter().Name("pgbus_reaped_messages_total")
           .Help("expired messages deleted by the reaper").Register(*registry).Add({});
@@ -141,6 +149,10 @@ void CountNacked(int64_t n) { M().nacked.Increment(static_cast<double>(n)); }
 void CountLeaseExpired(int64_t n) { M().expired.Increment(static_cast<double>(n)); }
 void CountDeadLettered(int64_t n) { M().dead_lettered.Increment(static_cast<double>(n)); }
 void CountReaped(int64_t n) { M().reaped.Increment(static_cast<double>(n)); }
+void CountLeaseLookups(int64_t held, int64_t gone) {
+  M().lookups_held.Increment(static_cast<double>(held));
+  M().lookups_gone.Increment(static_cast<double>(gone));
+}
 
 void CountPostgresError(absl::string_view sqlstate) {
   std::string cls = sqlstate.size() >= 2 ? std::string(sqlstate.substr(0, 2)) : "unknown";

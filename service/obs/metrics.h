@@ -36,6 +36,8 @@ void CountLeaseExpired(int64_t n);
 void CountDeadLettered(int64_t n);
 // Expired messages the reaper deleted.
 void CountReaped(int64_t n);
+// Leases a stream's replica looked up (bus::Dispatcher): still held, gone.
+void CountLeaseLookups(int64_t held, int64_t gone);
 // A Postgres error, by SQLSTATE class (its first two characters).
 void CountPostgresError(absl::string_view sqlstate);
 // A caller waited `waited` for a pooled Postgres connection.

@@ -137,6 +137,37 @@ TEST(Metrics, OwnPublishesAreClaimedOnceNotAgainOnTheirNotification) {
   sub->Cancel();
 }
 
+// The poll's lease lookups (bus::Dispatcher): a lease held past two poll
+// intervals is counted held; one acked through another replica, gone, and
+// its credit brings the next message.
+TEST(Metrics, LeaseLookupsCountHeldLeasesAndThoseSettledElsewhere) {
+  WithSubscription w({"--poll-interval-ms", "100"});
+  ASSERT_GT(w.port, 0) << w.server.Log();
+  ASSERT_TRUE(w.created);
+  Pgbusd other({}, w.server.tenant());
+  auto elsewhere = other.Connect();
+  v1::SubscribeRequest req;
+  req.set_subscription("s");
+  req.set_max_outstanding_messages(1);
+  auto sub = w.client->Subscribe(req);
+  ASSERT_TRUE(w.client->Publish("t", "1").ok());
+  ASSERT_TRUE(w.client->Publish("t", "2").ok());
+  auto first = Receive(*sub, 1, absl::Seconds(10));
+  ASSERT_EQ(first.size(), 1u);
+  auto sample = [&](const std::string& result) {
+    return Sample("\n" + Scrape(w.port), "pgbus_lease_lookups_total{result=\"" + result + "\"}");
+  };
+  for (int i = 0; i < 200 && sample("held") < 1; ++i) absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_GE(sample("held"), 1);
+  EXPECT_EQ(sample("gone"), 0);
+  auto acked = elsewhere->Ack("s", {first[0].ack_id()});
+  ASSERT_TRUE(acked.ok()) << acked.status();
+  EXPECT_EQ((*acked)[0], v1::ACK_STATUS_OK);
+  EXPECT_EQ(Receive(*sub, 1, absl::Seconds(20)).size(), 1u);
+  EXPECT_EQ(sample("gone"), 1);
+  sub->Cancel();
+}
+
 TEST(Metrics, DeadLetteredDeliveriesAreCounted) {
   Pgbusd server({"--metrics-listen", "127.0.0.1:0"});
   const int port = MetricsPort(server);
