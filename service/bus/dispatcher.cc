@@ -121,8 +121,7 @@ void Stream::ClaimOnce() {
     } else {
       for (const auto& d : *claimed) {
         outstanding_[{d.message.id, d.attempt}] =
-            Outstanding{d.message.size, d.lease_expiry, claim_started,
-                        claim_started + 2 * dispatcher_->options_.poll_interval};
+            Outstanding{d.message.size, d.lease_expiry, claim_started, claim_started + Quiet()};
         outstanding_bytes_ += d.message.size;
       }
       // Fewer than asked for: nothing else was ready at the claim's
@@ -234,7 +233,7 @@ void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::
       if (it == outstanding_.end()) continue;
       if (ok[i] && new_expiry) {
         it->second.expiry = *new_expiry;
-        it->second.next_check = absl::Now() + 2 * dispatcher_->options_.poll_interval;
+        it->second.next_check = absl::Now() + Quiet();
         continue;
       }
       // Acked, nacked, or no longer ours: either way it frees credit.
@@ -245,6 +244,8 @@ void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::
   }
   if (freed) Kick();
 }
+
+absl::Duration Stream::Quiet() const { return 2 * dispatcher_->options_.poll_interval; }
 
 void Stream::CheckQuietLeases(absl::Time now) {
   std::vector<model::LeaseKey> keys;
@@ -280,8 +281,7 @@ void Stream::ApplyHeldLeases(const std::vector<model::LeaseKey>& keys) {
         if ((*held)[i]) {
           Outstanding& o = it->second;
           o.expiry = *(*held)[i];
-          o.next_check = asked + std::max(2 * dispatcher_->options_.poll_interval,
-                                          (asked - o.claimed) / 2);
+          o.next_check = asked + std::max(Quiet(), (asked - o.claimed) / 2);
           ++still;
         } else {
           outstanding_bytes_ -= it->second.bytes;

@@ -103,6 +103,8 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // lookup in flight), on the worker pool.
   void CheckQuietLeases(absl::Time now);
   void ApplyHeldLeases(const std::vector<model::LeaseKey>& keys);
+  // How long a lease goes unheard of before it is looked up: two polls.
+  absl::Duration Quiet() const;
 
   struct Outstanding {
     int64_t bytes;

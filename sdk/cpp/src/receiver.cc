@@ -255,7 +255,9 @@ void ReceiverState::SendAcks() {
     ids.reserve(batch.size());
     for (const PendingAck& a : batch) ids.push_back(a.ack_id);
     auto statuses = client->Ack(subscription, ids);
-    for (size_t i = 0; i < batch.size(); ++i) batch[i].done.set_value(Outcome(statuses, i, batch.size()));
+    for (size_t i = 0; i < batch.size(); ++i) {
+      batch[i].done.set_value(Outcome(statuses, i, batch.size()));
+    }
     mu.Lock();
   }
 }

@@ -83,11 +83,10 @@ type pending struct {
 // up to MaxOutstandingCalls at once; a batch that holds an ordering key is
 // sent alone, once the calls before it are answered, and is retried whole
 // before the next is sent (an ordering key keeps its order through batching
-// and retries). A batch that
-// fails with UNAVAILABLE or DEADLINE_EXCEEDED, whose first attempt may have
-// been stored with its answer lost, is retried for RetryDeadline; every
-// message carries an idempotency key, so it is stored once and the retry
-// answers the original ids.
+// and retries). A batch that fails with UNAVAILABLE or DEADLINE_EXCEEDED,
+// whose first attempt may have been stored with its answer lost, is retried
+// for RetryDeadline; every message carries an idempotency key, so it is
+// stored once and the retry answers the original ids.
 type Publisher struct {
 	client   *Client
 	topic    string

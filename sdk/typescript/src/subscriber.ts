@@ -64,17 +64,13 @@ export class ReceivedMessage {
    * holds its place among the `concurrency` handlers for a round trip.
    */
   async ack(): Promise<void> {
-    if (this.settled) throw new LeaseExpiredError(this.ackId);
-    this.settled = true;
-    this.subscriber.forget(this.ackId);
+    this.settleOnce();
     return this.subscriber.queueAck(this.ackId);
   }
 
   /** Gives the message back for redelivery after the subscription's backoff. */
   async nack(reason = ""): Promise<void> {
-    if (this.settled) throw new LeaseExpiredError(this.ackId);
-    this.settled = true;
-    this.subscriber.forget(this.ackId);
+    this.settleOnce();
     let statuses: AckStatus[];
     try {
       statuses = await this.subscriber.client.modifyAckDeadline(
@@ -85,6 +81,13 @@ export class ReceivedMessage {
     if (statuses.length !== 1 || statuses[0] !== AckStatus.ACK_STATUS_OK) {
       throw new LeaseExpiredError(this.ackId);
     }
+  }
+
+  /** Only the first ack() or nack() counts: a second throws LeaseExpiredError. */
+  private settleOnce(): void {
+    if (this.settled) throw new LeaseExpiredError(this.ackId);
+    this.settled = true;
+    this.subscriber.forget(this.ackId);
   }
 }
 

@@ -266,12 +266,16 @@ function onPublish(hooks: {
   onStatus?: (status: grpc.StatusObject) => grpc.StatusObject;
 }): grpc.Interceptor {
   return (options, next) => {
-    if (!options.method_definition.path.endsWith("/Publish")) return new grpc.InterceptingCall(next(options));
+    if (!options.method_definition.path.endsWith("/Publish")) {
+      return new grpc.InterceptingCall(next(options));
+    }
     const requester = new grpc.RequesterBuilder()
       .withStart((metadata, listener, nextStart) => {
         hooks.onStart?.();
         const answer = new grpc.ListenerBuilder()
-          .withOnReceiveStatus((status, nextStatus) => nextStatus(hooks.onStatus ? hooks.onStatus(status) : status))
+          .withOnReceiveStatus((status, nextStatus) =>
+            nextStatus(hooks.onStatus ? hooks.onStatus(status) : status),
+          )
           .build();
         nextStart(metadata, answer);
       })

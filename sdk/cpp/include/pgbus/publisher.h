@@ -39,11 +39,11 @@ struct PublishSettings {
 // was called and sent up to max_outstanding_calls at once; a batch that
 // holds an ordering key is sent alone, once the calls before it are
 // answered, and is retried whole before the next is sent: an ordering key
-// keeps its order through batching and retries. A batch that fails with UNAVAILABLE or DEADLINE_EXCEEDED
-// (its first attempt may have been stored with the answer lost) is retried
-// with exponential backoff and jitter for retry_deadline; every message
-// carries an idempotency key (generated when unset), so it is stored once
-// and the retry answers the original ids.
+// keeps its order through batching and retries. A batch that fails with
+// UNAVAILABLE or DEADLINE_EXCEEDED (its first attempt may have been stored
+// with the answer lost) is retried with exponential backoff and jitter for
+// retry_deadline; every message carries an idempotency key (generated when
+// unset), so it is stored once and the retry answers the original ids.
 class Publisher {
  public:
   Publisher(Client* client, std::string topic, PublishSettings settings = {});
