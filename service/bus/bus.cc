@@ -71,7 +71,11 @@ Bus::Bus(store::Store* store, WorkerPool* pool, BusOptions options)
       store, pool, Dispatcher::Options{options.poll_interval});
   publisher_ = std::make_unique<Publisher>(
       store, options.publish_committers, options.publish_max_batch,
-      [this](const model::TopicKey& key) { dispatcher_->Wake({key}); },
+      [this](const std::vector<model::TopicKey>& topics) { return dispatcher_->Offer(topics); },
+      [this](const std::vector<model::TopicKey>& topics,
+             const std::vector<model::LeaseOffer>& offers, std::vector<model::HandedOff> handed) {
+        dispatcher_->Committed(topics, offers, std::move(handed));
+      },
       static_cast<size_t>(options.max_queued_publishes));
 }
 
@@ -320,7 +324,7 @@ absl::StatusOr<LeaseResults> Bus::ModifyAckDeadline(const std::string& tenant,
   } else {
     CountSettled(ok, obs::CountNacked);
   }
-  dispatcher_->LeasesChanged(keys, ok, expiry);
+  dispatcher_->LeasesChanged(keys, ok, expiry, /*ready_again=*/!expiry);
   return ok;
 }
 

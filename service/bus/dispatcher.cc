@@ -48,7 +48,7 @@ void Stream::Kick() {
   {
     absl::MutexLock lock(&mu_);
     if (state_ == State::kClosed) return;
-    if (state_ != State::kIdle) {
+    if (state_ != State::kIdle || offered_) {
       kicked_ = true;
       return;
     }
@@ -117,13 +117,10 @@ void Stream::ClaimOnce() {
       }
     } else if (claimed->empty()) {
       state_ = State::kIdle;
+      drained_ = true;
       again = kicked_;  // a publish may have landed after our snapshot
     } else {
-      for (const auto& d : *claimed) {
-        outstanding_[{d.message.id, d.attempt}] =
-            Outstanding{d.message.size, d.lease_expiry, claim_started, claim_started + Quiet()};
-        outstanding_bytes_ += d.message.size;
-      }
+      AddOutstanding(*claimed, claim_started);
       // Fewer than asked for: nothing else was ready at the claim's
       // snapshot, so once sent the stream waits for a wake (a publish, an
       // ack, the poll) instead of claiming again for nothing. At low rates
@@ -147,13 +144,97 @@ void Stream::ClaimOnce() {
     return;
   }
   if (claimed->empty()) return;
-  std::vector<model::LeaseKey> keys = LeaseKeys(*claimed);
-  for (model::Delivery& d : *claimed) d.ack_id = EncodeAckId({d.message.id, d.attempt, d.lease});
-  if (!sink->Send(*std::move(claimed))) {
+  SendBatch(sink, *std::move(claimed));
+}
+
+void Stream::AddOutstanding(const std::vector<model::Delivery>& batch, absl::Time at) {
+  for (const auto& d : batch) {
+    outstanding_[{d.message.id, d.attempt}] = Outstanding{
+        d.message.size, d.lease_expiry, at, at + Quiet(), !d.message.ordering_key.empty()};
+    outstanding_bytes_ += d.message.size;
+  }
+}
+
+void Stream::SendBatch(const std::shared_ptr<StreamSink>& sink,
+                       std::vector<model::Delivery> batch) {
+  std::vector<model::LeaseKey> keys = LeaseKeys(batch);
+  for (model::Delivery& d : batch) d.ack_id = EncodeAckId({d.message.id, d.attempt, d.lease});
+  if (!sink->Send(std::move(batch))) {
     // The stream ended before the batch went out: nobody got it.
     Close();
-    Release(keys);
+    GiveBack(std::move(keys));
   }
+}
+
+void Stream::GiveBack(std::vector<model::LeaseKey> keys) {
+  std::shared_ptr<Stream> self = shared_from_this();
+  // Not on the caller's thread (a committer's, for a hand-off); when the
+  // pool refuses, the leases come back when their deadline passes.
+  (void)dispatcher_->pool_->Submit([self, keys = std::move(keys)] { self->Release(keys); });
+}
+
+std::optional<model::LeaseOffer> Stream::Reserve() {
+  absl::MutexLock lock(&mu_);
+  // Only a stream that would not claim now: its last claim took all that
+  // was ready, and nothing woke it since (a wake means more may be ready,
+  // which a claim takes in claim order).
+  if (offered_ || (state_ != State::kIdle && state_ != State::kSending) || !drained_ ||
+      kicked_) {
+    return std::nullopt;
+  }
+  PruneExpired(absl::Now());
+  const int64_t credit_messages =
+      options_.max_outstanding_messages - static_cast<int64_t>(outstanding_.size());
+  const int64_t credit_bytes = options_.max_outstanding_bytes - outstanding_bytes_;
+  if (credit_messages <= 0 || credit_bytes <= 0) return std::nullopt;
+  offered_ = true;
+  model::LeaseOffer offer;
+  offer.tenant = options_.tenant;
+  offer.subscription = options_.subscription;
+  offer.lease = lease_;
+  offer.ack_deadline = options_.ack_deadline;
+  offer.max_messages =
+      static_cast<int>(std::min<int64_t>(credit_messages, dispatcher_->options_.max_claim_batch));
+  offer.max_bytes = credit_bytes;
+  offer.first_may_exceed = outstanding_.empty();
+  return offer;
+}
+
+void Stream::TakeHandOff(model::HandedOff handed) {
+  std::shared_ptr<StreamSink> sink;
+  bool again = false;
+  bool ended = false;
+  const int count = static_cast<int>(handed.deliveries.size());
+  {
+    absl::MutexLock lock(&mu_);
+    offered_ = false;
+    if (state_ == State::kClosed) {
+      ended = true;
+    } else {
+      // Ready deliveries it could not take: claim them (after any send).
+      if (!handed.complete) drained_ = false;
+      if (!handed.deliveries.empty()) {
+        AddOutstanding(handed.deliveries, absl::Now());
+        if (state_ == State::kSending) {
+          for (auto& d : handed.deliveries) queued_.push_back(std::move(d));
+          handed.deliveries.clear();
+        } else {
+          state_ = State::kSending;
+          sink = sink_;
+        }
+      } else if (state_ == State::kIdle) {
+        again = !drained_ || kicked_;  // a wake while reserved, too
+      }
+    }
+  }
+  if (ended) {
+    // Closed while the commit ran: nobody got these; give them back.
+    if (!handed.deliveries.empty()) GiveBack(LeaseKeys(handed.deliveries));
+    return;
+  }
+  if (count > 0) obs::CountHandedOff(count);
+  if (again) Kick();
+  if (sink) SendBatch(sink, std::move(handed.deliveries));
 }
 
 std::vector<model::LeaseKey> Stream::LeaseKeys(const std::vector<model::Delivery>& batch) const {
@@ -200,33 +281,55 @@ int64_t Stream::ShutDown(const absl::Status& status) {
 }
 
 void Stream::OnSent() {
-  bool again;
+  bool again = false;
+  std::vector<model::Delivery> next;
+  std::shared_ptr<StreamSink> sink;
   {
     absl::MutexLock lock(&mu_);
     if (state_ != State::kSending) return;
-    state_ = State::kIdle;
-    // More may be waiting (the batch was full, or a wake came meanwhile):
-    // claim until empty or out of credit.
-    again = !drained_ || kicked_;
+    if (!queued_.empty()) {
+      next.swap(queued_);  // handed off meanwhile
+      sink = sink_;
+    } else {
+      state_ = State::kIdle;
+      // More may be waiting (the batch was full, or a wake came meanwhile):
+      // claim until empty or out of credit.
+      again = !drained_ || kicked_;
+    }
   }
-  if (again) Kick();
+  if (sink) {
+    SendBatch(sink, std::move(next));
+  } else if (again) {
+    Kick();
+  }
 }
 
 void Stream::Close() {
+  std::vector<model::Delivery> unsent;
   {
     absl::MutexLock lock(&mu_);
     if (state_ == State::kClosed && sink_ == nullptr) return;
     state_ = State::kClosed;
     sink_ = nullptr;
+    unsent.swap(queued_);
   }
   dispatcher_->Remove(this);
+  if (!unsent.empty()) GiveBack(LeaseKeys(unsent));  // handed off, never sent
 }
 
 void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::vector<bool>& ok,
-                           std::optional<absl::Time> new_expiry) {
+                           std::optional<absl::Time> new_expiry, bool ready_again) {
   bool freed = false;
   {
     absl::MutexLock lock(&mu_);
+    // Freed credit matters to a claim when the stream ran out of it, when
+    // the message is ready again (a nack), or when settling it lets the
+    // next message of its ordering key be claimed; otherwise a stream that
+    // took all that was ready has nothing to claim (and stays free to take
+    // the next group commit's deliveries directly).
+    bool matters = ready_again ||
+                   static_cast<int64_t>(outstanding_.size()) >= options_.max_outstanding_messages ||
+                   outstanding_bytes_ >= options_.max_outstanding_bytes || !drained_;
     for (size_t i = 0; i < keys.size(); ++i) {
       if (keys[i].lease != lease_) continue;
       auto it = outstanding_.find({keys[i].message_id, keys[i].attempt});
@@ -237,10 +340,12 @@ void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::
         continue;
       }
       // Acked, nacked, or no longer ours: either way it frees credit.
+      matters |= it->second.keyed;
       outstanding_bytes_ -= it->second.bytes;
       outstanding_.erase(it);
       freed = true;
     }
+    freed &= matters;
   }
   if (freed) Kick();
 }
@@ -360,6 +465,53 @@ void Dispatcher::Wake(const std::vector<model::TopicKey>& topics) {
   for (const auto& s : Snapshot(&topics)) s->Kick();
 }
 
+std::vector<model::LeaseOffer> Dispatcher::Offer(const std::vector<model::TopicKey>& topics) {
+  std::vector<model::LeaseOffer> offers;
+  std::set<std::pair<std::string, std::string>> offered;  // tenant, subscription
+  {
+    absl::MutexLock lock(&mu_);
+    if (shutting_down_) return offers;
+  }
+  std::vector<std::shared_ptr<Stream>> reserved;
+  for (auto& s : Snapshot(&topics)) {
+    // One offer a subscription: a second stream of it claims as before.
+    if (offered.count({s->options().tenant, s->options().subscription})) continue;
+    if (std::optional<model::LeaseOffer> o = s->Reserve()) {
+      offered.insert({o->tenant, o->subscription});
+      offers.push_back(*std::move(o));
+      reserved.push_back(std::move(s));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  for (auto& s : reserved) reserved_[s->lease()] = std::move(s);
+  return offers;
+}
+
+void Dispatcher::Committed(const std::vector<model::TopicKey>& topics,
+                           const std::vector<model::LeaseOffer>& offers,
+                           std::vector<model::HandedOff> handed) {
+  std::set<int64_t> offered;
+  std::vector<std::pair<std::shared_ptr<Stream>, size_t>> takers;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < offers.size(); ++i) {
+      offered.insert(offers[i].lease);
+      auto it = reserved_.find(offers[i].lease);
+      if (it == reserved_.end()) continue;
+      takers.emplace_back(std::move(it->second), i);
+      reserved_.erase(it);
+    }
+  }
+  // A stream closed meanwhile gives back what was leased to it. The
+  // offered streams claim by themselves if they must (TakeHandOff); the
+  // others are woken.
+  for (auto& [s, i] : takers) s->TakeHandOff(std::move(handed[i]));
+  if (topics.empty()) return;
+  for (const auto& s : Snapshot(&topics)) {
+    if (!offered.count(s->lease())) s->Kick();
+  }
+}
+
 void Dispatcher::WakeSubscription(const std::string& tenant, const std::string& subscription) {
   {
     absl::MutexLock lock(&mu_);
@@ -370,7 +522,7 @@ void Dispatcher::WakeSubscription(const std::string& tenant, const std::string& 
 
 void Dispatcher::LeasesChanged(const std::vector<model::LeaseKey>& keys,
                                const std::vector<bool>& ok,
-                               std::optional<absl::Time> new_expiry) {
+                               std::optional<absl::Time> new_expiry, bool ready_again) {
   std::set<int64_t> leases;
   for (const auto& k : keys) leases.insert(k.lease);
   std::vector<std::shared_ptr<Stream>> streams;
@@ -382,7 +534,7 @@ void Dispatcher::LeasesChanged(const std::vector<model::LeaseKey>& keys,
       if (auto s = it->second.lock()) streams.push_back(std::move(s));
     }
   }
-  for (const auto& s : streams) s->LeasesChanged(keys, ok, new_expiry);
+  for (const auto& s : streams) s->LeasesChanged(keys, ok, new_expiry, ready_again);
 }
 
 Dispatcher::Counts Dispatcher::Count() {

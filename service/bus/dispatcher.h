@@ -17,6 +17,14 @@
 // lookups. Without that, such a stream stalled until the deadlines of
 // leases already acked ran out.
 //
+// A group commit may lease its deliveries straight to idle streams of this
+// replica (Offer, then Committed): a stream whose last claim took all that
+// was ready, with credit left, offers it to the commit, and gets the
+// deliveries the commit leased to it without a claim of its own (publish ->
+// receive is then one transaction, not two). Messages with an ordering key
+// or an uploaded payload, and those beyond the credit, stay ready for a
+// claim as before.
+//
 // Thread safety: every method may be called from any thread.
 #ifndef PGBUS_SERVICE_BUS_DISPATCHER_H_
 #define PGBUS_SERVICE_BUS_DISPATCHER_H_
@@ -87,6 +95,21 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // Claims if idle and there is credit; otherwise remembers to look again.
   void Kick();
   void ClaimOnce();
+  // Not claiming, drained (its last claim took all that was ready and
+  // nothing woke it since) and with credit: reserved for a group commit
+  // and its credit returned; otherwise nothing. Until TakeHandOff the
+  // stream does not claim.
+  std::optional<model::LeaseOffer> Reserve();
+  // The group commit it was reserved for is over: sends what it leased
+  // (after the batch being sent, if any).
+  void TakeHandOff(model::HandedOff handed);
+  // Counts `batch` as outstanding (claimed at `at`).
+  void AddOutstanding(const std::vector<model::Delivery>& batch, absl::Time at)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends a batch leased to this stream; gives it back if the stream ended.
+  void SendBatch(const std::shared_ptr<StreamSink>& sink, std::vector<model::Delivery> batch);
+  // Release() on the worker pool.
+  void GiveBack(std::vector<model::LeaseKey> keys);
   // Drops leases that ran out; they are no longer this stream's.
   void PruneExpired(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::vector<model::LeaseKey> LeaseKeys(const std::vector<model::Delivery>& batch) const;
@@ -98,7 +121,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   int64_t ShutDown(const absl::Status& status);
   // Acked, nacked or extended leases (same replica).
   void LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::vector<bool>& ok,
-                     std::optional<absl::Time> new_expiry);
+                     std::optional<absl::Time> new_expiry, bool ready_again);
   // The poll: looks up the leases due for a check at `now` (at most one
   // lookup in flight), on the worker pool.
   void CheckQuietLeases(absl::Time now);
@@ -111,6 +134,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
     absl::Time expiry;
     absl::Time claimed;
     absl::Time next_check;  // when to look it up (CheckQuietLeases)
+    bool keyed;  // has an ordering key: settling it may make the next one claimable
   };
 
   Dispatcher* const dispatcher_;
@@ -122,6 +146,9 @@ class Stream : public std::enable_shared_from_this<Stream> {
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;  // woken while busy: look again
   bool drained_ ABSL_GUARDED_BY(mu_) = false;  // the last claim took all that was ready
   bool checking_ ABSL_GUARDED_BY(mu_) = false;  // a HeldLeases lookup is in flight
+  bool offered_ ABSL_GUARDED_BY(mu_) = false;  // reserved by a group commit (Reserve)
+  // Handed off while a batch was being sent: sent next (OnSent).
+  std::vector<model::Delivery> queued_ ABSL_GUARDED_BY(mu_);
   // (message id, attempt) -> lease details
   std::map<std::pair<int64_t, int32_t>, Outstanding> outstanding_ ABSL_GUARDED_BY(mu_);
   int64_t outstanding_bytes_ ABSL_GUARDED_BY(mu_) = 0;
@@ -148,12 +175,22 @@ class Dispatcher {
                                                std::shared_ptr<StreamSink> sink);
   // Publishes committed to these topics (empty: any topic may have changed).
   void Wake(const std::vector<model::TopicKey>& topics);
+  // bus::Publisher's Offer: reserves the idle streams of the topics (one a
+  // subscription) for a group commit and returns their credit.
+  std::vector<model::LeaseOffer> Offer(const std::vector<model::TopicKey>& topics);
+  // bus::Publisher's Committed: hands each offer what the commit leased to
+  // it, and wakes the streams of `topics` that may have more to claim.
+  void Committed(const std::vector<model::TopicKey>& topics,
+                 const std::vector<model::LeaseOffer>& offers,
+                 std::vector<model::HandedOff> handed);
   // Deliveries of the subscription became ready again (leases given back).
   void WakeSubscription(const std::string& tenant, const std::string& subscription);
   // Leases settled by Ack / ModifyAckDeadline on this replica; returns
-  // credit to the streams that hold them. `new_expiry` unset: lease ended.
+  // credit to the streams that hold them. `new_expiry` unset: lease ended;
+  // `ready_again`: ended by a nack (the message may be claimable at once),
+  // not an ack.
   void LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::vector<bool>& ok,
-                     std::optional<absl::Time> new_expiry);
+                     std::optional<absl::Time> new_expiry, bool ready_again = false);
   // Streams open on this replica for the subscription.
   // Open streams and the messages leased to them, for metrics.
   struct Counts {
@@ -182,6 +219,8 @@ class Dispatcher {
   absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
   std::map<int64_t, std::weak_ptr<Stream>> by_lease_ ABSL_GUARDED_BY(mu_);
+  // Streams reserved by Offer until their group commit is Committed.
+  std::map<int64_t, std::shared_ptr<Stream>> reserved_ ABSL_GUARDED_BY(mu_);
   std::thread poller_;
 };
 

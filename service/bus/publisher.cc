@@ -19,10 +19,11 @@ constexpr int64_t kBusyBytes = 1 << 20;
 }  // namespace
 
 Publisher::Publisher(store::PublishStore* store, int committers, int max_batch_messages,
-                     Committed on_committed, size_t max_queued_calls)
+                     Offer offer, Committed on_committed, size_t max_queued_calls)
     : store_(store),
       max_batch_messages_(max_batch_messages),
       busy_messages_(std::min(kBusyMessages, max_batch_messages)),
+      offer_(std::move(offer)),
       on_committed_(std::move(on_committed)),
       max_queued_calls_(max_queued_calls) {
   for (int i = 0; i < committers; ++i) threads_.emplace_back([this, i] { Run(i); });
@@ -104,18 +105,31 @@ void Publisher::Run(int index) {
     }
     std::vector<const model::PublishItem*> items;
     items.reserve(batch.size());
-    for (const Pending& p : batch) items.push_back(&p.item);
+    std::set<model::TopicKey> topics;
+    for (const Pending& p : batch) {
+      items.push_back(&p.item);
+      topics.insert({p.item.tenant, p.item.topic});
+    }
+    std::vector<model::LeaseOffer> offers;
+    if (offer_) offers = offer_(std::vector<model::TopicKey>(topics.begin(), topics.end()));
+    std::vector<model::HandedOff> handed;
     const absl::Time started = absl::Now();
-    auto results = store_->PublishBatch(items);
+    auto results = store_->PublishBatch(items, offers, &handed);
     obs::CountPublishCommit(messages, absl::Now() - started);
     transactions_.fetch_add(1);
     requests_.fetch_add(static_cast<int64_t>(batch.size()));
     std::set<model::TopicKey> committed;
     for (size_t i = 0; i < batch.size(); ++i) {
       if (results[i].ok()) committed.insert({batch[i].item.tenant, batch[i].item.topic});
-      batch[i].done(std::move(results[i]));
     }
-    for (const auto& key : committed) on_committed_(key);
+    // Subscribers first (sending to a stream only starts a write), then
+    // the callers. The offered streams always hear back: an offer holds
+    // its stream until then.
+    if (!committed.empty() || !offers.empty()) {
+      on_committed_(std::vector<model::TopicKey>(committed.begin(), committed.end()), offers,
+                    std::move(handed));
+    }
+    for (size_t i = 0; i < batch.size(); ++i) batch[i].done(std::move(results[i]));
   }
 }
 

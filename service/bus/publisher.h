@@ -26,16 +26,25 @@ namespace pgbus::bus {
 class Publisher {
  public:
   using Done = std::function<void(absl::StatusOr<std::vector<int64_t>>)>;
-  using Committed = std::function<void(const model::TopicKey&)>;
+  // Before each group commit: idle local streams of the batch's topics
+  // offer their credit (bus::Dispatcher::Offer).
+  using Offer =
+      std::function<std::vector<model::LeaseOffer>(const std::vector<model::TopicKey>&)>;
+  // After it, with the topics it stored messages to and what it leased to
+  // each offer (nothing when it failed): to hand the deliveries to their
+  // streams and wake the others without waiting for NOTIFY to come back.
+  using Committed =
+      std::function<void(const std::vector<model::TopicKey>& topics,
+                         const std::vector<model::LeaseOffer>& offers,
+                         std::vector<model::HandedOff> handed)>;
 
-  // `on_committed` is called once per topic of each committed batch (to wake
-  // local subscribers without waiting for NOTIFY to come back).
   // At most `max_queued_calls` calls wait for a commit; beyond that Publish
   // answers UNAVAILABLE at once, so overload sheds load instead of queueing
   // without end. (Their bytes are bounded before they get here, by the
-  // server's max_call_memory_mb: see api::BusService::Publish.)
-  Publisher(store::PublishStore* store, int committers, int max_batch_messages, Committed on_committed,
-            size_t max_queued_calls = 10000);
+  // server's max_call_memory_mb: see api::BusService::Publish.) `offer` may
+  // be empty (no offers).
+  Publisher(store::PublishStore* store, int committers, int max_batch_messages, Offer offer,
+            Committed on_committed, size_t max_queued_calls = 10000);
   ~Publisher();  // Stop()s.
 
   // Queues the item. `done` gets the message ids once committed, or the
@@ -59,6 +68,7 @@ class Publisher {
   store::PublishStore* const store_;
   const int max_batch_messages_;
   const int busy_messages_;  // queued, from which other committers commit too
+  const Offer offer_;
   const Committed on_committed_;
   const size_t max_queued_calls_;
   absl::Mutex mu_;

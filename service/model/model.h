@@ -94,6 +94,28 @@ struct Delivery {
   std::string ack_id;
 };
 
+// An idle stream's credit, offered to a group commit: the commit leases
+// the stream the ready deliveries it makes for the subscription, up to the
+// credit, so they reach the stream without a claim (see bus::Dispatcher).
+struct LeaseOffer {
+  std::string tenant;
+  std::string subscription;
+  int64_t lease = 0;  // the stream's lease token
+  absl::Duration ack_deadline;
+  int max_messages = 0;
+  int64_t max_bytes = 0;
+  bool first_may_exceed = false;  // as in a claim
+};
+
+// What a group commit leased to one offer.
+struct HandedOff {
+  std::vector<Delivery> deliveries;
+  // The commit left no ready delivery of the subscription that the offer
+  // did not take (one with an ordering key, beyond the credit, or stored by
+  // a transaction without the offer): the stream need not claim for it.
+  bool complete = false;
+};
+
 // One Publish call's worth of messages, for one tenant and topic.
 struct PublishItem {
   std::string tenant;

@@ -56,6 +56,11 @@ struct Metrics {
       BuildCounter().Name("pgbus_messages_delivered_total")
           .Help("messages leased to Subscribe streams (redeliveries included)")
           .Register(*registry).Add({});
+  prometheus::Counter& handed_off =
+      BuildCounter().Name("pgbus_messages_handed_off_total")
+          .Help("messages leased to Subscribe streams by the group commit that stored them "
+                "(no claim; also counted in pgbus_messages_delivered_total)")
+          .Register(*registry).Add({});
   prometheus::Family<prometheus::Counter>& settled =
       BuildCounter().Name("pgbus_leases_settled_total")
           .Help("leases ended by outcome: acked, nacked, expired (an ack or lease change "
@@ -142,6 +147,11 @@ void CountPublishCommit(int messages, absl::Duration took) {
 void CountClaim(int messages, absl::Duration took) {
   M().claim_seconds.Observe(Seconds(took));
   if (messages > 0) M().delivered.Increment(messages);
+}
+
+void CountHandedOff(int messages) {
+  M().delivered.Increment(messages);
+  M().handed_off.Increment(messages);
 }
 
 void CountAcked(int64_t n) { M().acked.Increment(static_cast<double>(n)); }

@@ -27,6 +27,8 @@ void CountRpc(absl::string_view method, absl::string_view code, absl::Duration t
 void CountPublishCommit(int messages, absl::Duration took);
 // One claim that delivered `messages`, in `took`.
 void CountClaim(int messages, absl::Duration took);
+// Deliveries a group commit leased straight to a stream (bus::Dispatcher).
+void CountHandedOff(int messages);
 // Leases settled: acked, nacked, and acks or lease changes that found the
 // lease gone (EXPIRED: the message may come again).
 void CountAcked(int64_t n);

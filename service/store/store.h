@@ -30,7 +30,9 @@ namespace pgbus::store {
 using model::ApiKeyRecord;
 using model::Attributes;
 using model::Delivery;
+using model::HandedOff;
 using model::LeaseKey;
+using model::LeaseOffer;
 using model::MessageRecord;
 using model::NewMessage;
 using model::PublishItem;
@@ -127,8 +129,17 @@ class PublishStore {
   // topic's max_message_bytes or the tenant's max_stored_bytes would be
   // exceeded; INVALID_ARGUMENT for a payload handle that is not a completed
   // upload of the topic.
+  //
+  // `offers` are idle streams' credit (model::LeaseOffer, at most one a
+  // subscription): the transaction leases each the ready deliveries it
+  // makes for the offer's subscription (attempt 1) as a claim would, but
+  // only those without an ordering key or uploaded payload, highest
+  // priority then publish order, within the credit. `handed` gets one entry
+  // per offer, the deliveries complete with their messages; nothing (and
+  // not complete) when the transaction failed.
   virtual std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
-      const std::vector<const PublishItem*>& items) = 0;
+      const std::vector<const PublishItem*>& items, const std::vector<LeaseOffer>& offers,
+      std::vector<HandedOff>* handed) = 0;
 };
 
 // Leases: claims, acks, deadline changes, give-backs and dead-lettering (the

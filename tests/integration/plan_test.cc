@@ -280,14 +280,23 @@ TEST_F(PlanTest, NackAndExtendChangeTheLockedRowsByCtid) {
   }
 }
 
+// Without offers, and with a stream of subscription q offering its credit
+// (the delivery to q is inserted leased; the one to `other` ready).
 TEST_F(PlanTest, PublishFansOutByKey) {
-  auto plan = Plan(
+  constexpr char kTypes[] =
       "text[], int8[], int8[], int4[], text[], text[], text[], int8[], bytea[], bytea[], "
-      "text[], text[], int8[], int8[], bool",
-      sql::kInsertMessages,
+      "text[], text[], int8[], int8[], bool, text[], int8[], int8[], int8[], int8[], bool[]";
+  constexpr char kMessage[] =
       "'{q}', '{NULL}', '{NULL}', '{0}', '{NULL}', '{NULL}', '{NULL}', '{5}', "
-      "ARRAY[sha256('hello'::bytea)], ARRAY['hello'::bytea], '{}', '{}', '{0}', '{NULL}', false");
-  ExpectBounded(plan);
+      "ARRAY[sha256('hello'::bytea)], ARRAY['hello'::bytea], '{}', '{}', '{0}', '{NULL}', false";
+  ExpectBounded(Plan(kTypes, sql::kInsertMessages,
+                     absl::StrCat(kMessage, ", '{}', '{}', '{}', '{}', '{}', '{}'").c_str()));
+  auto offered = Plan(kTypes, sql::kInsertMessages,
+                      absl::StrCat(kMessage, ", '{q}', '{7}', '{30000}', '{100}', '{1000}', "
+                                             "'{false}'").c_str());
+  ExpectBounded(offered);
+  const std::string text = absl::StrJoin(offered, "\n");
+  EXPECT_NE(text.find("Insert on deliveries"), std::string::npos) << text;
 }
 
 TEST_F(PlanTest, DeadLetteringReadsOnlyDueRows) {

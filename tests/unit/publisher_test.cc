@@ -24,7 +24,8 @@ class RecordingStore : public store::PublishStore {
   std::atomic<int64_t> next_id{1};
 
   std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
-      const std::vector<const model::PublishItem*>& items) override {
+      const std::vector<const model::PublishItem*>& items, const std::vector<model::LeaseOffer>&,
+      std::vector<model::HandedOff>*) override {
     bool first;
     {
       absl::MutexLock lock(&mu);
@@ -46,6 +47,9 @@ class RecordingStore : public store::PublishStore {
   }
 };
 
+void Ignore(const std::vector<model::TopicKey>&, const std::vector<model::LeaseOffer>&,
+            std::vector<model::HandedOff>) {}
+
 model::PublishItem Item(const std::string& topic, int messages) {
   model::PublishItem item{"tenant", topic, {}};
   item.messages.resize(messages);
@@ -56,7 +60,10 @@ TEST(Publisher, CoalescesCallsQueuedDuringACommit) {
   RecordingStore store;
   std::atomic<int> woken{0};
   Publisher publisher(&store, /*committers=*/1, /*max_batch_messages=*/1000,
-                      [&](const model::TopicKey&) { woken++; });
+                      nullptr,
+                      [&](const std::vector<model::TopicKey>& topics,
+                          const std::vector<model::LeaseOffer>&,
+                          std::vector<model::HandedOff>) { woken += topics.size(); });
   std::atomic<int> done{0};
   std::vector<absl::StatusOr<std::vector<int64_t>>> results(21);
   for (int i = 0; i < 21; ++i) {
@@ -87,7 +94,7 @@ TEST(Publisher, CoalescesCallsQueuedDuringACommit) {
 TEST(Publisher, RespectsTheBatchLimitAndAnswersEachCallAlone) {
   RecordingStore store;
   store.release_first.Notify();
-  Publisher publisher(&store, 1, /*max_batch_messages=*/5, [](const model::TopicKey&) {});
+  Publisher publisher(&store, 1, /*max_batch_messages=*/5, nullptr, Ignore);
   absl::Notification hold;
   std::vector<absl::StatusOr<std::vector<int64_t>>> results(4);
   std::atomic<int> done{0};
@@ -112,7 +119,7 @@ TEST(Publisher, RespectsTheBatchLimitAndAnswersEachCallAlone) {
 TEST(Publisher, OtherCommittersWaitForABusyQueue) {
   RecordingStore store;
   Publisher publisher(&store, /*committers=*/2, /*max_batch_messages=*/5,
-                      [](const model::TopicKey&) {});
+                      nullptr, Ignore);
   std::atomic<int> done{0};
   auto publish = [&] {
     publisher.Publish(Item("t", 1), [&](absl::StatusOr<std::vector<int64_t>> r) {
@@ -145,7 +152,7 @@ TEST(Publisher, OtherCommittersWaitForABusyQueue) {
 TEST(Publisher, RefusesAfterStop) {
   RecordingStore store;
   store.release_first.Notify();
-  Publisher publisher(&store, 1, 10, [](const model::TopicKey&) {});
+  Publisher publisher(&store, 1, 10, nullptr, Ignore);
   publisher.Stop();
   absl::Status got;
   publisher.Publish(Item("t", 1), [&](absl::StatusOr<std::vector<int64_t>> r) { got = r.status(); });

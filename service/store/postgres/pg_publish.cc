@@ -50,12 +50,25 @@ void MessageArrays::Add(const std::string& topic, const NewMessage& m) {
   attr_count_.Add(EncodeInt8(static_cast<int64_t>(m.attributes.size())));
 }
 
-size_t MessageArrays::Insert(Transaction& tx, bool forwarded) {
+size_t MessageArrays::Insert(Transaction& tx, bool forwarded,
+                             const std::vector<const LeaseOffer*>& offers) {
+  ArrayBuilder subscriptions(kText), leases(kInt8), deadlines(kInt8), counts(kInt8),
+      bytes(kInt8), first_may_exceed(kBool);
+  for (const LeaseOffer* o : offers) {
+    subscriptions.Add(o->subscription);
+    leases.Add(EncodeInt8(o->lease));
+    deadlines.Add(EncodeInt8(ToMs(o->ack_deadline)));
+    counts.Add(EncodeInt8(o->max_messages));
+    bytes.Add(EncodeInt8(o->max_bytes));
+    first_may_exceed.Add(EncodeBool(o->first_may_exceed));
+  }
   return tx.Add(sql::kInsertMessages, std::move(topic_), std::move(ttl_), std::move(deliver_),
                 std::move(priority_), std::move(correlation_), std::move(ordering_),
                 std::move(idempotency_), std::move(size_), std::move(sha_),
                 std::move(payload_), std::move(attr_key_), std::move(attr_value_),
-                std::move(attr_count_), std::move(payload_id_), forwarded);
+                std::move(attr_count_), std::move(payload_id_), forwarded,
+                std::move(subscriptions), std::move(leases), std::move(deadlines),
+                std::move(counts), std::move(bytes), std::move(first_may_exceed));
 }
 
 absl::StatusOr<std::vector<Store::Republished>> PublishTaken(Transaction& tx,
@@ -88,25 +101,31 @@ absl::StatusOr<std::vector<Store::Republished>> PublishTaken(Transaction& tx,
 }
 
 std::vector<absl::StatusOr<std::vector<int64_t>>> PgStore::PublishBatch(
-    const std::vector<const PublishItem*>& items) {
+    const std::vector<const PublishItem*>& items, const std::vector<LeaseOffer>& offers,
+    std::vector<HandedOff>* handed) {
+  std::vector<HandedOff> none;
+  if (handed == nullptr) handed = &none;
+  handed->assign(offers.size(), HandedOff{});
   std::vector<absl::StatusOr<std::vector<int64_t>>> results;
-  absl::Status st = PublishTransaction(items, &results);
+  absl::Status st = PublishTransaction(items, offers, &results, handed);
   if (st.ok()) return results;
+  handed->assign(offers.size(), HandedOff{});  // rolled back: nothing leased
   if (items.size() == 1) return {st};
   // One item may have broken the shared transaction (a statement timeout,
-  // say): give each its own so the others are not failed with it.
+  // say): give each its own so the others are not failed with it. Without
+  // the offers: their streams claim what these store.
   results.clear();
   for (const PublishItem* item : items) {
     std::vector<absl::StatusOr<std::vector<int64_t>>> one;
-    absl::Status item_st = PublishTransaction({item}, &one);
+    absl::Status item_st = PublishTransaction({item}, {}, &one, nullptr);
     results.push_back(item_st.ok() ? std::move(one[0]) : item_st);
   }
   return results;
 }
 
 absl::Status PgStore::PublishTransaction(
-    const std::vector<const PublishItem*>& items,
-    std::vector<absl::StatusOr<std::vector<int64_t>>>* results) {
+    const std::vector<const PublishItem*>& items, const std::vector<LeaseOffer>& offers,
+    std::vector<absl::StatusOr<std::vector<int64_t>>>* results, std::vector<HandedOff>* handed) {
   results->assign(items.size(), absl::InternalError("not published"));
   // Items of one tenant share one insert; set_config(..., true) switches
   // the tenant between groups, and RLS checks each group's rows against it.
@@ -192,7 +211,15 @@ absl::Status PgStore::PublishTransaction(
         arrays.Add(items[i]->topic, m);
       }
     }
-    const size_t insert = arrays.Insert(tx, /*forwarded=*/false);
+    // The offers of this tenant, and where each goes in `handed`.
+    std::vector<const LeaseOffer*> tenant_offers;
+    std::map<std::string, size_t> offer_of;  // subscription -> index in offers
+    for (size_t o = 0; handed != nullptr && o < offers.size(); ++o) {
+      if (offers[o].tenant != tenant) continue;
+      tenant_offers.push_back(&offers[o]);
+      offer_of[offers[o].subscription] = o;
+    }
+    const size_t insert = arrays.Insert(tx, /*forwarded=*/false, tenant_offers);
     if (last) {
       // One notification per transaction, however many messages: NOTIFY
       // serialises commits cluster-wide (PreCommit_Notify). Sent before
@@ -208,18 +235,37 @@ absl::Status PgStore::PublishTransaction(
     }
     ASSIGN_OR_RETURN(std::vector<Rows> done, last ? tx.SendAndCommit() : tx.Send());
     const Rows& res = done[insert];
-    // Rows come back in publish order (id, topic); an item whose topic
-    // does not exist has none.
-    const int rows = res.size();
-    std::vector<std::pair<int64_t, std::string>> inserted;
-    inserted.reserve(rows);
+    // Rows come back in publish order (id, topic, published_at,
+    // expires_at); an item whose topic does not exist has none. Then the
+    // deliveries of offered subscriptions.
+    struct Inserted {
+      int64_t id;
+      std::string topic;
+      absl::Time published;
+      std::optional<absl::Time> expires;
+    };
+    std::vector<Inserted> inserted;
+    inserted.reserve(res.size());
     std::set<std::string> found;
-    for (int r = 0; r < rows; ++r) {
+    int lease_rows = res.size();
+    for (int r = 0; r < res.size(); ++r) {
       RowReader row = res[r];
-      const int64_t id = row.Int8();
-      inserted.emplace_back(id, row.Text());
-      found.insert(inserted.back().second);
+      Inserted in;
+      in.id = row.Int8();
+      std::optional<std::string> topic = row.Maybe(&RowReader::Text);
+      if (!topic) {
+        lease_rows = r;
+        break;
+      }
+      in.topic = *std::move(topic);
+      in.published = row.Timestamp();
+      in.expires = row.Maybe(&RowReader::Timestamp);
+      found.insert(in.topic);
+      inserted.push_back(std::move(in));
     }
+    const int rows = static_cast<int>(inserted.size());
+    // Which message each inserted id is, for the deliveries handed off.
+    std::map<int64_t, std::pair<const Inserted*, const NewMessage*>> stored;
     int row = 0;
     std::map<Key, int64_t> assigned;  // keys inserted by this batch
     for (size_t i : indexes) {
@@ -244,12 +290,13 @@ absl::Status PgStore::PublishTransaction(
           ids.push_back(assigned.at(key));
           continue;
         }
-        if (row >= rows || inserted[row].second != item.topic) {
+        if (row >= rows || inserted[row].topic != item.topic) {
           out_of_order = true;
           break;
         }
-        ids.push_back(inserted[row].first);
-        if (!m.idempotency_key.empty()) assigned[key] = inserted[row].first;
+        ids.push_back(inserted[row].id);
+        if (!m.idempotency_key.empty()) assigned[key] = inserted[row].id;
+        if (!tenant_offers.empty()) stored[inserted[row].id] = {&inserted[row], &m};
         ++row;
       }
       if (out_of_order) {
@@ -263,6 +310,40 @@ absl::Status PgStore::PublishTransaction(
       }
       (*results)[i] = std::move(ids);
       if (inserts) touched.insert(TopicKey{tenant, item.topic});
+    }
+    for (const LeaseOffer* o : tenant_offers) (*handed)[offer_of[o->subscription]].complete = true;
+    for (int r = lease_rows; r < res.size(); ++r) {
+      RowReader lr = res[r];
+      const int64_t id = lr.Int8();
+      for (int c = 0; c < 3; ++c) lr.Skip();
+      const std::string subscription = lr.Text();
+      const std::optional<absl::Time> expiry = lr.Maybe(&RowReader::Timestamp);
+      HandedOff& h = (*handed)[offer_of.at(subscription)];
+      auto it = stored.find(id);
+      if (!expiry || it == stored.end()) {
+        h.complete = false;  // ready, and the stream must claim it
+        continue;
+      }
+      const auto& [in, m] = it->second;
+      Delivery d;
+      d.message.id = id;
+      d.message.topic = in->topic;
+      d.message.payload = m->payload;
+      d.message.size = static_cast<int64_t>(m->payload.size());
+      d.message.sha256 = m->sha256;
+      d.message.attributes = m->attributes;
+      d.message.priority = m->priority;
+      d.message.correlation_id = m->correlation_id;
+      d.message.idempotency_key = m->idempotency_key;
+      d.message.publish_time = in->published;
+      d.message.expire_time = in->expires;
+      if (m->deliver_at) {
+        d.message.deliver_time = absl::FromUnixMicros(absl::ToUnixMicros(*m->deliver_at));
+      }
+      d.attempt = 1;
+      d.lease = offers[offer_of.at(subscription)].lease;
+      d.lease_expiry = *expiry;
+      h.deliveries.push_back(std::move(d));
     }
   }
   return absl::OkStatus();  // committed with the last tenant's insert

@@ -55,9 +55,10 @@ class MessageArrays {
   void Add(const std::string& topic, const NewMessage& m);
   // Queues kInsertMessages with the arrays, which are spent. `forwarded`:
   // the messages were published before (dead letters, redriven ones), so
-  // the topic's size limit does not refuse them. Returns the index of its
-  // rows, (id, topic) per message stored, in order.
-  size_t Insert(Transaction& tx, bool forwarded);
+  // the topic's size limit does not refuse them. `offers`: idle streams'
+  // credit, of the transaction's tenant (see the statement). Returns the
+  // index of its rows (see sql/insert_messages.sql).
+  size_t Insert(Transaction& tx, bool forwarded, const std::vector<const LeaseOffer*>& offers = {});
 
  private:
   ArrayBuilder topic_{kText}, ttl_{kInt8}, deliver_{kInt8}, priority_{kInt4},

@@ -52,7 +52,8 @@ class PgStore : public Store, public Directory {
       int limit) override;
   absl::Status DeleteSubscription(const std::string& tenant, const std::string& name) override;
   std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
-      const std::vector<const PublishItem*>& items) override;
+      const std::vector<const PublishItem*>& items, const std::vector<LeaseOffer>& offers,
+      std::vector<HandedOff>* handed) override;
   absl::StatusOr<std::vector<Delivery>> Claim(const std::string& tenant,
                                               const std::string& subscription, int64_t lease,
                                               int max_messages, int64_t max_bytes,
@@ -145,8 +146,12 @@ class PgStore : public Store, public Directory {
   }
   // Publishes every item in one transaction; per-item NOT_FOUND for a
   // missing topic. A non-OK return means the transaction failed as a whole.
+  // One group commit (PublishBatch). `handed` (null: no offers) gets what
+  // the offers took; the caller clears it when this fails.
   absl::Status PublishTransaction(const std::vector<const PublishItem*>& items,
-                                  std::vector<absl::StatusOr<std::vector<int64_t>>>* results);
+                                  const std::vector<LeaseOffer>& offers,
+                                  std::vector<absl::StatusOr<std::vector<int64_t>>>* results,
+                                  std::vector<HandedOff>* handed);
   // Locks the rows that hold `keys` (kLockLeases), then runs the lease
   // statement `statement` on them (kNack, kExtendLease or kReleaseLeases:
   // $1 the rows' ctids, then `params`) and reports which keys matched.

@@ -7,12 +7,20 @@
 -- $13 how many attributes each has; their keys and values are the
 -- messages' slices, in order, of $11 and $12. $15: the messages were
 -- published before (dead letters, redriven ones), so the topic's size
--- limit does not refuse them now.
+-- limit does not refuse them now. $16-$21: idle streams' credit, one
+-- element per offered subscription (store::PublishStore::PublishBatch):
+-- subscription, lease token, ack deadline ms, messages, bytes, whether the
+-- first may exceed the bytes; the deliveries they take are inserted leased
+-- (`handed`), as claim.sql would lease them, so they need no claim.
 --
--- Returns (id, topic) of the new rows; ids ascend in publish order (rows
--- are inserted in `ord` order and the identity increases). Messages of a
--- topic that does not exist are not inserted, so their topic is missing.
--- An oversize message or a bad payload handle raises (see migrations).
+-- Returns first (id, topic, published_at, expires_at, NULL, NULL) of the
+-- new messages; ids ascend in publish order (rows are inserted in `ord`
+-- order and the identity increases). Messages of a topic that does not
+-- exist are not inserted, so their topic is missing. Then (message id,
+-- NULL, NULL, NULL, subscription, lease expiry) for each delivery of an
+-- offered subscription that is leased or ready (lease expiry NULL: one the
+-- offer could not take). An oversize message or a bad payload handle
+-- raises (see migrations).
 --
 -- This is the one statement that inserts messages (dead-lettering and
 -- redrive take rows, then publish them here), so it also does what every
@@ -119,14 +127,46 @@ subs AS MATERIALIZED (
     SELECT s2.name, s2.filter_path FROM pgbus.subscriptions s2
     WHERE s2.tenant_id = t.tenant_id AND s2.topic_regex IS NOT NULL
       AND t.topic ~ s2.topic_regex) fs ON true),
+offers AS (
+  SELECT * FROM unnest($16::text[], $17::int8[], $18::int8[], $19::int8[], $20::int8[],
+    $21::bool[]) AS o(subscription, lease, deadline_ms, max_count, max_bytes, first_may_exceed)),
+-- The deliveries the offers take: ready at once (not delayed), without an
+-- ordering key (claim.sql holds those behind earlier ones) or uploaded
+-- payload, in claim order (priority, then publish order), the prefix that
+-- fits each offer's credit. Empty without offers.
+handed AS MATERIALIZED (
+  SELECT r.subscription, r.id, r.lease, r.deadline_ms FROM (
+    SELECT o.subscription, m.id, o.lease, o.deadline_ms, o.max_count, o.max_bytes,
+      o.first_may_exceed, row_number() OVER w AS n, sum(m.size) OVER w AS running
+    FROM offers o
+    JOIN subs fs ON fs.name = o.subscription
+    JOIN m ON m.tenant_id = fs.tenant_id AND m.topic = fs.topic
+    WHERE m.ordering_key IS NULL AND m.payload_id IS NULL
+      AND (m.deliver_at IS NULL OR m.deliver_at <= m.published_at)
+      AND (fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path))
+    WINDOW w AS (PARTITION BY o.subscription ORDER BY m.priority DESC, m.id
+      ROWS UNBOUNDED PRECEDING)) r
+  WHERE r.n <= r.max_count AND (r.running <= r.max_bytes OR (r.n = 1 AND r.first_may_exceed))),
 -- One delivery per subscription of the topic or of a pattern matching it
--- (0011) whose filter (0010) the message's attributes pass.
+-- (0011) whose filter (0010) the message's attributes pass: ready, held
+-- until deliver_at, or leased to the offer that takes it (attempt 1).
 fan_out AS (
   INSERT INTO pgbus.deliveries (tenant_id, subscription, message_id, priority, size,
-    visible_at, expires_at, ordering_key)
+    visible_at, expires_at, ordering_key, attempts, lease)
   SELECT m.tenant_id, fs.name, m.id, m.priority, m.size,
-    CASE WHEN m.deliver_at > m.published_at THEN m.deliver_at END, m.expires_at,
-    m.ordering_key
+    CASE WHEN h.id IS NOT NULL THEN now() + h.deadline_ms * interval '1 millisecond'
+      WHEN m.deliver_at > m.published_at THEN m.deliver_at END, m.expires_at,
+    m.ordering_key, CASE WHEN h.id IS NOT NULL THEN 1 ELSE 0 END, h.lease
   FROM m JOIN subs fs ON fs.tenant_id = m.tenant_id AND fs.topic = m.topic
-  WHERE fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path))
-SELECT id, topic FROM m ORDER BY id;
+  LEFT JOIN handed h ON h.subscription = fs.name AND h.id = m.id
+  WHERE fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path)
+  RETURNING subscription, message_id, lease, visible_at)
+SELECT id, topic, published_at, expires_at, NULL::text AS subscription,
+  NULL::timestamptz AS lease_expiry
+FROM m
+UNION ALL
+SELECT f.message_id, NULL, NULL, NULL, f.subscription, f.visible_at
+FROM fan_out f
+WHERE (f.lease IS NOT NULL OR f.visible_at IS NULL)
+  AND EXISTS (SELECT 1 FROM offers o WHERE o.subscription = f.subscription)
+ORDER BY subscription NULLS FIRST, id;
