@@ -133,7 +133,8 @@ offers AS (
 -- The deliveries the offers take: ready at once (not delayed), without an
 -- ordering key (claim.sql holds those behind earlier ones) or uploaded
 -- payload, in claim order (priority, then publish order), the prefix that
--- fits each offer's credit. Empty without offers.
+-- fits each offer's credit. Without offers, nothing of it runs (the
+-- uncorrelated EXISTS is a one-time filter).
 handed AS MATERIALIZED (
   SELECT r.subscription, r.id, r.lease, r.deadline_ms FROM (
     SELECT o.subscription, m.id, o.lease, o.deadline_ms, o.max_count, o.max_bytes,
@@ -141,7 +142,7 @@ handed AS MATERIALIZED (
     FROM offers o
     JOIN subs fs ON fs.name = o.subscription
     JOIN m ON m.tenant_id = fs.tenant_id AND m.topic = fs.topic
-    WHERE m.ordering_key IS NULL AND m.payload_id IS NULL
+    WHERE EXISTS (SELECT FROM offers) AND m.ordering_key IS NULL AND m.payload_id IS NULL
       AND (m.deliver_at IS NULL OR m.deliver_at <= m.published_at)
       AND (fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path))
     WINDOW w AS (PARTITION BY o.subscription ORDER BY m.priority DESC, m.id
@@ -167,6 +168,6 @@ FROM m
 UNION ALL
 SELECT f.message_id, NULL, NULL, NULL, f.subscription, f.visible_at
 FROM fan_out f
-WHERE (f.lease IS NOT NULL OR f.visible_at IS NULL)
-  AND EXISTS (SELECT 1 FROM offers o WHERE o.subscription = f.subscription)
+WHERE EXISTS (SELECT FROM offers) AND (f.lease IS NOT NULL OR f.visible_at IS NULL)
+  AND EXISTS (SELECT FROM offers o WHERE o.subscription = f.subscription)
 ORDER BY subscription NULLS FIRST, id;
