@@ -315,5 +315,117 @@ TEST_F(DispatcherTest, DeadLettersMoveBeforeEachClaimWhenTheSubscriptionHasThem)
   EXPECT_EQ(store_.dead_letter_calls(), 1);
 }
 
+// Hand-offs (Offer, then Committed): what a group commit leased to an offer.
+model::HandedOff Leased(const model::LeaseOffer& offer, std::vector<int64_t> ids, bool complete) {
+  model::HandedOff h;
+  for (int64_t id : ids) {
+    model::Delivery d;
+    d.message.id = id;
+    d.message.size = 10;
+    d.attempt = 1;
+    d.lease = offer.lease;
+    d.lease_expiry = absl::Now() + offer.ack_deadline;
+    h.deliveries.push_back(std::move(d));
+  }
+  h.complete = complete;
+  return h;
+}
+
+class HandOffTest : public DispatcherTest {
+ protected:
+  // A stream whose first claim found nothing: idle and drained.
+  std::shared_ptr<Stream> OpenDrained(int64_t max_outstanding = 1000) {
+    auto stream = Open(max_outstanding);
+    for (int i = 0; i < 3000 && store_.claims_done() < 1; ++i) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_EQ(store_.claims_done(), 1);
+    return stream;
+  }
+  const std::vector<model::TopicKey> topic_{{kTenant, kTopic}};
+};
+
+TEST_F(HandOffTest, AnIdleDrainedStreamTakesWhatTheCommitLeasedWithoutAClaim) {
+  auto stream = OpenDrained(/*max_outstanding=*/3);
+  EXPECT_TRUE(dispatcher_.Offer({{kTenant, "other-topic"}}).empty());
+  std::vector<model::LeaseOffer> offers = dispatcher_.Offer(topic_);
+  ASSERT_EQ(offers.size(), 1u);
+  EXPECT_EQ(offers[0].lease, stream->lease());
+  EXPECT_EQ(offers[0].subscription, kSubscription);
+  EXPECT_EQ(offers[0].max_messages, 3);  // its credit
+  EXPECT_TRUE(offers[0].first_may_exceed);
+  EXPECT_TRUE(dispatcher_.Offer(topic_).empty()) << "offered to two commits at once";
+  std::vector<model::HandedOff> handed;
+  handed.push_back(Leased(offers[0], {7, 8}, /*complete=*/true));
+  dispatcher_.Committed(topic_, offers, std::move(handed));
+  auto batches = sink_->WaitForBatches(1);
+  ASSERT_EQ(batches.size(), 1u);
+  ASSERT_EQ(batches[0].size(), 2u);
+  for (const auto& d : batches[0]) {
+    auto key = DecodeAckId(d.ack_id);
+    ASSERT_TRUE(key.ok()) << key.status();
+    EXPECT_TRUE(*key == (model::LeaseKey{d.message.id, 1, stream->lease()}));
+  }
+  EXPECT_EQ(dispatcher_.Count().outstanding, 2);
+  stream->OnSent();  // it took all the commit made ready: no claim
+  EXPECT_EQ(store_.claims(), 1);
+  // Its credit is what is left; an ack of it claims nothing (nothing is
+  // ready that the stream did not take), a nack does.
+  offers = dispatcher_.Offer(topic_);
+  ASSERT_EQ(offers.size(), 1u);
+  EXPECT_EQ(offers[0].max_messages, 1);
+  EXPECT_FALSE(offers[0].first_may_exceed);
+  dispatcher_.Committed(topic_, offers, {Leased(offers[0], {}, true)});
+  dispatcher_.LeasesChanged({Keys(batches[0])[0]}, {true}, std::nullopt);
+  EXPECT_EQ(store_.claims(), 1);
+  dispatcher_.LeasesChanged({Keys(batches[0])[1]}, {true}, std::nullopt, /*ready_again=*/true);
+  for (int i = 0; i < 3000 && store_.claims_done() < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(store_.claims_done(), 2);
+}
+
+TEST_F(HandOffTest, ReadyMessagesTheOfferDidNotTakeAreClaimedAfterTheSend) {
+  auto stream = OpenDrained();
+  std::vector<model::LeaseOffer> offers = dispatcher_.Offer(topic_);
+  ASSERT_EQ(offers.size(), 1u);
+  store_.Add(2);  // what the commit left ready (an ordering key, say)
+  dispatcher_.Committed(topic_, offers, {Leased(offers[0], {100}, /*complete=*/false)});
+  auto batches = sink_->WaitForBatches(1);
+  ASSERT_EQ(batches[0].size(), 1u);
+  stream->OnSent();
+  batches = sink_->WaitForBatches(2);
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[1].size(), 2u);
+}
+
+TEST_F(HandOffTest, AWakeWhileOfferedClaimsOnceTheHandOffIsSent) {
+  auto stream = OpenDrained();
+  std::vector<model::LeaseOffer> offers = dispatcher_.Offer(topic_);
+  ASSERT_EQ(offers.size(), 1u);
+  store_.Add(1);  // another replica's publish, say
+  dispatcher_.Wake(topic_);
+  EXPECT_EQ(store_.claims(), 1) << "claimed while offered to a commit";
+  dispatcher_.Committed(topic_, offers, {Leased(offers[0], {100}, true)});
+  sink_->WaitForBatches(1);
+  stream->OnSent();
+  auto batches = sink_->WaitForBatches(2);
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[1][0].message.id, 1);
+}
+
+TEST_F(HandOffTest, WhatAStreamClosedDuringItsCommitWasLeasedIsGivenBack) {
+  auto stream = OpenDrained();
+  std::vector<model::LeaseOffer> offers = dispatcher_.Offer(topic_);
+  ASSERT_EQ(offers.size(), 1u);
+  stream->Close();  // the client went away while the commit ran
+  dispatcher_.Committed(topic_, offers, {Leased(offers[0], {5, 6, 7}, true)});
+  for (int i = 0; i < 3000 && store_.released().size() < 3; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(store_.released().size(), 3u);
+  EXPECT_EQ(sink_->batches(), 0u);
+}
+
 }  // namespace
 }  // namespace pgbus::bus
