@@ -1,10 +1,12 @@
 // Feeds Subscribe streams. Each stream claims batches of its subscription's
 // deliveries (FOR UPDATE SKIP LOCKED, so streams on every replica compete
 // safely) on the worker pool, sends one batch at a time, and claims again
-// when the batch is written, when a publish to its topic commits (on this
-// replica directly, on others through NOTIFY), when acks return credit, and
-// on a slow poll as the fallback. It never has more than its flow-control
-// limits leased and unacked.
+// when the batch is written (unless its claim took all that was ready),
+// when a publish to its topic commits (on this replica directly, on others
+// through NOTIFY), when acks return credit it had run out of (or settle a
+// message with an ordering key, or nack one), and on a slow poll as the
+// fallback. It never has more than its flow-control limits leased and
+// unacked.
 //
 // An Ack or deadline change that reaches this replica settles the stream's
 // credit at once (LeasesChanged). One that reaches another replica (a
@@ -21,9 +23,9 @@
 // replica (Offer, then Committed): a stream whose last claim took all that
 // was ready, with credit left, offers it to the commit, and gets the
 // deliveries the commit leased to it without a claim of its own (publish ->
-// receive is then one transaction, not two). Messages with an ordering key
-// or an uploaded payload, and those beyond the credit, stay ready for a
-// claim as before.
+// receive is then one transaction, not two). Delayed messages, uploaded
+// payloads, messages held back by an earlier one of their ordering key, and
+// those beyond the credit stay for a claim as before.
 //
 // Thread safety: every method may be called from any thread.
 #ifndef PGBUS_SERVICE_BUS_DISPATCHER_H_

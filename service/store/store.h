@@ -132,9 +132,10 @@ class PublishStore {
   //
   // `offers` are idle streams' credit (model::LeaseOffer, at most one a
   // subscription): the transaction leases each the ready deliveries it
-  // makes for the offer's subscription (attempt 1) as a claim would, but
-  // only those without an ordering key or uploaded payload, highest
-  // priority then publish order, within the credit. `handed` gets one entry
+  // makes for the offer's subscription (attempt 1) as a claim would: not
+  // delayed, without an uploaded payload, one with an ordering key only
+  // when it heads its key (as sql/claim.sql decides), highest priority then
+  // publish order, within the credit. `handed` gets one entry
   // per offer, the deliveries complete with their messages; nothing (and
   // not complete) when the transaction failed.
   virtual std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(

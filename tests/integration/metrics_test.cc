@@ -227,14 +227,18 @@ TEST(HandOff, DeliversWhatAClaimWould) {
   sub->Cancel();
 }
 
-// A hand-off keeps to the stream's credit, and leaves messages with an
-// ordering key to the claim (which holds each behind the earlier ones of
-// its key); what it does not take, a claim delivers.
-TEST(HandOff, KeepsToTheCreditAndLeavesOrderingKeysToTheClaim) {
+// A hand-off keeps to the stream's credit, and to ordering keys: a
+// message with a key is handed off only when it heads its key (the first
+// of it in the commit, none earlier unacked), as the claim decides; the
+// others wait for the claim that follows the ack of the one before.
+TEST(HandOff, KeepsToTheCreditAndToOrderingKeys) {
   WithSubscription w({"--poll-interval-ms", "60000"});
   ASSERT_GT(w.port, 0) << w.server.Log();
   ASSERT_TRUE(w.created);
   auto& client = w.client;
+  auto handed_off = [&w] {
+    return Sample("\n" + Scrape(w.port), "pgbus_messages_handed_off_total");
+  };
   v1::SubscribeRequest req;
   req.set_subscription("s");
   req.set_max_outstanding_messages(2);
@@ -243,7 +247,7 @@ TEST(HandOff, KeepsToTheCreditAndLeavesOrderingKeysToTheClaim) {
   ASSERT_TRUE(client->Publish("t", {Full("1"), Full("2"), Full("3"), Full("4"), Full("5")}).ok());
   auto got = Receive(*sub, 5, absl::Seconds(2));
   ASSERT_EQ(got.size(), 2u) << "flow control let more than 2 through";
-  EXPECT_EQ(Sample("\n" + Scrape(w.port), "pgbus_messages_handed_off_total"), 2);
+  EXPECT_EQ(handed_off(), 2);
   ASSERT_TRUE(client->Ack("s", {got[0].ack_id()}).ok());
   auto more = Receive(*sub, 5, absl::Seconds(2));
   ASSERT_EQ(more.size(), 1u) << "one ack frees exactly one slot";
@@ -253,17 +257,35 @@ TEST(HandOff, KeepsToTheCreditAndLeavesOrderingKeysToTheClaim) {
   ASSERT_TRUE(client->Ack("s", {rest[0].ack_id(), rest[1].ack_id()}).ok());
   absl::SleepFor(absl::Milliseconds(100));
 
+  // k1 heads its key and is handed off; k2 waits for k1's ack.
   ASSERT_TRUE(client->Publish("t", {Full("k1", "key"), Full("k2", "key")}).ok());
-  auto keyed = Receive(*sub, 2, absl::Seconds(2));
-  ASSERT_EQ(keyed.size(), 1u) << "k2 went out while k1 was unacked";
-  EXPECT_EQ(keyed[0].message().payload(), "k1");
-  ASSERT_TRUE(client->Ack("s", {keyed[0].ack_id()}).ok());
-  auto next = Receive(*sub, 1, absl::Seconds(5));
-  ASSERT_EQ(next.size(), 1u);
-  EXPECT_EQ(next[0].message().payload(), "k2");
+  auto k1 = Receive(*sub, 2, absl::Seconds(2));
+  ASSERT_EQ(k1.size(), 1u) << "k2 went out while k1 was unacked";
+  EXPECT_EQ(k1[0].message().payload(), "k1");
+  EXPECT_EQ(k1[0].message().ordering_key(), "key");
+  EXPECT_EQ(handed_off(), 3);
+  ASSERT_TRUE(client->Ack("s", {k1[0].ack_id()}).ok());
+  auto k2 = Receive(*sub, 1, absl::Seconds(5));
+  ASSERT_EQ(k2.size(), 1u);
+  EXPECT_EQ(k2[0].message().payload(), "k2");
+  absl::SleepFor(absl::Milliseconds(100));
+  // k3, published alone while k2 is unacked: not handed off, not claimed.
+  ASSERT_TRUE(client->Publish("t", {Full("k3", "key")}).ok());
+  EXPECT_TRUE(Receive(*sub, 1, absl::Seconds(1)).empty()) << "k3 went out while k2 was unacked";
+  ASSERT_TRUE(client->Ack("s", {k2[0].ack_id()}).ok());
+  auto k3 = Receive(*sub, 1, absl::Seconds(5));
+  ASSERT_EQ(k3.size(), 1u);
+  EXPECT_EQ(k3[0].message().payload(), "k3");
+  ASSERT_TRUE(client->Ack("s", {k3[0].ack_id()}).ok());
+  absl::SleepFor(absl::Milliseconds(100));
+  // k4, with nothing of its key left: handed off.
+  ASSERT_TRUE(client->Publish("t", {Full("k4", "key")}).ok());
+  auto k4 = Receive(*sub, 1, absl::Seconds(5));
+  ASSERT_EQ(k4.size(), 1u);
+  EXPECT_EQ(k4[0].message().payload(), "k4");
   const std::string text = "\n" + Scrape(w.port);
-  EXPECT_EQ(Sample(text, "pgbus_messages_handed_off_total"), 2) << text;
-  EXPECT_EQ(Sample(text, "pgbus_messages_delivered_total"), 7) << text;
+  EXPECT_EQ(Sample(text, "pgbus_messages_handed_off_total"), 4) << text;
+  EXPECT_EQ(Sample(text, "pgbus_messages_delivered_total"), 9) << text;
   sub->Cancel();
 }
 

@@ -334,6 +334,7 @@ absl::Status PgStore::PublishTransaction(
       d.message.attributes = m->attributes;
       d.message.priority = m->priority;
       d.message.correlation_id = m->correlation_id;
+      d.message.ordering_key = m->ordering_key;
       d.message.idempotency_key = m->idempotency_key;
       d.message.publish_time = in->published;
       d.message.expire_time = in->expires;

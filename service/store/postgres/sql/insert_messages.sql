@@ -130,22 +130,34 @@ subs AS MATERIALIZED (
 offers AS (
   SELECT * FROM unnest($16::text[], $17::int8[], $18::int8[], $19::int8[], $20::int8[],
     $21::bool[]) AS o(subscription, lease, deadline_ms, max_count, max_bytes, first_may_exceed)),
--- The deliveries the offers take: ready at once (not delayed), without an
--- ordering key (claim.sql holds those behind earlier ones) or uploaded
--- payload, in claim order (priority, then publish order), the prefix that
--- fits each offer's credit. Without offers, nothing of it runs (the
--- uncorrelated EXISTS is a one-time filter).
+-- The deliveries the offers take: ready at once (not delayed, no uploaded
+-- payload), in claim order (priority, then publish order), the prefix that
+-- fits each offer's credit. A message with an ordering key only when it
+-- heads its key, as claim.sql decides: the first of its key in this commit
+-- (for the subscription), and no earlier delivery of the key left in the
+-- subscription (one probe of deliveries_by_ordering_key). Without offers,
+-- nothing of it runs (the uncorrelated EXISTS is a one-time filter).
 handed AS MATERIALIZED (
   SELECT r.subscription, r.id, r.lease, r.deadline_ms FROM (
-    SELECT o.subscription, m.id, o.lease, o.deadline_ms, o.max_count, o.max_bytes,
-      o.first_may_exceed, row_number() OVER w AS n, sum(m.size) OVER w AS running
-    FROM offers o
-    JOIN subs fs ON fs.name = o.subscription
-    JOIN m ON m.tenant_id = fs.tenant_id AND m.topic = fs.topic
-    WHERE EXISTS (SELECT FROM offers) AND m.ordering_key IS NULL AND m.payload_id IS NULL
-      AND (m.deliver_at IS NULL OR m.deliver_at <= m.published_at)
-      AND (fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path))
-    WINDOW w AS (PARTITION BY o.subscription ORDER BY m.priority DESC, m.id
+    SELECT c.*, row_number() OVER w AS n, sum(c.size) OVER w AS running FROM (
+      SELECT o.subscription, m.tenant_id, m.id, m.priority, m.size, m.ordering_key, o.lease,
+        o.deadline_ms, o.max_count, o.max_bytes, o.first_may_exceed,
+        m.payload_id IS NULL AND (m.deliver_at IS NULL OR m.deliver_at <= m.published_at)
+          AS takeable,
+        -- among all of the subscription's deliveries of this commit,
+        -- delayed ones too
+        row_number() OVER (PARTITION BY o.subscription, m.ordering_key ORDER BY m.id) AS of_key
+      FROM offers o
+      JOIN subs fs ON fs.name = o.subscription
+      JOIN m ON m.tenant_id = fs.tenant_id AND m.topic = fs.topic
+      WHERE EXISTS (SELECT FROM offers)
+        AND (fs.filter_path IS NULL OR jsonb_path_match(m.attributes, fs.filter_path))) c
+    WHERE c.takeable AND (c.ordering_key IS NULL OR (c.of_key = 1 AND NOT EXISTS (
+      SELECT 1 FROM pgbus.deliveries e WHERE e.tenant_id = c.tenant_id
+        AND e.subscription = c.subscription AND e.ordering_key = c.ordering_key
+        AND e.message_id < c.id
+        AND (e.expires_at IS NULL OR e.expires_at > now()))))
+    WINDOW w AS (PARTITION BY c.subscription ORDER BY c.priority DESC, c.id
       ROWS UNBOUNDED PRECEDING)) r
   WHERE r.n <= r.max_count AND (r.running <= r.max_bytes OR (r.n = 1 AND r.first_may_exceed))),
 -- One delivery per subscription of the topic or of a pattern matching it
