@@ -297,6 +297,14 @@ TEST_F(PlanTest, PublishFansOutByKey) {
   ExpectBounded(offered);
   const std::string text = absl::StrJoin(offered, "\n");
   EXPECT_NE(text.find("Insert on deliveries"), std::string::npos) << text;
+  // A message with an ordering key: whether it heads its key is one probe.
+  auto keyed = Plan(kTypes, sql::kInsertMessages,
+                    "'{q}', '{NULL}', '{NULL}', '{0}', '{NULL}', '{k}', '{NULL}', '{5}', "
+                    "ARRAY[sha256('hello'::bytea)], ARRAY['hello'::bytea], '{}', '{}', '{0}', "
+                    "'{NULL}', false, '{q}', '{7}', '{30000}', '{100}', '{1000}', '{false}'");
+  ExpectBounded(keyed);
+  const std::string keyed_text = absl::StrJoin(keyed, "\n");
+  EXPECT_NE(keyed_text.find("deliveries_by_ordering_key"), std::string::npos) << keyed_text;
 }
 
 TEST_F(PlanTest, DeadLetteringReadsOnlyDueRows) {
