@@ -3,6 +3,7 @@
 #include "service/store/postgres/pg_store.h"
 
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -99,6 +100,61 @@ absl::StatusOr<std::vector<Store::Republished>> PublishTaken(Transaction& tx,
     return m;
   });
 }
+
+namespace {
+
+// A message row of kInsertMessages.
+struct Inserted {
+  int64_t id;
+  std::string topic;
+  absl::Time published;
+  std::optional<absl::Time> expires;
+};
+
+// The delivery rows of kInsertMessages from row `from` on: each leased one
+// goes, with its message (by id in `stored`), to its offer's entry of
+// `handed`; a ready one makes that entry incomplete (the stream claims it).
+void ReadHandedOff(const Rows& res, int from, const std::vector<LeaseOffer>& offers,
+                   const std::map<std::string, size_t>& offer_of,
+                   const std::map<int64_t, std::pair<const Inserted*, const NewMessage*>>& stored,
+                   std::vector<HandedOff>* handed) {
+  for (int r = from; r < res.size(); ++r) {
+    RowReader row = res[r];
+    const int64_t id = row.Int8();
+    for (int c = 0; c < 3; ++c) row.Skip();
+    const size_t o = offer_of.at(row.Text());
+    const std::optional<absl::Time> expiry = row.Maybe(&RowReader::Timestamp);
+    HandedOff& h = (*handed)[o];
+    auto it = stored.find(id);
+    if (!expiry || it == stored.end()) {
+      h.complete = false;
+      continue;
+    }
+    const auto& [in, m] = it->second;
+    Delivery d;
+    d.message.id = id;
+    d.message.topic = in->topic;
+    d.message.payload = m->payload;
+    d.message.size = static_cast<int64_t>(m->payload.size());
+    d.message.sha256 = m->sha256;
+    d.message.attributes = m->attributes;
+    d.message.priority = m->priority;
+    d.message.correlation_id = m->correlation_id;
+    d.message.ordering_key = m->ordering_key;
+    d.message.idempotency_key = m->idempotency_key;
+    d.message.publish_time = in->published;
+    d.message.expire_time = in->expires;
+    if (m->deliver_at) {
+      d.message.deliver_time = absl::FromUnixMicros(absl::ToUnixMicros(*m->deliver_at));
+    }
+    d.attempt = 1;
+    d.lease = offers[o].lease;
+    d.lease_expiry = *expiry;
+    h.deliveries.push_back(std::move(d));
+  }
+}
+
+}  // namespace
 
 std::vector<absl::StatusOr<std::vector<int64_t>>> PgStore::PublishBatch(
     const std::vector<const PublishItem*>& items, const std::vector<LeaseOffer>& offers,
@@ -238,12 +294,6 @@ absl::Status PgStore::PublishTransaction(
     // Rows come back in publish order (id, topic, published_at,
     // expires_at); an item whose topic does not exist has none. Then the
     // deliveries of offered subscriptions.
-    struct Inserted {
-      int64_t id;
-      std::string topic;
-      absl::Time published;
-      std::optional<absl::Time> expires;
-    };
     std::vector<Inserted> inserted;
     inserted.reserve(res.size());
     std::set<std::string> found;
@@ -312,40 +362,7 @@ absl::Status PgStore::PublishTransaction(
       if (inserts) touched.insert(TopicKey{tenant, item.topic});
     }
     for (const LeaseOffer* o : tenant_offers) (*handed)[offer_of[o->subscription]].complete = true;
-    for (int r = lease_rows; r < res.size(); ++r) {
-      RowReader lr = res[r];
-      const int64_t id = lr.Int8();
-      for (int c = 0; c < 3; ++c) lr.Skip();
-      const std::string subscription = lr.Text();
-      const std::optional<absl::Time> expiry = lr.Maybe(&RowReader::Timestamp);
-      HandedOff& h = (*handed)[offer_of.at(subscription)];
-      auto it = stored.find(id);
-      if (!expiry || it == stored.end()) {
-        h.complete = false;  // ready, and the stream must claim it
-        continue;
-      }
-      const auto& [in, m] = it->second;
-      Delivery d;
-      d.message.id = id;
-      d.message.topic = in->topic;
-      d.message.payload = m->payload;
-      d.message.size = static_cast<int64_t>(m->payload.size());
-      d.message.sha256 = m->sha256;
-      d.message.attributes = m->attributes;
-      d.message.priority = m->priority;
-      d.message.correlation_id = m->correlation_id;
-      d.message.ordering_key = m->ordering_key;
-      d.message.idempotency_key = m->idempotency_key;
-      d.message.publish_time = in->published;
-      d.message.expire_time = in->expires;
-      if (m->deliver_at) {
-        d.message.deliver_time = absl::FromUnixMicros(absl::ToUnixMicros(*m->deliver_at));
-      }
-      d.attempt = 1;
-      d.lease = offers[offer_of.at(subscription)].lease;
-      d.lease_expiry = *expiry;
-      h.deliveries.push_back(std::move(d));
-    }
+    ReadHandedOff(res, lease_rows, offers, offer_of, stored, handed);
   }
   return absl::OkStatus();  // committed with the last tenant's insert
 }
