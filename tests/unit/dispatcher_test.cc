@@ -169,6 +169,15 @@ class FakeSink : public StreamSink {
   absl::Status end_status_ ABSL_GUARDED_BY(mu_);
 };
 
+// Each delivery goes out with the ack id that names it.
+void ExpectAckIdsNameTheirLeases(const std::vector<model::Delivery>& batch) {
+  for (const auto& d : batch) {
+    auto key = DecodeAckId(d.ack_id);
+    ASSERT_TRUE(key.ok()) << key.status();
+    EXPECT_TRUE(*key == (model::LeaseKey{d.message.id, d.attempt, d.lease}));
+  }
+}
+
 class DispatcherTest : public ::testing::Test {
  protected:
   // No poll: every claim below is started by the test.
@@ -208,12 +217,7 @@ TEST_F(DispatcherTest, NeverLeasesMoreThanItsCreditAndClaimsWhenAcksReturnIt) {
   auto batches = sink_->WaitForBatches(1);
   ASSERT_EQ(batches.size(), 1u);
   EXPECT_EQ(batches[0].size(), 3u);
-  // Each goes out with the ack id that names it.
-  for (const auto& d : batches[0]) {
-    auto key = DecodeAckId(d.ack_id);
-    ASSERT_TRUE(key.ok()) << key.status();
-    EXPECT_TRUE(*key == (model::LeaseKey{d.message.id, d.attempt, d.lease}));
-  }
+  ExpectAckIdsNameTheirLeases(batches[0]);
   stream->OnSent();  // no credit left: no claim starts
   EXPECT_EQ(store_.claims(), 1);
   EXPECT_EQ(dispatcher_.Count().outstanding, 3);
@@ -361,11 +365,8 @@ TEST_F(HandOffTest, AnIdleDrainedStreamTakesWhatTheCommitLeasedWithoutAClaim) {
   auto batches = sink_->WaitForBatches(1);
   ASSERT_EQ(batches.size(), 1u);
   ASSERT_EQ(batches[0].size(), 2u);
-  for (const auto& d : batches[0]) {
-    auto key = DecodeAckId(d.ack_id);
-    ASSERT_TRUE(key.ok()) << key.status();
-    EXPECT_TRUE(*key == (model::LeaseKey{d.message.id, 1, stream->lease()}));
-  }
+  ExpectAckIdsNameTheirLeases(batches[0]);
+  EXPECT_EQ(batches[0][0].lease, stream->lease());
   EXPECT_EQ(dispatcher_.Count().outstanding, 2);
   stream->OnSent();  // it took all the commit made ready: no claim
   EXPECT_EQ(store_.claims(), 1);
