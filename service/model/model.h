@@ -111,8 +111,9 @@ struct LeaseOffer {
 struct HandedOff {
   std::vector<Delivery> deliveries;
   // The commit left no ready delivery of the subscription that the offer
-  // did not take (one with an ordering key, beyond the credit, or stored by
-  // a transaction without the offer): the stream need not claim for it.
+  // did not take (one held back by its ordering key, one beyond the credit,
+  // or one stored by a transaction without the offer): the stream need not
+  // claim for it.
   bool complete = false;
 };
 

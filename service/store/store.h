@@ -135,9 +135,9 @@ class PublishStore {
   // makes for the offer's subscription (attempt 1) as a claim would: not
   // delayed, without an uploaded payload, one with an ordering key only
   // when it heads its key (as sql/claim.sql decides), highest priority then
-  // publish order, within the credit. `handed` gets one entry
-  // per offer, the deliveries complete with their messages; nothing (and
-  // not complete) when the transaction failed.
+  // publish order, within the credit. `handed` gets one entry per offer,
+  // the deliveries complete with their messages; nothing (and not
+  // complete) when the transaction failed.
   virtual std::vector<absl::StatusOr<std::vector<int64_t>>> PublishBatch(
       const std::vector<const PublishItem*>& items, const std::vector<LeaseOffer>& offers,
       std::vector<HandedOff>* handed) = 0;
