@@ -3,6 +3,7 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -467,19 +468,31 @@ void Dispatcher::Wake(const std::vector<model::TopicKey>& topics) {
 
 std::vector<model::LeaseOffer> Dispatcher::Offer(const std::vector<model::TopicKey>& topics) {
   std::vector<model::LeaseOffer> offers;
-  std::set<std::pair<std::string, std::string>> offered;  // tenant, subscription
   {
     absl::MutexLock lock(&mu_);
     if (shutting_down_) return offers;
   }
-  std::vector<std::shared_ptr<Stream>> reserved;
+  // tenant, subscription -> its streams
+  std::map<std::pair<std::string, std::string>, std::vector<std::shared_ptr<Stream>>> by_sub;
   for (auto& s : Snapshot(&topics)) {
-    // One offer a subscription: a second stream of it claims as before.
-    if (offered.count({s->options().tenant, s->options().subscription})) continue;
-    if (std::optional<model::LeaseOffer> o = s->Reserve()) {
-      offered.insert({o->tenant, o->subscription});
-      offers.push_back(*std::move(o));
-      reserved.push_back(std::move(s));
+    by_sub[{s->options().tenant, s->options().subscription}].push_back(std::move(s));
+  }
+  const uint64_t turn = offer_turn_.fetch_add(1);
+  std::vector<std::shared_ptr<Stream>> reserved;
+  for (auto& [unused, streams] : by_sub) {
+    // One offer a subscription (its other streams claim as before): the
+    // least loaded stream that can take one, equals in rotation.
+    std::vector<std::tuple<int64_t, uint64_t, size_t>> order;  // outstanding, turn, index
+    for (size_t i = 0; i < streams.size(); ++i) {
+      order.emplace_back(streams[i]->outstanding(), (i + turn) % streams.size(), i);
+    }
+    std::sort(order.begin(), order.end());
+    for (const auto& [outstanding, rotation, i] : order) {
+      if (std::optional<model::LeaseOffer> o = streams[i]->Reserve()) {
+        offers.push_back(*std::move(o));
+        reserved.push_back(streams[i]);
+        break;
+      }
     }
   }
   absl::MutexLock lock(&mu_);
@@ -491,11 +504,15 @@ void Dispatcher::Committed(const std::vector<model::TopicKey>& topics,
                            const std::vector<model::LeaseOffer>& offers,
                            std::vector<model::HandedOff> handed) {
   std::set<int64_t> offered;
+  // Subscriptions whose offer took all the commit made ready for them:
+  // their other streams have nothing new to claim.
+  std::set<std::pair<std::string, std::string>> served;
   std::vector<std::pair<std::shared_ptr<Stream>, size_t>> takers;
   {
     absl::MutexLock lock(&mu_);
     for (size_t i = 0; i < offers.size(); ++i) {
       offered.insert(offers[i].lease);
+      if (handed[i].complete) served.insert({offers[i].tenant, offers[i].subscription});
       auto it = reserved_.find(offers[i].lease);
       if (it == reserved_.end()) continue;
       takers.emplace_back(std::move(it->second), i);
@@ -504,11 +521,15 @@ void Dispatcher::Committed(const std::vector<model::TopicKey>& topics,
   }
   // A stream closed meanwhile gives back what was leased to it. The
   // offered streams claim by themselves if they must (TakeHandOff); the
-  // others are woken.
+  // others are woken, but for those of a subscription served in full.
   for (auto& [s, i] : takers) s->TakeHandOff(std::move(handed[i]));
   if (topics.empty()) return;
   for (const auto& s : Snapshot(&topics)) {
-    if (!offered.count(s->lease())) s->Kick();
+    if (offered.count(s->lease()) ||
+        served.count({s->options().tenant, s->options().subscription})) {
+      continue;
+    }
+    s->Kick();
   }
 }
 

@@ -31,6 +31,7 @@
 #ifndef PGBUS_SERVICE_BUS_DISPATCHER_H_
 #define PGBUS_SERVICE_BUS_DISPATCHER_H_
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <optional>
@@ -177,8 +178,10 @@ class Dispatcher {
                                                std::shared_ptr<StreamSink> sink);
   // Publishes committed to these topics (empty: any topic may have changed).
   void Wake(const std::vector<model::TopicKey>& topics);
-  // bus::Publisher's Offer: reserves the idle streams of the topics (one a
-  // subscription) for a group commit and returns their credit.
+  // bus::Publisher's Offer: reserves the idle streams of the topics for a
+  // group commit and returns their credit: one stream a subscription, the
+  // one with the fewest messages outstanding (in rotation among equals),
+  // so that the streams of a subscription share the work.
   std::vector<model::LeaseOffer> Offer(const std::vector<model::TopicKey>& topics);
   // bus::Publisher's Committed: hands each offer what the commit leased to
   // it, and wakes the streams of `topics` that may have more to claim.
@@ -224,6 +227,9 @@ class Dispatcher {
   // Streams reserved by Offer until their group commit is Committed.
   std::map<int64_t, std::shared_ptr<Stream>> reserved_ ABSL_GUARDED_BY(mu_);
   std::thread poller_;
+  // Turns of Offer: streams of a subscription equally loaded take the
+  // offers in rotation.
+  std::atomic<uint64_t> offer_turn_{0};
 };
 
 }  // namespace pgbus::bus

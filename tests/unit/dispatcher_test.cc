@@ -415,6 +415,40 @@ TEST_F(HandOffTest, AWakeWhileOfferedClaimsOnceTheHandOffIsSent) {
   EXPECT_EQ(batches[1][0].message.id, 1);
 }
 
+// The streams of one subscription share the hand-offs: the least loaded
+// takes the offer, equals in turn.
+TEST_F(HandOffTest, StreamsOfASubscriptionTakeTurns) {
+  auto a = Open();
+  auto b = Open();
+  for (int i = 0; i < 3000 && store_.claims_done() < 2; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_EQ(store_.claims_done(), 2);  // both drained
+  std::vector<int64_t> takers;
+  int64_t next_id = 1;
+  auto commit_one = [&] {
+    std::vector<model::LeaseOffer> offers = dispatcher_.Offer(topic_);
+    EXPECT_EQ(offers.size(), 1u) << "one offer a subscription";
+    if (offers.empty()) return model::LeaseKey{};
+    takers.push_back(offers[0].lease);
+    dispatcher_.Committed(topic_, offers, {Leased(offers[0], {next_id}, true)});
+    return model::LeaseKey{next_id++, 1, offers[0].lease};
+  };
+  // The one holding a message is passed over.
+  model::LeaseKey first = commit_one();
+  model::LeaseKey second = commit_one();
+  EXPECT_NE(takers[0], takers[1]);
+  // Equally loaded, they alternate.
+  dispatcher_.LeasesChanged({first, second}, {true, true}, std::nullopt);
+  for (int round = 0; round < 4; ++round) {
+    model::LeaseKey key = commit_one();
+    dispatcher_.LeasesChanged({key}, {true}, std::nullopt);
+  }
+  ASSERT_EQ(takers.size(), 6u);
+  for (size_t i = 3; i < takers.size(); ++i) EXPECT_NE(takers[i], takers[i - 1]) << i;
+  EXPECT_EQ(store_.claims(), 2);
+}
+
 TEST_F(HandOffTest, WhatAStreamClosedDuringItsCommitWasLeasedIsGivenBack) {
   auto stream = OpenDrained();
   std::vector<model::LeaseOffer> offers = dispatcher_.Offer(topic_);
