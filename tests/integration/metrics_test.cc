@@ -21,6 +21,7 @@ namespace {
 
 using testing::Pgbusd;
 using testing::Receive;
+using testing::SubscribeWithCredit;
 
 // GET /metrics from 127.0.0.1:port; the body.
 std::string Scrape(int port) {
@@ -239,10 +240,7 @@ TEST(HandOff, KeepsToTheCreditAndToOrderingKeys) {
   auto handed_off = [&w] {
     return Sample("\n" + Scrape(w.port), "pgbus_messages_handed_off_total");
   };
-  v1::SubscribeRequest req;
-  req.set_subscription("s");
-  req.set_max_outstanding_messages(2);
-  auto sub = client->Subscribe(req);
+  auto sub = SubscribeWithCredit(*client, "s", 2);
   absl::SleepFor(absl::Milliseconds(200));  // its first claim: empty, drained
   ASSERT_TRUE(client->Publish("t", {Full("1"), Full("2"), Full("3"), Full("4"), Full("5")}).ok());
   auto got = Receive(*sub, 5, absl::Seconds(2));
@@ -298,10 +296,7 @@ TEST(Metrics, LeaseLookupsCountHeldLeasesAndThoseSettledElsewhere) {
   ASSERT_TRUE(w.created);
   Pgbusd other({}, w.server.tenant());
   auto elsewhere = other.Connect();
-  v1::SubscribeRequest req;
-  req.set_subscription("s");
-  req.set_max_outstanding_messages(1);
-  auto sub = w.client->Subscribe(req);
+  auto sub = SubscribeWithCredit(*w.client, "s", 1);
   ASSERT_TRUE(w.client->Publish("t", "1").ok());
   ASSERT_TRUE(w.client->Publish("t", "2").ok());
   auto first = Receive(*sub, 1, absl::Seconds(10));

@@ -17,6 +17,7 @@ namespace {
 
 using testing::Pgbusd;
 using testing::Receive;
+using testing::SubscribeWithCredit;
 using testing::SubscriptionStats;
 
 v1::PublishMessage Msg(const std::string& payload, int priority = 0) {
@@ -36,15 +37,6 @@ std::vector<std::string> AckIds(const std::vector<v1::ReceivedMessage>& got) {
   std::vector<std::string> out;
   for (const auto& m : got) out.push_back(m.ack_id());
   return out;
-}
-
-// A stream of `subscription` that may hold `max_messages` unacked.
-std::unique_ptr<Subscriber> SubscribeWithCredit(Client& client, const std::string& subscription,
-                                                int64_t max_messages) {
-  v1::SubscribeRequest req;
-  req.set_subscription(subscription);
-  req.set_max_outstanding_messages(max_messages);
-  return client.Subscribe(req);
 }
 
 class SubscribeTest : public ::testing::Test {

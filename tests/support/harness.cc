@@ -302,6 +302,14 @@ std::string CreateTenantWithKey(const std::string& tenant,
   return IssueKey(tenant, scopes, topics);
 }
 
+std::unique_ptr<Subscriber> SubscribeWithCredit(Client& client, const std::string& subscription,
+                                                int64_t max_messages) {
+  v1::SubscribeRequest req;
+  req.set_subscription(subscription);
+  req.set_max_outstanding_messages(max_messages);
+  return client.Subscribe(req);
+}
+
 std::vector<v1::ReceivedMessage> Receive(Subscriber& sub, size_t n, absl::Duration timeout) {
   std::vector<v1::ReceivedMessage> out;
   absl::Time deadline = absl::Now() + timeout;

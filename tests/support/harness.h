@@ -107,6 +107,10 @@ std::string IssueKey(const std::string& tenant, const std::string& scopes,
 // Receives until `n` messages arrived or `timeout` passed.
 std::vector<v1::ReceivedMessage> Receive(Subscriber& sub, size_t n, absl::Duration timeout);
 
+// A stream of `subscription` that may hold `max_messages` unacked.
+std::unique_ptr<Subscriber> SubscribeWithCredit(Client& client, const std::string& subscription,
+                                                int64_t max_messages);
+
 // DeleteTopic through the admin stub.
 grpc::Status DeleteTopic(Client& client, const std::string& name);
 
