@@ -3,10 +3,14 @@
 // The Receiver (lease-managing, reconnecting subscriber) below them.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pqxx/pqxx>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -544,6 +548,43 @@ TEST(CppSdk, AdminCallsCoverTheProto) {
   ASSERT_TRUE(client->DeleteSubscription("replay").ok());
   ASSERT_TRUE(client->DeleteTopic("dead").ok());
   EXPECT_EQ(client->GetTopic("dead").status().code(), absl::StatusCode::kNotFound);
+}
+
+// This process's connections to `port` (its sockets' peers, from
+// /proc/self/fd; gRPC's sockets are IPv6 ones with mapped IPv4 addresses).
+int ConnectionsTo(int port) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+    const int fd = std::atoi(entry.path().filename().c_str());
+    sockaddr_storage peer{};
+    socklen_t len = sizeof(peer);
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) != 0) continue;
+    int peer_port = -1;
+    if (peer.ss_family == AF_INET) {
+      peer_port = ntohs(reinterpret_cast<const sockaddr_in*>(&peer)->sin_port);
+    } else if (peer.ss_family == AF_INET6) {
+      peer_port = ntohs(reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_port);
+    }
+    if (peer_port == port) ++n;
+  }
+  return n;
+}
+
+TEST(CppSdk, OwnConnectionIsNotShared) {
+  Pgbusd server;
+  const int port = std::stoi(server.target().substr(server.target().rfind(':') + 1));
+  auto first = Client::Connect(server.target());
+  ASSERT_TRUE(first->CreateTopic("t").ok());
+  ASSERT_EQ(ConnectionsTo(port), 1);
+  // Same target and settings: gRPC's shared connection.
+  auto shared = Client::Connect(server.target());
+  ASSERT_TRUE(shared->GetTopic("t").ok());
+  EXPECT_EQ(ConnectionsTo(port), 1);
+  ClientOptions options;
+  options.own_connection = true;
+  auto own = Client::Connect(server.target(), options);
+  ASSERT_TRUE(own->GetTopic("t").ok());
+  EXPECT_EQ(ConnectionsTo(port), 2);
 }
 
 // README's C++ quick start is sdk/cpp/examples/quickstart.cc, word for

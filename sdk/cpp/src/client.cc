@@ -167,6 +167,7 @@ std::unique_ptr<Client> Client::Connect(const std::string& target,
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 5000);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5000);
+  if (options.own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   return std::make_unique<Client>(grpc::experimental::CreateCustomChannelWithInterceptors(
                                       target, creds, args, std::move(hooks)),
                                   options.timeout);

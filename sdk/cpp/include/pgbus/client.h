@@ -68,6 +68,11 @@ struct ClientOptions {
   // More client interceptors (gRPC's experimental API), after the key's.
   std::vector<std::shared_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;
+  // A TCP connection of its own. By default gRPC gives every client of the
+  // same target and settings in a process one shared connection, whose
+  // frames each side handles one at a time; a subscriber beside a busy
+  // publisher in the same process then waits behind the publishes.
+  bool own_connection = false;
 };
 
 class Client {
