@@ -54,8 +54,7 @@ void Stream::Kick() {
       return;
     }
     PruneExpired(absl::Now());
-    if (static_cast<int64_t>(outstanding_.size()) >= options_.max_outstanding_messages ||
-        outstanding_bytes_ >= options_.max_outstanding_bytes) {
+    if (!CreditLeft().any()) {
       return;  // no credit: acks or lease expiry (seen at the next poll) kick again
     }
     state_ = State::kClaiming;
@@ -70,16 +69,15 @@ void Stream::Kick() {
 }
 
 void Stream::ClaimOnce() {
-  int64_t credit_messages, credit_bytes;
+  Credit credit;
   bool idle;
   {
     absl::MutexLock lock(&mu_);
     if (state_ == State::kClosed) return;
-    credit_messages = options_.max_outstanding_messages - static_cast<int64_t>(outstanding_.size());
-    credit_bytes = options_.max_outstanding_bytes - outstanding_bytes_;
+    credit = CreditLeft();
     idle = outstanding_.empty();
   }
-  int limit = static_cast<int>(std::min<int64_t>(credit_messages,
+  int limit = static_cast<int>(std::min<int64_t>(credit.messages,
                                                  dispatcher_->options_.max_claim_batch));
   if (options_.dead_letters) {
     // Exhausted deliveries leave before the claim, so the claim does not
@@ -97,7 +95,7 @@ void Stream::ClaimOnce() {
   }
   const absl::Time claim_started = absl::Now();
   auto claimed = dispatcher_->store_->Claim(options_.tenant, options_.subscription, lease_,
-                                            std::max(limit, 1), std::max<int64_t>(credit_bytes, 0),
+                                            std::max(limit, 1), std::max<int64_t>(credit.bytes, 0),
                                             /*first_may_exceed=*/idle, options_.ack_deadline);
   if (claimed.ok()) obs::CountClaim(static_cast<int>(claimed->size()), absl::Now() - claim_started);
   std::shared_ptr<StreamSink> sink;
@@ -148,6 +146,11 @@ void Stream::ClaimOnce() {
   SendBatch(sink, *std::move(claimed));
 }
 
+Stream::Credit Stream::CreditLeft() const {
+  return Credit{options_.max_outstanding_messages - static_cast<int64_t>(outstanding_.size()),
+                options_.max_outstanding_bytes - outstanding_bytes_};
+}
+
 void Stream::AddOutstanding(const std::vector<model::Delivery>& batch, absl::Time at) {
   for (const auto& d : batch) {
     outstanding_[{d.message.id, d.attempt}] = Outstanding{
@@ -184,10 +187,8 @@ std::optional<model::LeaseOffer> Stream::Reserve() {
     return std::nullopt;
   }
   PruneExpired(absl::Now());
-  const int64_t credit_messages =
-      options_.max_outstanding_messages - static_cast<int64_t>(outstanding_.size());
-  const int64_t credit_bytes = options_.max_outstanding_bytes - outstanding_bytes_;
-  if (credit_messages <= 0 || credit_bytes <= 0) return std::nullopt;
+  const Credit credit = CreditLeft();
+  if (!credit.any()) return std::nullopt;
   offered_ = true;
   model::LeaseOffer offer;
   offer.tenant = options_.tenant;
@@ -195,8 +196,8 @@ std::optional<model::LeaseOffer> Stream::Reserve() {
   offer.lease = lease_;
   offer.ack_deadline = options_.ack_deadline;
   offer.max_messages =
-      static_cast<int>(std::min<int64_t>(credit_messages, dispatcher_->options_.max_claim_batch));
-  offer.max_bytes = credit_bytes;
+      static_cast<int>(std::min<int64_t>(credit.messages, dispatcher_->options_.max_claim_batch));
+  offer.max_bytes = credit.bytes;
   offer.first_may_exceed = outstanding_.empty();
   return offer;
 }
@@ -328,9 +329,7 @@ void Stream::LeasesChanged(const std::vector<model::LeaseKey>& keys, const std::
     // next message of its ordering key be claimed; otherwise a stream that
     // took all that was ready has nothing to claim (and stays free to take
     // the next group commit's deliveries directly).
-    bool matters = ready_again ||
-                   static_cast<int64_t>(outstanding_.size()) >= options_.max_outstanding_messages ||
-                   outstanding_bytes_ >= options_.max_outstanding_bytes || !drained_;
+    bool matters = ready_again || !CreditLeft().any() || !drained_;
     for (size_t i = 0; i < keys.size(); ++i) {
       if (keys[i].lease != lease_) continue;
       auto it = outstanding_.find({keys[i].message_id, keys[i].attempt});

@@ -106,6 +106,14 @@ class Stream : public std::enable_shared_from_this<Stream> {
   // The group commit it was reserved for is over: sends what it leased
   // (after the batch being sent, if any).
   void TakeHandOff(model::HandedOff handed);
+  // What the flow-control limits leave (negative when a first message
+  // went over the byte limit).
+  struct Credit {
+    int64_t messages = 0;
+    int64_t bytes = 0;
+    bool any() const { return messages > 0 && bytes > 0; }
+  };
+  Credit CreditLeft() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Counts `batch` as outstanding (claimed at `at`).
   void AddOutstanding(const std::vector<model::Delivery>& batch, absl::Time at)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -133,7 +141,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   absl::Duration Quiet() const;
 
   struct Outstanding {
-    int64_t bytes;
+    int64_t bytes = 0;
     absl::Time expiry;
     absl::Time claimed;
     absl::Time next_check;  // when to look it up (CheckQuietLeases)
