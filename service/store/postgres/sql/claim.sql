@@ -31,10 +31,7 @@ c AS (
   -- the statistics say (by message id, stale statistics made the planner
   -- scan the subscription's whole backlog). A locked row cannot move
   -- before this update. `chosen` is materialized: the LIMIT ... SKIP
-  -- LOCKED subquery runs exactly once. (As `ctid = ANY (ARRAY(...))`,
-  -- planned on an empty table, the generic plan scanned the tenant's
-  -- deliveries by deliveries_pkey and filtered them by ctid: a TID scan of
-  -- an array of unknown length is costed for 10 rows.)
+  -- LOCKED subquery runs exactly once. See "Rows by ctid" in README.md.
   FROM chosen
   WHERE d.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
     AND d.ctid = chosen.row_id

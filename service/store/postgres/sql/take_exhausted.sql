@@ -11,19 +11,21 @@ WITH ds AS (
     ON t.tenant_id = s.tenant_id AND t.name = s.dead_letter_topic
   WHERE s.tenant_id = (SELECT current_setting('pgbus.tenant_id', true)) AND s.name = $1
     AND s.max_delivery_attempts > 0),
+exhausted AS MATERIALIZED (
+  SELECT e.ctid AS row_id FROM pgbus.deliveries e
+  WHERE e.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
+    AND e.subscription = $1
+    AND e.attempts >= (SELECT ds.max_delivery_attempts FROM ds)
+    AND e.visible_at <= now()
+    AND (e.expires_at IS NULL OR e.expires_at > now())
+  ORDER BY e.visible_at LIMIT $2 FOR UPDATE SKIP LOCKED),
 dead AS (
-  DELETE FROM pgbus.deliveries d
-  -- The due rows locked, by ctid (see release_due.sql); IN (subquery) was
-  -- planned as a loop over the subscription's backlog on stale statistics.
+  -- The rows `exhausted` locked, by ctid (see "Rows by ctid" in
+  -- README.md); IN (subquery) was planned as a loop over the
+  -- subscription's backlog on stale statistics.
+  DELETE FROM pgbus.deliveries d USING exhausted
   WHERE d.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
-    AND d.ctid = ANY (ARRAY(
-      SELECT e.ctid FROM pgbus.deliveries e
-      WHERE e.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
-        AND e.subscription = $1
-        AND e.attempts >= (SELECT ds.max_delivery_attempts FROM ds)
-        AND e.visible_at <= now()
-        AND (e.expires_at IS NULL OR e.expires_at > now())
-      ORDER BY e.visible_at LIMIT $2 FOR UPDATE SKIP LOCKED))
+    AND d.ctid = exhausted.row_id
   RETURNING d.message_id, d.attempts, d.last_nack_reason)
 SELECT ds.dead_letter_topic, o.priority, o.correlation_id,
   ARRAY(SELECT key FROM jsonb_each_text(a.attributes)),
@@ -31,8 +33,13 @@ SELECT ds.dead_letter_topic, o.priority, o.correlation_id,
   CASE WHEN o.payload_id IS NULL THEN o.sha256 ELSE sha256(''::bytea) END,
   CASE WHEN o.payload_id IS NULL THEN o.payload ELSE ''::bytea END
 FROM dead
-JOIN pgbus.messages o ON o.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
-  AND o.id = dead.message_id
+-- Each message by one probe of messages_pkey, as claim.sql joins them.
+CROSS JOIN LATERAL (
+  SELECT * FROM pgbus.messages o1
+  WHERE o1.tenant_id = (SELECT current_setting('pgbus.tenant_id', true))
+    AND o1.id >= dead.message_id AND o1.id <= dead.message_id
+  ORDER BY o1.id
+  LIMIT 1) o
 CROSS JOIN ds CROSS JOIN LATERAL (SELECT o.attributes || jsonb_build_object(
      'pgbus.dead_letter.subscription', ds.name,
      'pgbus.dead_letter.topic', o.topic,
